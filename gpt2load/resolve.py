@@ -1,0 +1,47 @@
+"""Turn what a user typed (a path or a model name) into a local checkpoint, then a model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import canonical_name, is_model_name
+from .model import GPT
+
+
+def resolve(
+    model_or_path: str | os.PathLike[str],
+    source: str | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """A local file or folder for ``model_or_path``, downloading a named model on first use.
+
+    An existing path always wins over a model name, so a folder called ``gpt2``
+    in the working directory is used as it is.
+    """
+    path = Path(model_or_path).expanduser()
+    if path.exists():
+        return path
+    name = str(model_or_path)
+    if is_model_name(name):
+        from .download import download
+
+        return download(canonical_name(name), source=source or "hf", dir=weights_dir)
+    raise FileNotFoundError(
+        f"{name!r} is neither an existing file or folder nor a GPT-2 model name "
+        f"(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M, 355M, 774M, 1558M)"
+    )
+
+
+def load(
+    model_or_path: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    source: str | None = None,
+) -> GPT:
+    """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode."""
+    from .formats import load_checkpoint
+
+    return load_checkpoint(resolve(model_or_path, source=source), device=device, dtype=dtype)
