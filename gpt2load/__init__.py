@@ -24,7 +24,18 @@ _EXPORTS = {
     "download": "gpt2load.download",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "download",
+    "generate",
+    "get_tokenizer",
+    "load",
+    "preset",
+    "resolve",
+    "save_native",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import GPTConfig, preset

@@ -192,7 +192,9 @@ class GPT(nn.Module):
             elif name.endswith(("shift", "bias")):
                 param.zero_()
             else:
-                std = residual_std if name.endswith(("out_proj.weight", "layers.2.weight")) else 0.02
+                std = (
+                    residual_std if name.endswith(("out_proj.weight", "layers.2.weight")) else 0.02
+                )
                 param.normal_(0.0, std, generator=generator)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

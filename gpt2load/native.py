@@ -26,9 +26,7 @@ TIED_KEYS = ("out_head.weight",)
 def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors in our layout, minus the tied head, contiguous and on the CPU."""
     state = getattr(model, "_orig_mod", model).state_dict()
-    return {
-        k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in TIED_KEYS
-    }
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in TIED_KEYS}
 
 
 def save_native(

@@ -71,7 +71,9 @@ def tiny_model(tiny_config: GPTConfig) -> GPT:
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
     if not (TOKENIZER_DIR / "encoder.json").exists() or not (TOKENIZER_DIR / "vocab.bpe").exists():
-        pytest.skip(f"real GPT-2 tokenizer files not found in {TOKENIZER_DIR} (../shared/data absent)")
+        pytest.skip(
+            f"real GPT-2 tokenizer files not found in {TOKENIZER_DIR} (../shared/data absent)"
+        )
     return TOKENIZER_DIR
 
 

@@ -1,0 +1,135 @@
+"""Autoregressive sampling with a preallocated KV cache.
+
+With the cache, the prompt is run once and each new token costs one forward
+step over one position. GPT-2's positions are learned and absolute, so once a
+sequence outgrows the context window every cached key is at the wrong
+position; from then on each step re-runs the last ``context_length`` tokens,
+which is exactly what a cache-less loop does, so both paths give the same text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .model import GPT
+
+
+def _check_sampling_args(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p; the first stays.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def stream(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every sequence ([batch] ids), one step at a time.
+
+    Rows that have produced ``eos_id`` keep yielding ``eos_id``; the stream ends
+    when every row has finished or ``max_new_tokens`` were produced.
+    """
+    _check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.size(1) == 0:
+        raise ValueError("the prompt is empty: give at least one token")
+    if max_new_tokens == 0:
+        return
+    context = model.config.context_length
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=idx.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            seq = idx[:, -context:]
+            cache = None
+            if use_cache:
+                cache = model.new_cache(idx.size(0), min(seq.size(1) + max_new_tokens, context))
+            logits = model(seq, cache=cache)[:, -1]
+            finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+            for step in range(max_new_tokens):
+                token = sample_next_token(logits, temperature, top_k, top_p, generator)
+                if eos_id is not None:
+                    token = token.masked_fill(finished, eos_id)
+                    finished |= token == eos_id
+                yield token
+                if step == max_new_tokens - 1 or bool(finished.all()):
+                    return
+                seq = torch.cat([seq, token[:, None]], dim=1)[:, -context:]
+                if cache is not None and cache.length < cache.max_len:
+                    logits = model(token[:, None], cache=cache)[:, -1]
+                else:
+                    logits = model(seq)[:, -1]
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """``idx`` [batch, time] extended by up to ``max_new_tokens`` sampled tokens.
+
+    The prompt is returned whole even when it is longer than the context (only the
+    model's input is cropped from the left). A fixed ``seed`` makes sampling
+    reproducible without touching the global RNG.
+    """
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    new = list(
+        stream(model, idx, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)
+    )
+    if not new:
+        return idx
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)

@@ -1,0 +1,127 @@
+"""The from-scratch model: configs, shapes, loss, and logits equal to transformers'."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2load.config import PRESETS, GPTConfig, canonical_name, preset
+from gpt2load.model import GPT
+from tests.conftest import TINY_CONFIGS, random_model
+from tests.hf_reference import to_hf_model
+
+
+def test_gpt2_preset_has_published_parameter_count() -> None:
+    with torch.device("meta"):
+        model = GPT(preset("gpt2"))
+    assert model.num_parameters() == 124_439_808
+    assert model.out_head.weight is model.tok_emb.weight
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("gpt2", "gpt2"),
+        ("124M", "gpt2"),
+        ("gpt2-small", "gpt2"),
+        ("355M", "gpt2-medium"),
+        ("GPT2-Large", "gpt2-large"),
+        ("1558M", "gpt2-xl"),
+    ],
+)
+def test_aliases_resolve_to_presets(name: str, expected: str) -> None:
+    assert canonical_name(name) == expected
+    assert preset(name) == PRESETS[expected]
+
+
+def test_unknown_model_name_lists_known_names() -> None:
+    with pytest.raises(KeyError, match="gpt2-medium"):
+        canonical_name("gpt3")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"n_embd": 100, "n_head": 3}, "divisible by n_head"),
+        ({"n_layer": 0}, "n_layer must be a positive integer"),
+        ({"context_length": -4}, "context_length must be a positive integer"),
+        ({"vocab_size": 2.5}, "vocab_size must be a positive integer"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
+def test_invalid_configs_are_rejected_clearly(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**fields)
+
+
+def test_state_dict_uses_the_book_layout(tiny_model: GPT) -> None:
+    keys = set(tiny_model.state_dict())
+    for name in (
+        "tok_emb.weight",
+        "pos_emb.weight",
+        "trf_blocks.1.att.W_query.weight",
+        "trf_blocks.1.att.W_key.bias",
+        "trf_blocks.1.att.W_value.weight",
+        "trf_blocks.1.att.out_proj.bias",
+        "trf_blocks.1.ff.layers.0.weight",
+        "trf_blocks.1.ff.layers.2.bias",
+        "trf_blocks.1.norm1.scale",
+        "trf_blocks.1.norm2.shift",
+        "final_norm.scale",
+        "out_head.weight",
+    ):
+        assert name in keys, name
+    assert not any("mask" in k for k in keys), "attention needs no mask buffer"
+
+
+def test_forward_shapes_and_loss(tiny_model: GPT) -> None:
+    idx = torch.randint(0, tiny_model.config.vocab_size, (3, 7))
+    logits = tiny_model(idx)
+    assert logits.shape == (3, 7, tiny_model.config.vocab_size)
+    logits2, loss = tiny_model(idx, idx)
+    assert torch.equal(logits, logits2)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), idx.view(-1))
+    assert torch.allclose(loss, expected)
+
+
+def test_targets_of_minus_one_are_ignored(tiny_model: GPT) -> None:
+    idx = torch.randint(0, 100, (1, 6))
+    targets = idx.clone()
+    targets[0, 3:] = -1
+    _, loss = tiny_model(idx, targets)
+    _, loss_prefix = tiny_model(idx[:, :3], idx[:, :3])
+    assert torch.allclose(loss, loss_prefix, atol=1e-6)
+
+
+def test_input_longer_than_context_is_a_clear_error(tiny_model: GPT) -> None:
+    n = tiny_model.config.context_length + 1
+    with pytest.raises(ValueError, match=r"longer than the model's context of 64"):
+        tiny_model(torch.zeros(1, n, dtype=torch.long))
+
+
+def test_attention_is_causal(tiny_model: GPT) -> None:
+    idx = torch.randint(0, 100, (1, 10))
+    changed = idx.clone()
+    changed[0, -1] = (idx[0, -1] + 1) % 100
+    assert torch.allclose(tiny_model(idx)[:, :-1], tiny_model(changed)[:, :-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_logits_match_transformers(name: str) -> None:
+    config = TINY_CONFIGS[name]
+    model = random_model(config, seed=1)
+    hf = to_hf_model(model)
+    idx = torch.randint(0, config.vocab_size, (2, config.context_length))
+    with torch.no_grad():
+        ours = model(idx)
+        theirs = hf(idx).logits
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_dropout_only_in_training_mode() -> None:
+    config = TINY_CONFIGS["tiny"].replace(dropout=0.5)
+    model = random_model(config)
+    idx = torch.randint(0, 100, (1, 8))
+    assert torch.equal(model(idx), model(idx))
+    model.train()
+    assert not torch.equal(model(idx), model(idx))
