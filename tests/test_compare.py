@@ -1,0 +1,88 @@
+"""``gpt2load compare``: same prompts and seed for every model, side by side, with losses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpt2load.cli import main
+from gpt2load.compare import Comparison, ModelResult, render_columns
+from gpt2load.evaluation import evaluate_tokens, read_eval_tokens
+from tests.conftest import TINY_CONFIGS, random_model
+from tests.test_cli_generate import make_checkpoint
+
+
+def test_evaluate_tokens_matches_a_direct_computation() -> None:
+    model = random_model(TINY_CONFIGS["small_vocab"], seed=5)
+    ctx = model.config.context_length
+    tokens = np.random.default_rng(0).integers(0, 101, size=2 * ctx + 7 + 1)
+    result = evaluate_tokens(model, tokens, batch_size=1)
+    data = torch.from_numpy(tokens)
+    losses = []
+    for start in range(0, len(data) - 1, ctx):
+        x = data[start : start + ctx][: len(data) - 1 - start]
+        y = data[start + 1 : start + 1 + len(x)]
+        logits = model(x[None])
+        losses.append(torch.nn.functional.cross_entropy(logits[0], y, reduction="none"))
+    expected = torch.cat(losses).mean().item()
+    assert result.tokens == len(tokens) - 1
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
+
+
+def test_columns_fit_the_width() -> None:
+    comparison = Comparison(
+        prompts=["Once"],
+        settings={"seed": 0},
+        eval_text=None,
+        results=[
+            ModelResult("a", "a", 10, ["Once " + "word " * 60]),
+            ModelResult("b", "b", 10, ["Once upon\na time"]),
+        ],
+    )
+    text = render_columns(comparison, width=60)
+    assert all(len(line) <= 60 for line in text.splitlines())
+    assert "upon" in text and "a time" in text
+
+
+def test_compare_two_models_side_by_side(
+    tmp_path: Path, tokenizer_dir: Path, tokenizer, capsys: pytest.CaptureFixture
+) -> None:
+    a = make_checkpoint(tmp_path / "a", tokenizer_dir, seed=1)
+    b = make_checkpoint(tmp_path / "b", tokenizer_dir, seed=2)
+    eval_text = tmp_path / "eval.txt"
+    eval_text.write_text("To be, or not to be, that is the question. " * 20)
+    report = tmp_path / "report.md"
+    page = tmp_path / "report.html"
+    common = ["--prompt", "ROMEO:", "--prompt", "JULIET:", "--max-new-tokens", "6",
+              "--seed", "4", "--eval-text", str(eval_text), "--device", "cpu"]  # fmt: skip
+    assert main(["compare", str(a), str(b), str(a), *common, "--out", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert str(a) in out and str(b) in out
+    assert out.count("loss ") >= 3 and "ppl" in out
+    md = report.read_text()
+    assert main(["compare", str(a), str(b), *common, "--out", str(page)]) == 0
+    html = page.read_text()
+
+    # Every model saw the same prompts and seed: the same model twice writes the same text.
+    rows = [line for line in md.splitlines() if line.startswith("| prompt")]
+    assert len(rows) == 2
+    cells = [row.split(" | ") for row in rows]
+    assert all(c[1] == c[3] for c in cells)
+    assert all(c[1] != c[2] for c in cells)
+
+    # The reported loss is the model's loss on the text.
+    model_a = random_model(TINY_CONFIGS["tiny"], seed=1)
+    expected = evaluate_tokens(model_a, read_eval_tokens(eval_text, tokenizer)).loss
+    loss_row = next(line for line in md.splitlines() if line.startswith("| loss on"))
+    assert f"{expected:.4f}" in loss_row
+    assert html.startswith("<!doctype html>") and "JULIET:" in html and "<script" not in html
+
+
+def test_compare_needs_a_prompt(tmp_path: Path, tokenizer_dir: Path) -> None:
+    a = make_checkpoint(tmp_path / "a", tokenizer_dir)
+    assert main(["compare", str(a), "--no-eval"]) == 2
