@@ -18,10 +18,10 @@ _EXPORTS = {
     "KVCache": "gpt2load.model",
     "generate": "gpt2load.generation",
     "get_tokenizer": "gpt2load.tokenizer",
-    "load": "gpt2load.resolve",
-    "resolve": "gpt2load.resolve",
+    "load": "gpt2load.loading",
+    "resolve": "gpt2load.loading",
     "save_native": "gpt2load.native",
-    "download": "gpt2load.download",
+    "download": "gpt2load.downloads",
 }
 
 __all__ = [
@@ -39,11 +39,11 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import GPTConfig, preset
-    from .download import download
+    from .downloads import download
     from .generation import generate
+    from .loading import load, resolve
     from .model import GPT, KVCache
     from .native import save_native
-    from .resolve import load, resolve
     from .tokenizer import get_tokenizer
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..model import GPT
 
-SOURCES = ("hf", "openai", "rasbt")
+from ..releases import SOURCES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, many: bool = False) -> None:
@@ -65,7 +65,7 @@ def load_model(
 ) -> tuple[GPT, tiktoken.Encoding, Path]:
     """Resolve (downloading if named), load, and find the tokenizer that goes with the files."""
     from ..formats import load_checkpoint
-    from ..resolve import resolve
+    from ..loading import resolve
     from ..tokenizer import get_tokenizer
 
     path = resolve(model_or_path, source=source)

@@ -9,26 +9,28 @@ import torch
 
 from .config import canonical_name, is_model_name
 from .model import GPT
+from .releases import DEFAULT_SOURCE
 
 
 def resolve(
     model_or_path: str | os.PathLike[str],
     source: str | None = None,
-    weights_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """A local file or folder for ``model_or_path``, downloading a named model on first use.
 
     An existing path always wins over a model name, so a folder called ``gpt2``
-    in the working directory is used as it is.
+    in the working directory is used as it is. A finished download is reused after
+    a size check only (no network, no re-hash); ``gpt2load verify`` re-hashes.
+    Downloads land in ``weights/<model>/<source>/`` (root: ``$GPT2LOAD_WEIGHTS_DIR``).
     """
     path = Path(model_or_path).expanduser()
     if path.exists():
         return path
     name = str(model_or_path)
     if is_model_name(name):
-        from .download import download
+        from .downloads import download
 
-        return download(canonical_name(name), source=source or "hf", dir=weights_dir)
+        return download(canonical_name(name), source=source or DEFAULT_SOURCE, fast=True)
     raise FileNotFoundError(
         f"{name!r} is neither an existing file or folder nor a GPT-2 model name "
         f"(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M, 355M, 774M, 1558M)"

@@ -1,0 +1,81 @@
+"""``gpt2load download``: fetch a release (or a custom manifest) into a folder, checked."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..releases import DEFAULT_SOURCE, SOURCES
+
+    parser = subparsers.add_parser(
+        "download",
+        help="download GPT-2 weights and tokenizer files, resumable and checked",
+        description=(
+            "Download every file of a GPT-2 release, plus OpenAI's encoder.json and vocab.bpe "
+            "where the release lacks them, verify sizes and sha256, and record the hashes in "
+            "the folder's manifest.json. Prints the folder as the last line. Re-running "
+            "fetches only what is missing or wrong; an interrupted file resumes."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="gpt2, gpt2-medium, gpt2-large, gpt2-xl or 124M/355M/774M/1558M "
+        "(with --manifest: any name for the folder)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=DEFAULT_SOURCE,
+        help=f"where the weights come from (default: {DEFAULT_SOURCE}, whose files have "
+        "published sha256)",
+    )
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="target folder (default: weights/<model>/<source>/ under the working directory, "
+        "or under $GPT2LOAD_WEIGHTS_DIR)",
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        metavar="URL",
+        help="replace the scheme and host of every URL, keeping the path (also "
+        "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way",
+    )
+    parser.add_argument("--force", action="store_true", help="download everything again")
+    parser.add_argument(
+        "--fast", action="store_true", help="trust files already in place by their size alone"
+    )
+    parser.add_argument(
+        "--manifest",
+        default=None,
+        metavar="FILE",
+        help='download from a JSON manifest {"files": [{"url", "path", "size"?, "sha256"?}]} '
+        "instead of a built-in release (default folder weights/<MODEL>/custom/)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..downloads import DownloadError, download
+
+    try:
+        folder = download(
+            args.model,
+            source=args.source,
+            dir=args.dir,
+            mirror=args.mirror,
+            force=args.force,
+            fast=args.fast,
+            manifest=args.manifest,
+            progress=not args.quiet,
+        )
+    except DownloadError as exc:
+        print(f"gpt2load download: failed: {exc}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0

@@ -1,0 +1,51 @@
+"""``gpt2load verify``: hashes, tensors and a known answer; exit 1 listing what failed."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..releases import SOURCES
+
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a checkpoint: hashes, tensors, and a known answer for OpenAI's 124M",
+        description=(
+            "Re-hash the files against the sha256 recorded at download time and the "
+            "published values, load the checkpoint (every tensor present, right shape, "
+            "finite) and, for OpenAI's 124M weights, check the greedy continuation of "
+            "'Every effort moves'. Exit code 0 when everything holds, 1 otherwise."
+        ),
+    )
+    parser.add_argument(
+        "target",
+        metavar="PATH|MODEL",
+        help="a checkpoint file or folder, or a model name whose download folder to check",
+    )
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=None,
+        help="with a model name: which download to check (default: the first found of "
+        + ", ".join(SOURCES)
+        + ")",
+    )
+    parser.add_argument("--device", default="cpu", help="where to run the model (default: cpu)")
+    parser.add_argument(
+        "--no-known-answer", action="store_true", help="skip the known-answer generation"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..verify import verify
+
+    report = verify(
+        args.target,
+        source=args.source,
+        known_answer=None if args.no_known_answer else "auto",
+        device=args.device,
+    )
+    print(report.format())
+    return 0 if report.ok else 1

@@ -1,0 +1,474 @@
+"""Fetching one URL into one file: resumed, retried, verified, and only then put in place.
+
+Bytes arrive in ``FILE.part``. A dropped connection keeps them, and the next
+attempt asks for the rest with an HTTP Range request; a server that answers with
+the whole file instead is simply read from the start. When every byte is there,
+the part is checked against the expected size and sha256 and against every digest
+the server sent, and renamed onto ``FILE`` only if all agree, so a reader never
+sees a half-written or wrong file under the real name.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .digests import Claim, hash_file, header_claims, normalise_sha256, sha256_file
+from .hosts import effective_url, scheme_allowed
+from .manifest import PART_SUFFIX
+
+logger = logging.getLogger("gpt2load.download")
+
+CHUNK_SIZE = 1 << 16  # small enough that a cut connection loses little of what it carried
+DEFAULT_TIMEOUT = (10.0, 60.0)  # seconds to connect, seconds of silence while reading
+DEFAULT_RETRIES = 5
+DEFAULT_BACKOFF = 1.0
+MAX_BACKOFF = 30.0
+MAX_REDIRECTS = 10
+BACKOFF_ENV = "GPT2LOAD_BACKOFF"
+OFFLINE_ENVS = ("GPT2LOAD_OFFLINE", "HF_HUB_OFFLINE")
+USER_AGENT = f"gpt2load/{__version__}"
+RETRY_STATUSES = frozenset({408, 425, 429})  # plus every 5xx
+
+Timeout = float | tuple[float, float]
+Note = Callable[[str], None]
+
+
+class DownloadError(RuntimeError):
+    """A download failed; the message names the file and the URL."""
+
+
+class ChecksumError(DownloadError):
+    """The bytes received are not the expected ones; they were deleted."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    sha256: str | None  # None only when nothing required hashing
+    fetched: bool  # False: an existing file was reused without any network access
+
+
+def offline() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in OFFLINE_ENVS
+    )
+
+
+def make_note(progress: bool) -> Note:
+    """Status lines go between the progress bars when bars are shown, else to the log."""
+
+    def note(message: str) -> None:
+        if progress:
+            tqdm.write(message, file=sys.stderr)
+        else:
+            logger.info(message)
+
+    return note
+
+
+def backoff_base(backoff: float | None) -> float:
+    if backoff is not None:
+        return max(0.0, float(backoff))
+    raw = os.environ.get(BACKOFF_ENV)
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            raise ValueError(f"{BACKOFF_ENV} must be a number of seconds, got {raw!r}") from None
+    return DEFAULT_BACKOFF
+
+
+def retry_delay(failures: int, backoff: float, retry_after: float | None = None) -> float:
+    """Exponential: ``backoff``, 2x, 4x ... capped; a server's Retry-After is honoured up to the cap."""
+    delay = backoff * 2 ** (failures - 1)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, MAX_BACKOFF)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) of a Content-Range header; None where absent or unknown."""
+    match = _CONTENT_RANGE.match(value or "")
+    if not match:
+        return None, None
+    start = int(match.group(1)) if match.group(1) is not None else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return start, total
+
+
+def _reason(exc: Exception) -> str:
+    """A short account of a failed attempt (requests' own messages nest several layers)."""
+    if isinstance(exc, _Retryable):
+        return str(exc)
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection broke mid-file"
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower():
+        return "timed out"
+    return f"connection failed ({text[:200]})"
+
+
+def check_existing(
+    path: Path, size: int | None, sha256: str | None, fast: bool
+) -> tuple[bool, str | None, str]:
+    """Whether a file already in place is the expected one: (usable, sha256 if hashed, why not)."""
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return False, None, f"has {actual} bytes, expected {size}"
+    if sha256 is None or fast:
+        return True, None, ""
+    digest = sha256_file(path)
+    if digest != sha256:
+        return False, digest, f"has sha256 {digest}, expected {sha256}"
+    return True, digest, ""
+
+
+class Transfer:
+    """Moves the bytes of one URL into a ``.part`` file, across as many attempts as it takes."""
+
+    def __init__(
+        self,
+        url: str,
+        part: Path,
+        *,
+        label: str,
+        allow_http: bool,
+        size: int | None,
+        session: requests.Session,
+        timeout: Timeout,
+        retries: int,
+        backoff: float,
+        progress: bool,
+        note: Note,
+    ) -> None:
+        self.url = url
+        self.part = part
+        self.label = label
+        self.allow_http = allow_http
+        self.total = size
+        self.total_source = "expected"
+        self.session = session
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.progress = progress
+        self.note = note
+        self.claims: set[Claim] = set()
+        self.bar: tqdm | None = None
+        self.resumed_from_disk = self.have() > 0
+
+    def have(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def run(self) -> None:
+        """Fill the part file, retrying with backoff; each attempt that adds bytes resets the count."""
+        failures = 0
+        best = self.have()
+        while True:
+            try:
+                if self._attempt():
+                    return
+                raise _Retryable("the connection closed before the whole file arrived")
+            except requests.exceptions.SSLError as exc:
+                raise DownloadError(f"{self.label}: TLS failure for {self.url}: {exc}") from exc
+            except (
+                _Retryable,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                have = self.have()
+                if have > best:
+                    best, failures = have, 0
+                failures += 1
+                reason = _reason(exc)
+                if failures > self.retries:
+                    kept = (
+                        f"; {have} bytes are kept in {self.part} for the next run" if have else ""
+                    )
+                    raise DownloadError(
+                        f"{self.label}: giving up on {self.url} after {failures} failed "
+                        f"attempts ({reason}){kept}"
+                    ) from exc
+                delay = retry_delay(failures, self.backoff, getattr(exc, "retry_after", None))
+                self.note(
+                    f"{self.label}: {reason}; retry {failures} of {self.retries} in {delay:.1f}s"
+                )
+                time.sleep(delay)
+
+    def _learn_total(self, total: int, source: str) -> None:
+        if self.total is None:
+            self.total, self.total_source = total, source
+        elif self.total != total:
+            raise ChecksumError(
+                f"{self.label}: size mismatch: expected {self.total} bytes ({self.total_source}), "
+                f"but {source} says {total} bytes, from {self.url}"
+            )
+
+    def _claim(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            if claim.algorithm == "size":
+                self._learn_total(int(claim.value), claim.source)
+            else:
+                self.claims.add(claim)
+
+    def _get(self, headers: dict[str, str]) -> requests.Response:
+        """GET following redirects by hand, to refuse a downgrade to http and read every hop's digests."""
+        url = self.url
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.session.get(
+                url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
+            )
+            if response.is_redirect:
+                self._claim(header_claims(response.headers, first_hop=hop == 0, full_body=False))
+                target = urljoin(url, response.headers["Location"])
+                response.close()
+                if not scheme_allowed(target, self.allow_http):
+                    raise DownloadError(
+                        f"{self.label}: {url} redirects to {target}; refusing to leave https"
+                    )
+                url = target
+                continue
+            if response.status_code in (200, 206):
+                full = response.status_code == 200
+                self._claim(header_claims(response.headers, first_hop=hop == 0, full_body=full))
+            return response
+        raise DownloadError(f"{self.label}: more than {MAX_REDIRECTS} redirects from {self.url}")
+
+    def _restart(self, why: str) -> None:
+        self.note(f"{self.label}: {why}; downloading it from the start")
+        self.part.unlink(missing_ok=True)
+
+    def _show(self, offset: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=self.total,
+                initial=offset,
+                desc=self.label,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=not self.progress,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        elif self.bar.n != offset or self.bar.total != self.total:
+            self.bar.reset(total=self.total)
+            self.bar.update(offset)
+
+    def _attempt(self) -> bool:
+        """One request; True when the part file holds the whole file."""
+        have = self.have()
+        if self.total is not None and have > self.total:
+            self._restart(f"{self.part.name} is longer than the file")
+            have = 0
+        if self.total is not None and have == self.total:
+            return True
+        headers = {"Accept-Encoding": "identity"}  # Range offsets count bytes as stored
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        with self._get(headers) as response:
+            status = response.status_code
+            if status == 416 and have:
+                _, total = _content_range(response.headers.get("Content-Range"))
+                if total == have:
+                    self._learn_total(total, "Content-Range")
+                    return True
+                self._restart(f"the server cannot resume at byte {have}")
+                raise _Retryable("resume refused (HTTP 416)", retry_after=0.0)
+            if status in RETRY_STATUSES or status >= 500:
+                raise _Retryable(
+                    f"HTTP {status} {response.reason}",
+                    _retry_after(response.headers.get("Retry-After")),
+                )
+            if status not in (200, 206):
+                raise DownloadError(
+                    f"{self.label}: HTTP {status} {response.reason} for {response.url}"
+                )
+            length = response.headers.get("Content-Length", "").strip()
+            if status == 206:
+                start, total = _content_range(response.headers.get("Content-Range"))
+                if start != have:
+                    self._restart(f"the server resumed at byte {start}, not {have}")
+                    raise _Retryable("resumed at the wrong offset", retry_after=0.0)
+                offset = have
+            else:
+                if have:
+                    self._restart("the server ignored the Range request")
+                offset = 0
+                total = int(length) if length.isdigit() else None
+            if total is None and length.isdigit():
+                total = offset + int(length)
+            if total is not None:
+                self._learn_total(total, "the server's Content-Length")
+            self._show(offset)
+            assert self.bar is not None
+            with open(self.part, "ab" if offset else "wb") as fh:
+                received = offset
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    fh.write(chunk)
+                    received += len(chunk)
+                    self.bar.update(len(chunk))
+                    if self.total is not None and received > self.total:
+                        raise ChecksumError(
+                            f"{self.label}: the server sent more than the expected "
+                            f"{self.total} bytes, from {self.url}"
+                        )
+                fh.flush()
+                os.fsync(fh.fileno())
+        return self.total is None or self.have() == self.total
+
+
+def _check_part(
+    transfer: Transfer, size: int | None, sha256: str | None, need_sha256: bool
+) -> str | None:
+    """Raise ChecksumError unless the finished part matches every expectation; its sha256."""
+    part, label, url = transfer.part, transfer.label, transfer.url
+    actual_size = part.stat().st_size
+    if size is not None and actual_size != size:
+        raise ChecksumError(
+            f"{label}: size mismatch: expected {size} bytes, got {actual_size}, from {url}"
+        )
+    algorithms = {c.algorithm for c in transfer.claims}
+    if sha256 is not None or need_sha256:
+        algorithms.add("sha256")
+    digests = hash_file(part, sorted(algorithms))
+    if sha256 is not None and digests["sha256"] != sha256:
+        raise ChecksumError(
+            f"{label}: sha256 mismatch: expected {sha256}, got {digests['sha256']}, from {url}"
+        )
+    for claim in sorted(transfer.claims, key=lambda c: (c.algorithm, c.source)):
+        if digests[claim.algorithm] != claim.value:
+            raise ChecksumError(
+                f"{label}: {claim.algorithm} mismatch: the server's {claim.source} says "
+                f"{claim.value}, got {digests[claim.algorithm]}, from {url}"
+            )
+    return digests.get("sha256")
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    accept_size: int | None = None,
+    accept_sha256: str | None = None,
+    mirror: str | None = None,
+    force: bool = False,
+    fast: bool = False,
+    need_sha256: bool = False,
+    progress: bool = True,
+    retries: int | None = None,
+    backoff: float | None = None,
+    timeout: Timeout | None = None,
+    session: requests.Session | None = None,
+    label: str | None = None,
+) -> Fetched:
+    """Make ``dest`` hold the file at ``url``; see ``gpt2load.downloads.download_file``.
+
+    ``size``/``sha256`` bind any bytes; ``accept_size``/``accept_sha256`` (a record of an
+    earlier download) only decide whether a file already in place can be kept.
+    """
+    dest = Path(dest)
+    label = label or dest.name
+    sha256 = normalise_sha256(sha256)
+    note = make_note(progress)
+    if dest.exists() and not force:
+        keep_size = size if size is not None else accept_size
+        keep_sha = sha256 or normalise_sha256(accept_sha256)
+        usable, digest, why = check_existing(dest, keep_size, keep_sha, fast)
+        if usable:
+            if digest is None and need_sha256:
+                digest = keep_sha if keep_sha is not None else sha256_file(dest)
+            return Fetched(dest, dest.stat().st_size, digest, fetched=False)
+        note(f"{label}: the file in place {why}; replacing it")
+        dest.unlink()
+    if offline():
+        raise DownloadError(
+            f"{label} is not in {dest.parent} and downloads are switched off "
+            f"({' / '.join(OFFLINE_ENVS)} is set)"
+        )
+    request_url, allow_http = effective_url(url, mirror)
+    part = dest.with_name(dest.name + PART_SUFFIX)
+    if force:
+        part.unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    own_session = session is None
+    if session is None:
+        session = requests.Session()
+        session.headers["User-Agent"] = USER_AGENT
+    try:
+        while True:
+            transfer = Transfer(
+                request_url,
+                part,
+                label=label,
+                allow_http=allow_http,
+                size=size,
+                session=session,
+                timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                retries=DEFAULT_RETRIES if retries is None else max(0, retries),
+                backoff=backoff_base(backoff),
+                progress=progress,
+                note=note,
+            )
+            try:
+                transfer.run()
+                digest = _check_part(transfer, size, sha256, need_sha256)
+            except ChecksumError:
+                part.unlink(missing_ok=True)
+                if transfer.resumed_from_disk:
+                    # The bad bytes may be the ones an earlier run left behind: one fresh try.
+                    note(f"{label}: the bytes kept from an earlier attempt were bad")
+                    continue
+                raise
+            finally:
+                transfer.close()
+            os.replace(part, dest)
+            return Fetched(dest, dest.stat().st_size, digest, fetched=True)
+    finally:
+        if own_session:
+            session.close()
