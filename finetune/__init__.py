@@ -1,0 +1,54 @@
+"""finetune: continued pretraining and fine-tuning of GPT-2 on your text.
+
+``finetune shakespeare`` / ``finetune pretrain`` on the command line, or from
+Python::
+
+    from finetune import TrainConfig, train
+    result = train(TrainConfig(data=["notes.txt"], init="gpt2", out="runs/notes"))
+
+Names are imported lazily so ``finetune --help`` does not wait for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "TrainConfig": ("finetune.config", "TrainConfig"),
+    "train": ("finetune.launch", "start"),
+    "resume": ("finetune.launch", "resume"),
+    "Trainer": ("finetune.train", "Trainer"),
+    "TrainResult": ("finetune.train", "TrainResult"),
+    "prepare_text": ("finetune.data", "prepare_text"),
+    "prepare_shakespeare": ("finetune.data", "prepare_shakespeare"),
+    "select_device": ("finetune.device", "select_device"),
+}
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "prepare_shakespeare",
+    "prepare_text",
+    "resume",
+    "select_device",
+    "train",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig
+    from .data import prepare_shakespeare, prepare_text
+    from .device import select_device
+    from .launch import resume
+    from .launch import start as train
+    from .train import Trainer, TrainResult
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'finetune' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

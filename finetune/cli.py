@@ -1,0 +1,159 @@
+"""The ``finetune`` command line (also ``python -m finetune``).
+
+Training flags are generated from :class:`finetune.config.TrainConfig`, so
+``finetune pretrain --help`` lists every setting with the help text written
+next to the field. User errors print one message and exit with code 2; no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, add_config_flags, build_config
+
+DESCRIPTION = """\
+Fine-tune or pretrain GPT-2 on text: Tiny Shakespeare in one command, any text
+files with `pretrain`, and exact resume of stopped runs. Needs a GPU unless you
+pass --force-cpu."""
+
+EPILOG = """\
+examples:
+  finetune shakespeare --init gpt2 --wandb
+  finetune shakespeare --init scratch --out runs/scratch
+  finetune pretrain --data books/ notes.txt --init gpt2-medium --max-iters 5000
+  finetune prepare shakespeare
+  finetune resume runs/shakespeare --max-iters 800"""
+
+
+def _train_parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file of settings; flags given here override it"
+    )
+    add_config_flags(parser, defaults=SUBCOMMAND_DEFAULTS.get(name, {}))
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _train_parser(sub, "shakespeare", "fine-tune on Tiny Shakespeare (downloaded and prepared)")
+    _train_parser(sub, "pretrain", "continued pretraining (or from scratch) on your text files")
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="only tokenize data into train.bin/val.bin (cached)",
+        description="Tokenize text into DATA_DIR/NAME/{train,val}.bin (uint16) and meta.json.",
+        allow_abbrev=False,
+    )
+    prepare.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="'shakespeare', or text files / folders of .txt and .md files",
+    )
+    prepare.add_argument("--data-dir", default="data", help="where prepared datasets go")
+    prepare.add_argument("--name", help="dataset folder name (default: from the first source)")
+    prepare.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of characters held out for validation",
+    )
+    prepare.add_argument(
+        "--input",
+        metavar="FILE",
+        help="shakespeare only: a local copy of input.txt instead of downloading",
+    )
+    prepare.add_argument("--tokenizer-dir", help="folder with encoder.json + vocab.bpe")
+    prepare.add_argument("--threads", type=int, help="tokenizer threads (default: all cores)")
+    prepare.add_argument("--force", action="store_true", help="prepare again even if cached")
+
+    resume = sub.add_parser(
+        "resume",
+        help="continue a stopped run from RUN_DIR/last",
+        description="Continue a run from its last checkpoint. Flags change settings for the "
+        "rest of the run (e.g. --max-iters to train longer); the model and data stay.",
+        allow_abbrev=False,
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+    add_config_flags(resume, exclude=FIXED_ON_RESUME)
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .data import SHAKESPEARE, prepare_shakespeare, prepare_text
+
+    if [s.lower() for s in args.sources] == [SHAKESPEARE]:
+        prepare_shakespeare(
+            args.data_dir,
+            input_path=args.input,
+            val_fraction=args.val_fraction,
+            tokenizer_dir=args.tokenizer_dir,
+            force=args.force,
+            threads=args.threads,
+        )
+    else:
+        if args.input:
+            from .errors import ConfigError
+
+            raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
+        prepare_text(
+            args.sources,
+            args.data_dir,
+            name=args.name,
+            val_fraction=args.val_fraction,
+            tokenizer_dir=args.tokenizer_dir,
+            force=args.force,
+            threads=args.threads,
+        )
+    return 0
+
+
+def _flags(args: argparse.Namespace, drop: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in drop}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import FinetuneError
+
+    user_errors = (FinetuneError, FileNotFoundError)
+    try:
+        if args.command == "prepare":
+            return _prepare(args)
+        from . import launch
+
+        if args.command == "resume":
+            result = launch.resume(args.run_dir, _flags(args, ("command", "run_dir")))
+        else:
+            cfg = build_config(args.command, _flags(args, ("command", "config")), args.config)
+            result = launch.start(cfg)
+        return result.exit_code
+    except KeyboardInterrupt:
+        print("\nfinetune: aborted", file=sys.stderr)
+        return 130
+    except user_errors as exc:
+        print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""The one description of a training run: a dataclass, its CLI flags and its TOML form.
+
+Every field carries its help text in ``metadata`` so the parser is generated
+from the dataclass and a new setting is added in exactly one place. The layers
+of precedence are: field defaults < the sub-command's defaults < ``--config``
+TOML file < flags on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str, *, group: str = "training", choices: Sequence[Any] = (), **kw):
+    meta = {"help": help, "group": group, "choices": tuple(choices), **kw}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+SCRATCH_SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384}
+SCRATCH_LR = 1e-3
+PRETRAINED_LR = 6e-5
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved in the run folder as ``config.toml``."""
+
+    # run
+    out: str = _f(
+        "runs/pretrain",
+        "run folder: checkpoints, metrics.jsonl, loss.png",
+        group="run",
+        metavar="RUN_DIR",
+    )
+    init: str = _f(
+        "gpt2",
+        "starting weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (downloaded on first use), "
+        "scratch (random init, see --n-layer/--n-head/--n-embd), or a checkpoint file/folder",
+        group="run",
+        metavar="MODEL",
+    )
+    data: list[str] = _f(
+        [],
+        "training text: files, folders of .txt/.md files, a prepared folder with train.bin and "
+        "val.bin, or 'shakespeare'",
+        group="data",
+        metavar="PATH",
+    )
+    data_dir: str = _f(
+        "data", "where prepared datasets are written and cached", group="data", metavar="DIR"
+    )
+    val_fraction: float = _f(0.1, "share of the characters held out for validation", group="data")
+    tokenizer_dir: str | None = _f(
+        None,
+        "folder with GPT-2's encoder.json + vocab.bpe (default: $GPT2LOAD_TOKENIZER_DIR, "
+        "then tiktoken's gpt2)",
+        group="data",
+        metavar="DIR",
+    )
+    overwrite: bool = _f(
+        False, "start afresh in an --out folder that already holds a run", group="run"
+    )
+    # model
+    n_layer: int | None = _f(
+        None, "layers for --init scratch (default 6)", group="model", minimum=1
+    )
+    n_head: int | None = _f(
+        None, "attention heads for --init scratch (default 6)", group="model", minimum=1
+    )
+    n_embd: int | None = _f(
+        None, "embedding width for --init scratch (default 384)", group="model", minimum=1
+    )
+    dropout: float | None = _f(
+        None, "dropout while training (default: the checkpoint's own, 0 for scratch)", group="model"
+    )
+    # optimisation
+    block_size: int = _f(
+        1024, "tokens per training sequence (at most the model's context)", minimum=1
+    )
+    batch_size: int = _f(8, "sequences per micro-batch", minimum=1)
+    grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", minimum=1)
+    max_iters: int = _f(2000, "optimizer steps to train for", minimum=1)
+    lr: float | None = _f(
+        None,
+        f"peak learning rate (default {SCRATCH_LR:g} for --init scratch, "
+        f"{PRETRAINED_LR:g} when starting from trained weights)",
+        minimum=0.0,
+    )
+    min_lr: float | None = _f(
+        None, "final learning rate of the cosine (default lr/10)", minimum=0.0
+    )
+    lr_schedule: str = _f(
+        "cosine",
+        "cosine: warm up then decay to --min-lr; constant: warm up then hold",
+        choices=("cosine", "constant"),
+    )
+    warmup_iters: int = _f(100, "steps of linear learning-rate warmup", minimum=0)
+    weight_decay: float = _f(0.1, "AdamW weight decay (matrices only)", minimum=0.0)
+    beta1: float = _f(0.9, "AdamW beta1", minimum=0.0)
+    beta2: float = _f(0.95, "AdamW beta2", minimum=0.0)
+    grad_clip: float = _f(1.0, "clip the gradient norm to this (0 turns clipping off)", minimum=0.0)
+    seed: int = _f(1337, "seed for initialisation, batches, dropout and samples", minimum=0)
+    # evaluation
+    eval_interval: int = _f(
+        250, "steps between evaluations (and best-checkpoint checks)", group="eval", minimum=1
+    )
+    eval_batches: int = _f(
+        5, "batches per split in each evaluation (fixed, so evals compare)", group="eval", minimum=1
+    )
+    patience: int = _f(
+        0,
+        "stop after this many evaluations without a better val loss (0: never)",
+        group="eval",
+        minimum=0,
+    )
+    sample_interval: int = _f(
+        500, "steps between printed samples (0: no samples)", group="eval", minimum=0
+    )
+    sample_prompt: str = _f("\n", "prompt the samples start from", group="eval", metavar="TEXT")
+    sample_tokens: int = _f(100, "new tokens per sample", group="eval", minimum=1)
+    temperature: float = _f(0.8, "sampling temperature (0: greedy)", group="eval", minimum=0.0)
+    top_k: int | None = _f(
+        50, "sample from the k likeliest tokens ('none': all)", group="eval", minimum=1
+    )
+    save_interval: int = _f(
+        500,
+        "steps between 'last' checkpoints (one is also written at the end)",
+        group="eval",
+        minimum=1,
+    )
+    # device
+    device: str = _f("cuda", "cuda, cuda:N, mps or cpu", group="device", metavar="DEVICE")
+    force_cpu: bool = _f(
+        False, "train on the CPU (slow): the way to run on a machine without a GPU", group="device"
+    )
+    dtype: str = _f(
+        "auto",
+        "auto: bf16 where supported, else fp16 with a grad scaler on GPUs, fp32 on CPU",
+        group="device",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
+    compile: bool = _f(False, "torch.compile the model", group="device")
+    memory_check: bool = _f(
+        True, "refuse settings whose estimated memory does not fit the device", group="device"
+    )
+    # logging
+    progress: bool = _f(True, "show a progress bar", group="logging")
+    wandb: bool = _f(False, "log to Weights & Biases", group="logging")
+    wandb_project: str = _f("gpt2load-finetune", "W&B project", group="logging", metavar="NAME")
+    wandb_run_name: str | None = _f(
+        None, "W&B run name (default: the --out folder's name)", group="logging", metavar="NAME"
+    )
+    wandb_tags: list[str] = _f([], "W&B tags", group="logging", metavar="TAG")
+    wandb_mode: str = _f(
+        "auto",
+        "auto: online when logged in, else offline; disabled turns W&B off",
+        group="logging",
+        choices=("auto", "online", "offline", "disabled"),
+    )
+
+    # ----------------------------------------------------------------- helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        return cls(**coerce_values(data, source=source))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **coerce_values(changes, source="override"))
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.init.strip().lower() == "scratch"
+
+    def resolved(self) -> TrainConfig:
+        """Fill the 'depends on the init' defaults so the recorded config states real values."""
+        changes: dict[str, Any] = {}
+        if self.lr is None:
+            changes["lr"] = SCRATCH_LR if self.is_scratch else PRETRAINED_LR
+        lr = changes.get("lr", self.lr)
+        if self.min_lr is None:
+            changes["min_lr"] = lr / 10
+        if self.is_scratch:
+            for name, value in SCRATCH_SHAPE.items():
+                if getattr(self, name) is None:
+                    changes[name] = value
+            if self.dropout is None:
+                changes["dropout"] = 0.0
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def validate(self) -> None:
+        """Cross-field checks (single fields are checked when they are set)."""
+        if self.min_lr is not None and self.lr is not None and self.min_lr > self.lr:
+            raise ConfigError(f"--min-lr ({self.min_lr:g}) is larger than --lr ({self.lr:g})")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if not self.beta1 < 1.0 or not self.beta2 < 1.0:
+            raise ConfigError("--beta1 and --beta2 must be below 1")
+        shape = {k: getattr(self, k) for k in SCRATCH_SHAPE if getattr(self, k) is not None}
+        if (
+            self.is_scratch
+            and {"n_head", "n_embd"} <= shape.keys()
+            and shape["n_embd"] % shape["n_head"]
+        ):
+            raise ConfigError(
+                f"--n-embd ({shape['n_embd']}) must be a multiple of --n-head ({shape['n_head']})"
+            )
+        if not self.data:
+            raise ConfigError(
+                "no training data: pass --data with text files, folders of them, a prepared "
+                "folder (train.bin + val.bin) or 'shakespeare'"
+            )
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# What a resumed run may not change: these decide which model and data the checkpoint belongs to.
+FIXED_ON_RESUME = (
+    "init",
+    "data",
+    "data_dir",
+    "val_fraction",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "out",
+    "overwrite",
+    "tokenizer_dir",
+)
+
+SUBCOMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": {},
+    "shakespeare": {
+        "out": "runs/shakespeare",
+        "data": ["shakespeare"],
+        "max_iters": 500,
+        "warmup_iters": 20,
+        "dropout": 0.1,
+        "eval_interval": 25,
+        "patience": 6,
+        "sample_interval": 100,
+        "save_interval": 100,
+        "sample_prompt": "ROMEO:",
+    },
+}
+
+
+# ---------------------------------------------------------------------- types
+def _field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
+    """(base type, optional, is list) of a field, from its annotation."""
+    hints = typing.get_type_hints(TrainConfig)
+    tp = hints[f.name]
+    optional = False
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        optional = True
+        tp = next(a for a in args if a is not type(None))
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0], optional, True
+    return tp, optional, False
+
+
+def _check_scalar(name: str, base: type, value: Any, source: str) -> Any:
+    label = f"{source}: {name}"
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false, got {value!r}")
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label} must be an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{label} must be finite, got {value!r}")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {base}")  # pragma: no cover
+
+
+def coerce_value(name: str, value: Any, *, source: str = "config") -> Any:
+    """Check one value against its field's type, choices and minimum; return it normalised."""
+    key = name.replace("-", "_")
+    if key not in FIELDS:
+        raise ConfigError(f"{source}: unknown setting {name!r}{_did_you_mean(key)}")
+    f = FIELDS[key]
+    base, optional, is_list = _field_kind(f)
+    if optional and base is not str and isinstance(value, str) and value.lower() == "none":
+        value = None  # TOML has no null; "none" is how an unset number is written
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be empty")
+    if is_list:
+        if isinstance(value, (str, os.PathLike)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
+        return [
+            _check_scalar(key, base, os.fspath(v) if isinstance(v, os.PathLike) else v, source)
+            for v in value
+        ]
+    if isinstance(value, os.PathLike) and base is str:
+        value = os.fspath(value)
+    value = _check_scalar(key, base, value, source)
+    choices = f.metadata.get("choices") or ()
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: {key} must be one of {', '.join(choices)}; got {value!r}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{source}: {key} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def coerce_values(data: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
+    return {k.replace("-", "_"): coerce_value(k, v, source=source) for k, v in data.items()}
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ----------------------------------------------------------------------- TOML
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Settings from a TOML file; a ``[train]`` table or top-level keys are both accepted."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    return coerce_values(data, source=f"config file {path}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        for char, esc in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
+            escaped = escaped.replace(char, esc)
+        escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The config as TOML that ``--config`` reads back (unset optional fields are left out)."""
+    lines = ["# finetune run configuration; reuse with: finetune pretrain --config this-file"]
+    for key, value in config.to_dict().items():
+        if value is None:
+            if FIELDS[key].default is not None:
+                lines.append(f'{key} = "none"')
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------ CLI
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _optional(base: type):
+    def convert(text: str):
+        if text.strip().lower() in ("none", "null", ""):
+            return None
+        return base(text)
+
+    convert.__name__ = base.__name__  # argparse names the type in its error message
+    return convert
+
+
+GROUP_TITLES = {
+    "run": "run",
+    "data": "data",
+    "model": "model (for --init scratch)",
+    "training": "optimisation",
+    "eval": "evaluation, samples and checkpoints",
+    "device": "device",
+    "logging": "logging",
+}
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    exclude: Iterable[str] = (),
+) -> None:
+    """Add one flag per field; parsed values are ``SUPPRESS``-ed when absent.
+
+    Leaving absent flags out of the namespace is what lets a TOML file sit
+    between the defaults and the command line.
+    """
+    defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    skip = set(exclude)
+    for name, f in FIELDS.items():
+        if name in skip:
+            continue
+        group_name = f.metadata.get("group", "training")
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(GROUP_TITLES.get(group_name, group_name))
+        group = groups[group_name]
+        base, optional, is_list = _field_kind(f)
+        default = defaults.get(name)
+        shown = "" if default in (None, [], "") else f" (default: {default!r})"
+        help_text = f.metadata["help"].replace("%", "%%") + shown.replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _optional(base) if optional else base
+            kwargs["metavar"] = f.metadata.get("metavar") or {int: "N", float: "X"}.get(
+                base, "TEXT"
+            )
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs.pop("metavar")
+            if is_list:
+                kwargs["nargs"] = "+"
+        group.add_argument(_flag(name), **kwargs)
+
+
+def build_config(
+    command: str,
+    flags: Mapping[str, Any],
+    config_file: str | os.PathLike[str] | None = None,
+) -> TrainConfig:
+    """Merge the layers: field defaults < sub-command defaults < TOML file < flags."""
+    values: dict[str, Any] = dict(SUBCOMMAND_DEFAULTS.get(command, {}))
+    if config_file is not None:
+        values.update(load_toml(config_file))
+    values.update(coerce_values(flags, source="command line"))
+    return TrainConfig(**values)

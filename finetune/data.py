@@ -1,0 +1,465 @@
+"""Text in, ``train.bin`` / ``val.bin`` out: GPT-2 token ids as uint16, ready to memory-map.
+
+A prepared folder holds the two bins and ``meta.json``; ``meta.json`` is written
+last, so its presence means the bins are complete. The folder is re-used as long
+as the sources hash to the key recorded there, so a second run starts training
+at once and an edited source is noticed.
+
+Documents are split 90/10 by characters (a document straddling the cut is cut
+in two) and joined with ``<|endoftext|>`` so the model sees where one ends.
+Tiny Shakespeare is one document, which makes its split the usual
+301,966 / 36,059 tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpt2load.fileio import atomic_path, atomic_write_text
+
+from .errors import DataError
+
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_BYTES = 1_115_394
+SHAKESPEARE = "shakespeare"
+
+PREP_VERSION = 1
+TEXT_SUFFIXES = (".txt", ".md")
+TOKEN_DTYPE = np.uint16
+META_FILE = "meta.json"
+TRAIN_BIN = "train.bin"
+VAL_BIN = "val.bin"
+# Texts are cut into pieces of about this many characters to tokenize them on several threads.
+CHUNK_CHARS = 1 << 17
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared dataset folder and what its ``meta.json`` says about it."""
+
+    folder: Path
+    meta: dict[str, Any]
+
+    @property
+    def train_path(self) -> Path:
+        return self.folder / TRAIN_BIN
+
+    @property
+    def val_path(self) -> Path:
+        return self.folder / VAL_BIN
+
+    @property
+    def train_tokens(self) -> int:
+        return int(self.meta["train_tokens"])
+
+    @property
+    def val_tokens(self) -> int:
+        return int(self.meta["val_tokens"])
+
+    def load(self, split: str) -> np.ndarray:
+        """The split's tokens, memory-mapped (no copy in RAM however large the file)."""
+        path = self.train_path if split == "train" else self.val_path
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=TOKEN_DTYPE)
+        return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+
+
+# ------------------------------------------------------------------- sources
+def collect_sources(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The text files behind ``paths`` in a stable order (folders: their text files, sorted)."""
+    if not paths:
+        raise DataError("no data given: pass one or more text files or folders")
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in TEXT_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                raise DataError(
+                    f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+                    f"point --data at the files themselves or at a folder of them"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"data path {path} does not exist")
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_key(hashes: Sequence[str], val_fraction: float, tokenizer_id: str) -> str:
+    """What a prepared folder was built from; any change means preparing again."""
+    blob = json.dumps(
+        {
+            "version": PREP_VERSION,
+            "sources": list(hashes),
+            "val_fraction": val_fraction,
+            "tokenizer": tokenizer_id,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# --------------------------------------------------------------------- split
+def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Cut the stream of documents at ``1 - val_fraction`` of its characters."""
+    total = sum(len(d) for d in docs)
+    cut = int(total * (1.0 - val_fraction))
+    train: list[str] = []
+    val: list[str] = []
+    seen = 0
+    for doc in docs:
+        if seen + len(doc) <= cut:
+            train.append(doc)
+        elif seen >= cut:
+            val.append(doc)
+        else:
+            train.append(doc[: cut - seen])
+            val.append(doc[cut - seen :])
+        seen += len(doc)
+    return [d for d in train if d], [d for d in val if d]
+
+
+# ---------------------------------------------------------------- tokenizing
+# GPT-2's pre-tokenizer never puts a non-space character and a following
+# whitespace character in one piece, so cutting a text between them gives the
+# same tokens as encoding it whole. Newlines are preferred cut points, spaces
+# are the fallback; only ASCII neighbours are used so no Unicode subtleties of
+# "whitespace" can matter.
+_CUT_AT_NEWLINE = re.compile(r"(?<=[!-~])\n")
+_CUT_AT_SPACE = re.compile(r"(?<=[!-~]) ")
+
+
+def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Split ``text`` into pieces of about ``size`` characters that tokenize independently."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        target = start + size
+        match = _CUT_AT_NEWLINE.search(text, target, target + size) or _CUT_AT_SPACE.search(
+            text, target, target + size
+        )
+        if match is None:
+            match = _CUT_AT_NEWLINE.search(text, target) or _CUT_AT_SPACE.search(text, target)
+            if match is None:
+                break
+        pieces.append(text[start : match.start()])
+        start = match.start()
+    pieces.append(text[start:])
+    return pieces
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def encode_splits(
+    encoding: Any, splits: Sequence[Sequence[str]], threads: int | None = None
+) -> list[np.ndarray]:
+    """For each split (a list of documents), its token ids with documents joined by
+    ``<|endoftext|>``; all splits' pieces share one thread pool so every core stays busy.
+
+    Text is encoded as ordinary text: a literal ``<|endoftext|>`` inside a
+    document is not turned into the special token, so data cannot inject it.
+    """
+    if encoding.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise DataError(f"a vocabulary of {encoding.n_vocab} does not fit in uint16 token files")
+    jobs: list[tuple[int, int, str]] = []  # (split, document, piece)
+    for s, docs in enumerate(splits):
+        for d, doc in enumerate(docs):
+            jobs.extend((s, d, piece) for piece in chunk_text(doc))
+
+    to_numpy = getattr(encoding, "encode_to_numpy", None)
+
+    def encode(job: tuple[int, int, str]) -> np.ndarray:
+        if to_numpy is not None:
+            # Straight from tiktoken's buffer: no Python int per token, so less time under
+            # the GIL and better thread scaling. No allowed specials = ordinary text.
+            return to_numpy(job[2], disallowed_special=()).astype(TOKEN_DTYPE)
+        return np.asarray(encoding.encode_ordinary(job[2]), dtype=TOKEN_DTYPE)
+
+    threads = threads or default_threads()
+    if threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+            arrays = list(pool.map(encode, jobs))
+    else:
+        arrays = [encode(job) for job in jobs]
+    separator = np.array([encoding.eot_token], dtype=TOKEN_DTYPE)
+    parts: list[list[np.ndarray]] = [[] for _ in splits]
+    previous: tuple[int, int] | None = None
+    for (s, d, _), arr in zip(jobs, arrays, strict=True):
+        if previous is not None and previous[0] == s and previous[1] != d:
+            parts[s].append(separator)
+        parts[s].append(arr)
+        previous = (s, d)
+    return [np.concatenate(p) if p else np.zeros(0, dtype=TOKEN_DTYPE) for p in parts]
+
+
+def encode_documents(encoding: Any, docs: Sequence[str], threads: int | None = None) -> np.ndarray:
+    """Token ids of ``docs`` joined by ``<|endoftext|>`` (see :func:`encode_splits`)."""
+    return encode_splits(encoding, [docs], threads)[0]
+
+
+def tokenizer_id(encoding: Any) -> str:
+    return f"{encoding.name}/{encoding.n_vocab}"
+
+
+# ------------------------------------------------------------------- prepare
+def open_prepared(folder: str | os.PathLike[str]) -> PreparedData:
+    """A prepared folder (``train.bin`` + ``val.bin``), with or without our ``meta.json``."""
+    folder = Path(folder).expanduser()
+    meta_path = folder / META_FILE
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+    for name in (TRAIN_BIN, VAL_BIN):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder} has no {name}; prepare it with `finetune prepare`")
+    size = np.dtype(TOKEN_DTYPE).itemsize
+    meta.setdefault("train_tokens", (folder / TRAIN_BIN).stat().st_size // size)
+    meta.setdefault("val_tokens", (folder / VAL_BIN).stat().st_size // size)
+    return PreparedData(folder, meta)
+
+
+def is_prepared_folder(path: str | os.PathLike[str]) -> bool:
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / TRAIN_BIN).is_file() and (p / VAL_BIN).is_file()
+
+
+def _cached(folder: Path, key: str) -> PreparedData | None:
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if meta.get("source_key") != key:
+        return None
+    size = np.dtype(TOKEN_DTYPE).itemsize
+    for name, count in ((TRAIN_BIN, meta.get("train_tokens")), (VAL_BIN, meta.get("val_tokens"))):
+        path = folder / name
+        if not path.is_file() or count is None or path.stat().st_size != count * size:
+            return None
+    return PreparedData(folder, meta)
+
+
+def dataset_name(files: Sequence[Path]) -> str:
+    stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
+    return name
+
+
+def prepare_text(
+    paths: Sequence[str | os.PathLike[str]],
+    data_dir: str | os.PathLike[str] = "data",
+    *,
+    name: str | None = None,
+    val_fraction: float = 0.1,
+    encoding: Any = None,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    log: Log = print,
+) -> PreparedData:
+    """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    files = collect_sources(paths)
+    if all(f.stat().st_size == 0 for f in files):
+        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
+    if encoding is None:
+        from gpt2load.tokenizer import get_tokenizer
+
+        encoding = get_tokenizer(tokenizer_dir)
+    hashes = [file_sha256(f) for f in files]
+    key = source_key(hashes, val_fraction, tokenizer_id(encoding))
+    folder = Path(data_dir).expanduser() / (name or dataset_name(files))
+    if not force and (hit := _cached(folder, key)) is not None:
+        log(
+            f"data: using prepared {folder} ({hit.train_tokens:,} train / "
+            f"{hit.val_tokens:,} val tokens; sources unchanged)"
+        )
+        return hit
+
+    started = time.perf_counter()
+    docs: list[str] = []
+    for path in files:
+        text = read_text(path)
+        if text.strip():
+            docs.append(text)
+        else:
+            log(f"data: skipping {path}: it holds no text")
+    if not docs:
+        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
+    train_docs, val_docs = split_documents(docs, val_fraction)
+    train, val = encode_splits(encoding, [train_docs, val_docs], threads)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_FILE).unlink(missing_ok=True)  # the folder is incomplete until meta is back
+    for arr, filename in ((train, TRAIN_BIN), (val, VAL_BIN)):
+        with atomic_path(folder / filename) as tmp:
+            arr.tofile(tmp)
+    seconds = time.perf_counter() - started
+    meta = {
+        "version": PREP_VERSION,
+        "source_key": key,
+        "sources": [
+            {"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": h}
+            for f, h in zip(files, hashes, strict=True)
+        ],
+        "documents": len(docs),
+        "tokenizer": tokenizer_id(encoding),
+        "eot_id": int(encoding.eot_token),
+        "vocab_size": int(encoding.n_vocab),
+        "dtype": np.dtype(TOKEN_DTYPE).name,
+        "val_fraction": val_fraction,
+        "train_chars": sum(len(d) for d in train_docs),
+        "val_chars": sum(len(d) for d in val_docs),
+        "train_tokens": int(train.size),
+        "val_tokens": int(val.size),
+        "max_token_id": int(max(train.max(initial=0), val.max(initial=0))),
+        "prepare_seconds": round(seconds, 3),
+    }
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
+    log(
+        f"data: prepared {folder}: {train.size:,} train / {val.size:,} val tokens "
+        f"from {len(docs)} document(s) in {seconds:.2f}s"
+    )
+    return PreparedData(folder, meta)
+
+
+def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = print) -> Path:
+    """``data_dir/shakespeare/input.txt``, downloaded (and checked against its sha256) if needed."""
+    dest = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
+    if dest.is_file() and file_sha256(dest) == SHAKESPEARE_SHA256:
+        return dest
+    from gpt2load.downloads import DownloadError, download_file
+
+    log(f"data: downloading Tiny Shakespeare to {dest}")
+    try:
+        return Path(
+            download_file(SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256)
+        )
+    except DownloadError as exc:
+        raise DataError(
+            f"could not download Tiny Shakespeare ({exc}); put the file at {dest} yourself, "
+            f"pass its path with `finetune prepare shakespeare --input FILE`, or set "
+            f"GPT2LOAD_MIRROR to a reachable mirror"
+        ) from exc
+
+
+def prepare_shakespeare(
+    data_dir: str | os.PathLike[str] = "data",
+    *,
+    input_path: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    encoding: Any = None,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    log: Log = print,
+) -> PreparedData:
+    """Tiny Shakespeare into ``data_dir/shakespeare``: 301,966 train / 36,059 val tokens.
+
+    ``input_path`` uses a local copy instead of downloading; it must be the
+    published file, since the name promises exactly that text. It is copied to
+    where the download would go, so later runs find it there.
+    """
+    if input_path is not None:
+        given = Path(input_path).expanduser()
+        if not given.is_file():
+            raise DataError(f"{given} does not exist")
+        if file_sha256(given) != SHAKESPEARE_SHA256:
+            raise DataError(
+                f"{given} is not Tiny Shakespeare (sha256 differs from {SHAKESPEARE_SHA256}); "
+                f"prepare other text with `finetune prepare {given}`"
+            )
+        source = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
+        if not (source.is_file() and file_sha256(source) == SHAKESPEARE_SHA256):
+            source.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(source) as tmp:
+                shutil.copyfile(given, tmp)
+    else:
+        source = fetch_shakespeare(data_dir, log=log)
+    return prepare_text(
+        [source],
+        data_dir,
+        name=SHAKESPEARE,
+        val_fraction=val_fraction,
+        encoding=encoding,
+        tokenizer_dir=tokenizer_dir,
+        force=force,
+        threads=threads,
+        log=log,
+    )
+
+
+def resolve_data(
+    data: Sequence[str],
+    data_dir: str | os.PathLike[str] = "data",
+    *,
+    val_fraction: float = 0.1,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    log: Log = print,
+) -> PreparedData:
+    """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources."""
+    if not data:
+        raise DataError("no data given: pass --data with text files or folders, or shakespeare")
+    if len(data) == 1 and data[0].strip().lower() == SHAKESPEARE and not Path(data[0]).exists():
+        return prepare_shakespeare(
+            data_dir, val_fraction=val_fraction, tokenizer_dir=tokenizer_dir, log=log
+        )
+    if len(data) == 1 and is_prepared_folder(data[0]):
+        prepared = open_prepared(data[0])
+        log(
+            f"data: using prepared {prepared.folder} ({prepared.train_tokens:,} train / "
+            f"{prepared.val_tokens:,} val tokens)"
+        )
+        return prepared
+    return prepare_text(
+        data, data_dir, val_fraction=val_fraction, tokenizer_dir=tokenizer_dir, log=log
+    )

@@ -1,0 +1,223 @@
+"""Start or resume a run: the order of checks that makes bad input cheap.
+
+Device first (seconds), then the run folder (never clobber a run), then a
+memory estimate from the planned model shape (before a multi-GB download),
+then data, then the model. Anything wrong stops the run before it has written
+or downloaded anything it did not have to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gpt2load.model import GPT
+
+from .checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    describe_shape,
+    find_checkpoint,
+    load_model_weights,
+    read_model_config,
+    read_trainer_state,
+    same_shape,
+)
+from .config import FIXED_ON_RESUME, ConfigError, TrainConfig
+from .data import DataError, PreparedData, is_prepared_folder, open_prepared, resolve_data
+from .device import DeviceInfo, check_memory, estimate_memory, resolve_dtype, select_device
+from .distributed import DistContext
+from .metrics import METRICS_FILE, PLOT_FILE
+from .modelinit import init_model, planned_config
+from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
+
+Log = Callable[[str], None]
+RUN_FILES = (
+    LAST,
+    BEST,
+    f".{LAST}.old",
+    f".{BEST}.old",
+    METRICS_FILE,
+    PLOT_FILE,
+    CONFIG_FILE,
+    SAMPLES_FILE,
+)
+
+
+def check_device(cfg: TrainConfig, log: Log = print) -> DeviceInfo:
+    info = select_device(cfg.device, cfg.force_cpu)
+    log(f"device: {info.describe()}")
+    return info
+
+
+def _check_memory(cfg: TrainConfig, info: DeviceInfo, config: Any, log: Log) -> None:
+    if config is None or not cfg.memory_check:
+        return
+    estimate = estimate_memory(
+        config, cfg.batch_size, cfg.block_size, resolve_dtype(cfg.dtype, info)
+    )
+    check_memory(estimate, info, cfg.batch_size, cfg.block_size)
+    if info.total_memory:
+        log(f"memory: estimated {estimate.describe()} of {info.total_memory / 1024**3:.1f} GiB")
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
+            f"`finetune resume {run_dir}`, pick another --out, or pass --overwrite to start afresh"
+        )
+    for name in existing:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _check_data_fits_model(data: PreparedData, model: GPT) -> None:
+    top = data.meta.get("max_token_id")
+    if top is not None and int(top) >= model.config.vocab_size:
+        raise DataError(
+            f"{data.folder} holds token ids up to {top}, beyond the model's vocabulary of "
+            f"{model.config.vocab_size}"
+        )
+
+
+def _tokenizer(cfg: TrainConfig, log: Log) -> Any:
+    """The tokenizer for samples; training itself needs none, so its absence only warns."""
+    if not cfg.sample_interval:
+        return None
+    try:
+        from gpt2load.tokenizer import get_tokenizer
+
+        return get_tokenizer(cfg.tokenizer_dir)
+    except Exception as exc:
+        log(f"warning: no tokenizer for samples ({exc}); training without samples")
+        return None
+
+
+def start(
+    cfg: TrainConfig,
+    *,
+    log: Log = print,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Run a new training from ``cfg`` (see :class:`finetune.config.TrainConfig`)."""
+    cfg.validate()
+    dist = DistContext.from_env()
+    info = check_device(cfg, log)
+    run_dir = Path(cfg.out).expanduser()
+    _prepare_run_dir(run_dir, cfg.overwrite)
+    _check_memory(cfg, info, planned_config(cfg), log)
+    data = resolve_data(
+        cfg.data,
+        cfg.data_dir,
+        val_fraction=cfg.val_fraction,
+        tokenizer_dir=cfg.tokenizer_dir,
+        log=log,
+    )
+    model = init_model(cfg, log)
+    _check_data_fits_model(data, model)
+    cfg = cfg.resolved().replace(overwrite=False)  # a one-time action, not a setting to replay
+    if cfg.dropout is None:
+        cfg = cfg.replace(dropout=model.config.dropout)
+    cfg = cfg.replace(
+        n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd
+    )
+    if planned_config(cfg) is None:
+        _check_memory(cfg, info, model.config, log)
+    trainer = Trainer(
+        cfg,
+        model,
+        data,
+        info,
+        tokenizer=_tokenizer(cfg, log),
+        dist=dist,
+        log=log,
+        callbacks=callbacks,
+    )
+    return trainer.fit()
+
+
+def resume(
+    run_dir: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    log: Log = print,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Continue ``run_dir`` from its ``last`` checkpoint, optionally with changed settings
+    (more ``max_iters``, another device ...; not another model or dataset)."""
+    run_dir = Path(run_dir).expanduser()
+    overrides = dict(overrides or {})
+    fixed = sorted(k for k in overrides if k in FIXED_ON_RESUME)
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise ConfigError(
+            f"{flags} cannot change when resuming: they decide which model and data the "
+            f"checkpoint belongs to; start a new run with --init {run_dir / LAST} instead"
+        )
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    folder = find_checkpoint(run_dir, LAST)
+    if folder is None:
+        raise CheckpointError(
+            f"{run_dir} has no '{LAST}' checkpoint to resume (a run writes one every "
+            f"--save-interval steps and when it stops)"
+        )
+    state = read_trainer_state(folder)
+    cfg = TrainConfig.from_dict(state["config"], source=f"{folder}/trainer.pt")
+    cfg = cfg.replace(**overrides, out=str(run_dir))
+    cfg.validate()
+    dist = DistContext.from_env()
+    info = check_device(cfg, log)
+    model_config = read_model_config(folder)
+    from gpt2load.config import GPTConfig
+
+    recorded = GPTConfig.from_dict(state["model_config"])
+    if not same_shape(model_config, recorded):
+        raise CheckpointError(
+            f"{folder} is inconsistent: its weights are {describe_shape(model_config)} but its "
+            f"trainer state belongs to {describe_shape(recorded)}"
+        )
+    _check_memory(cfg, info, model_config, log)
+    if cfg.block_size > model_config.context_length:
+        raise CheckpointError(
+            f"--block-size {cfg.block_size} is longer than the model's context of "
+            f"{model_config.context_length}"
+        )
+    dataset = state.get("dataset")
+    if dataset and is_prepared_folder(dataset):
+        data = open_prepared(dataset)
+    else:
+        data = resolve_data(
+            cfg.data,
+            cfg.data_dir,
+            val_fraction=cfg.val_fraction,
+            tokenizer_dir=cfg.tokenizer_dir,
+            log=log,
+        )
+    model = GPT(model_config.replace(dropout=cfg.dropout or 0.0))
+    load_model_weights(model, folder)
+    _check_data_fits_model(data, model)
+    log(f"resume: {folder} at step {state['step']} of {cfg.max_iters}")
+    trainer = Trainer(
+        cfg,
+        model,
+        data,
+        info,
+        tokenizer=_tokenizer(cfg, log),
+        dist=dist,
+        log=log,
+        callbacks=callbacks,
+        resume_state=state,
+    )
+    return trainer.fit()

@@ -1,0 +1,143 @@
+"""The model a run starts from: a published size, a fresh small model, or a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gpt2load.config import VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
+from gpt2load.model import GPT, MultiHeadAttention
+from gpt2load.native import NATIVE_FILENAME, NATIVE_FORMAT
+
+from .checkpoint import BEST, LAST, CheckpointError, describe_shape, load_model_weights
+from .config import SCRATCH_SHAPE, TrainConfig
+
+Log = Callable[[str], None]
+SHAPE_FLAGS = {"n_layer": "--n-layer", "n_head": "--n-head", "n_embd": "--n-embd"}
+
+
+def scratch_config(cfg: TrainConfig) -> GPTConfig:
+    shape = {
+        k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in SCRATCH_SHAPE.items()
+    }
+    return GPTConfig(
+        **shape,
+        context_length=cfg.block_size,
+        vocab_size=VOCAB_SIZE,
+        dropout=cfg.dropout or 0.0,
+    )
+
+
+def init_path(init: str) -> Path | None:
+    """The checkpoint ``--init`` points at; a run folder means its ``best`` (else ``last``)."""
+    path = Path(init).expanduser()
+    if not path.exists():
+        return None
+    if path.is_dir() and not (path / NATIVE_FILENAME).exists():
+        for name in (BEST, LAST):
+            if (path / name / NATIVE_FILENAME).is_file():
+                return path / name
+    return path
+
+
+def _native_file(path: Path) -> Path | None:
+    file = path / NATIVE_FILENAME if path.is_dir() else path
+    if file.suffix != ".safetensors" or not file.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:
+        return None
+    return file if meta.get("format") == NATIVE_FORMAT and "config" in meta else None
+
+
+def planned_config(cfg: TrainConfig) -> GPTConfig | None:
+    """The model's shape before anything is downloaded or loaded, when it can be known."""
+    if cfg.is_scratch:
+        return scratch_config(cfg)
+    path = init_path(cfg.init)
+    if path is None and is_model_name(cfg.init):
+        return preset(cfg.init)
+    if path is not None and (native := _native_file(path)) is not None:
+        from .checkpoint import read_model_config
+
+        return read_model_config(native.parent)
+    return None
+
+
+def check_shape_flags(cfg: TrainConfig, config: GPTConfig, source: str) -> None:
+    """``--n-layer`` & co. with trained weights must agree with them: sizes cannot be changed."""
+    wrong = [
+        f"{flag} {getattr(cfg, key)} (the checkpoint has {getattr(config, key)})"
+        for key, flag in SHAPE_FLAGS.items()
+        if getattr(cfg, key) is not None and getattr(cfg, key) != getattr(config, key)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"--init {source} is a model of another size ({describe_shape(config)}): "
+            f"{', '.join(wrong)}. Drop those flags to fine-tune it as it is, or use --init scratch "
+            f"to train a new model of that size"
+        )
+
+
+def set_dropout(model: GPT, p: float) -> None:
+    """Change the dropout of a built model (the config is frozen, so it is replaced)."""
+    model.config = model.config.replace(dropout=p)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(module, MultiHeadAttention):
+            module.dropout = p
+
+
+def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
+    """Build the starting model on the CPU in float32 (the optimizer's master weights)."""
+    if cfg.is_scratch:
+        config = scratch_config(cfg)
+        torch.manual_seed(cfg.seed)
+        model = GPT(config)
+        log(f"model: new {describe_shape(config)}, {model.num_parameters():,} parameters")
+    else:
+        path = init_path(cfg.init)
+        if path is None and not is_model_name(cfg.init):
+            raise FileNotFoundError(
+                f"--init {cfg.init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, "
+                f"gpt2-large, gpt2-xl) nor an existing checkpoint"
+            )
+        native = _native_file(path) if path is not None else None
+        if native is not None:
+            from .checkpoint import read_model_config
+
+            config = read_model_config(native.parent)
+            check_shape_flags(cfg, config, cfg.init)
+            model = GPT(config)
+            load_model_weights(model, native.parent)
+        else:
+            import gpt2load
+
+            target = os.fspath(path) if path is not None else canonical_name(cfg.init)
+            try:
+                model = gpt2load.load(target, device="cpu", dtype=torch.float32)
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
+            check_shape_flags(cfg, model.config, cfg.init)
+        log(
+            f"model: {cfg.init} ({describe_shape(model.config)}), "
+            f"{model.num_parameters():,} parameters"
+        )
+    if cfg.dropout is not None and cfg.dropout != model.config.dropout:
+        set_dropout(model, cfg.dropout)
+    if cfg.block_size > model.config.context_length:
+        raise CheckpointError(
+            f"--block-size {cfg.block_size} is longer than the model's context of "
+            f"{model.config.context_length} tokens (--init {cfg.init}); lower --block-size to "
+            f"{model.config.context_length} or less"
+        )
+    return model.float().train()

@@ -1,0 +1,182 @@
+"""Data preparation: text -> uint16 train.bin / val.bin, the split, the cache, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune import cli
+from finetune.data import (
+    DataError,
+    chunk_text,
+    encode_documents,
+    encode_splits,
+    open_prepared,
+    prepare_shakespeare,
+    prepare_text,
+    resolve_data,
+    split_documents,
+)
+
+from .conftest import SHAKESPEARE_TXT, VERDICT_TXT
+
+
+class CharEncoding:
+    """A stand-in tokenizer (one token per character) so the core tests need no BPE files."""
+
+    name = "chars"
+    n_vocab = 50257
+    eot_token = 50256
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [ord(c) % 50000 for c in text]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_split_is_by_characters_and_documents_join_with_eot() -> None:
+    train, val = split_documents(["aaaa", "bbbbbb"], 0.2)  # 10 chars: cut at 8
+    assert train == ["aaaa", "bbbb"] and val == ["bb"]
+    train, val = split_documents(["x" * 9, "y"], 0.1)
+    assert train == ["x" * 9] and val == ["y"]
+    enc = CharEncoding()
+    tokens = encode_documents(enc, ["ab", "c"], threads=2)
+    assert tokens.dtype == np.uint16
+    assert tokens.tolist() == [ord("a"), ord("b"), 50256, ord("c")]
+
+
+def test_long_documents_are_chunked_and_joined_once() -> None:
+    enc = CharEncoding()
+    one = ("word " * 9 + "\n") * 30_000  # 300,000 characters: several chunks each
+    two = "other text here\n" * 20_000
+    assert len(chunk_text(one)) > 1
+    train, val = encode_splits(enc, [[one, two], ["tail"]], threads=2)
+    assert train.tolist() == enc.encode_ordinary(one) + [50256] + enc.encode_ordinary(two)
+    assert val.tolist() == enc.encode_ordinary("tail")
+
+
+def test_prepare_writes_bins_and_reuses_the_cache(tmp_path: Path) -> None:
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "a.txt").write_text("first document " * 50)
+    (src / "b.md").write_text("second one " * 30)
+    (src / "skip.bin").write_bytes(b"\x00\x01")
+    (src / ".hidden.txt").write_text("not read")
+    messages: list[str] = []
+    out = prepare_text([src], tmp_path / "data", encoding=CharEncoding(), log=messages.append)
+    assert out.folder == tmp_path / "data" / "corpus"
+    total = len("first document " * 50) + len("second one " * 30)
+    assert out.train_tokens + out.val_tokens == total + 1  # one <|endoftext|> between the two
+    train = np.fromfile(out.train_path, dtype=np.uint16)
+    assert len(train) == out.train_tokens and 50256 in train.tolist()
+    assert out.meta["documents"] == 2 and out.meta["train_chars"] == int(total * 0.9)
+    stamp = out.train_path.stat().st_mtime_ns
+
+    again = prepare_text([src], tmp_path / "data", encoding=CharEncoding(), log=messages.append)
+    assert "sources unchanged" in messages[-1]
+    assert again.train_path.stat().st_mtime_ns == stamp
+
+    (src / "a.txt").write_text("edited " * 80)
+    edited = prepare_text([src], tmp_path / "data", encoding=CharEncoding(), log=_quiet)
+    assert edited.meta["source_key"] != out.meta["source_key"]
+    assert edited.train_tokens + edited.val_tokens == len("edited " * 80) + 330 + 1
+    assert open_prepared(edited.folder).train_tokens == edited.train_tokens
+
+
+def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
+    enc = CharEncoding()
+    with pytest.raises(DataError, match="does not exist"):
+        prepare_text([tmp_path / "missing.txt"], tmp_path, encoding=enc, log=_quiet)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match="no text to train on"):
+        prepare_text([empty], tmp_path, encoding=enc, log=_quiet)
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    (folder / "x.csv").write_text("1,2")
+    with pytest.raises(DataError, match="holds no text files"):
+        prepare_text([folder], tmp_path, encoding=enc, log=_quiet)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00abc")
+    with pytest.raises(DataError, match="not UTF-8"):
+        prepare_text([binary], tmp_path, encoding=enc, log=_quiet)
+    with pytest.raises(DataError, match="no data"):
+        resolve_data([], tmp_path)
+    with pytest.raises(DataError, match="has no val.bin"):
+        (tmp_path / "half").mkdir()
+        (tmp_path / "half" / "train.bin").write_bytes(b"\x00\x00")
+        open_prepared(tmp_path / "half")
+
+
+def test_chunked_parallel_encoding_matches_one_pass(tokenizer) -> None:
+    text = VERDICT_TXT.read_text() if VERDICT_TXT.exists() else "Hello there.\n" * 500
+    text += "  trailing   spaces\n\n\nand 'quotes' he's   \t tabs\n" * 20
+    for size in (40, 333, 4096):
+        pieces = chunk_text(text, size)
+        assert "".join(pieces) == text
+        assert len(pieces) > 1
+    expected = tokenizer.encode_ordinary(text)
+    for threads in (1, 2, 4):
+        got = encode_documents(tokenizer, [text], threads=threads)
+        assert got.tolist() == expected
+    # A literal <|endoftext|> in the data stays text; only document boundaries get the token.
+    assert 50256 not in encode_documents(tokenizer, ["a <|endoftext|> b"]).tolist()
+
+
+def test_shakespeare_split_token_counts(tmp_path: Path, tokenizer) -> None:
+    if not SHAKESPEARE_TXT.exists():
+        pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE_TXT} (../shared/data absent)")
+    out = prepare_shakespeare(tmp_path, input_path=SHAKESPEARE_TXT, encoding=tokenizer, log=_quiet)
+    assert (out.train_tokens, out.val_tokens) == (301_966, 36_059)
+    assert os.path.getsize(out.train_path) == 2 * 301_966
+    assert os.path.getsize(out.val_path) == 2 * 36_059
+    text = SHAKESPEARE_TXT.read_text()
+    cut = int(len(text) * 0.9)
+    assert np.fromfile(out.val_path, dtype=np.uint16).tolist() == tokenizer.encode_ordinary(
+        text[cut:]
+    )
+    with pytest.raises(DataError, match="not Tiny Shakespeare"):
+        other = tmp_path / "other.txt"
+        other.write_text("not it")
+        prepare_shakespeare(tmp_path, input_path=other, encoding=tokenizer, log=_quiet)
+
+
+def test_prepare_command_uses_a_downloaded_copy(
+    tmp_path: Path, tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not SHAKESPEARE_TXT.exists():
+        pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE_TXT} (../shared/data absent)")
+    # A copy already in DATA_DIR/shakespeare/input.txt with the right sha256 is not downloaded.
+    (tmp_path / "shakespeare").mkdir()
+    shutil.copy(SHAKESPEARE_TXT, tmp_path / "shakespeare" / "input.txt")
+    argv = ["prepare", "shakespeare", "--data-dir", str(tmp_path)]
+    argv += ["--tokenizer-dir", str(tokenizer_dir)]
+    assert cli.main(argv) == 0
+    assert "301,966 train / 36,059 val" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "shakespeare" / "meta.json").read_text())
+    assert meta["train_tokens"] == 301_966 and meta["tokenizer"] == "gpt2/50257"
+    assert cli.main(argv) == 0
+    assert "sources unchanged" in capsys.readouterr().out
+
+
+def test_prepare_command_on_files(tmp_path: Path, tokenizer_dir: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("Some notes about training.\n" * 40)
+    options = {
+        "--data-dir": tmp_path / "d",
+        "--name": "n",
+        "--val-fraction": 0.25,
+        "--tokenizer-dir": tokenizer_dir,
+    }
+    code = cli.main(["prepare", str(text), *(str(x) for kv in options.items() for x in kv)])
+    assert code == 0
+    meta = json.loads((tmp_path / "d" / "n" / "meta.json").read_text())
+    assert meta["val_fraction"] == 0.25 and meta["train_tokens"] == 3 * meta["val_tokens"] > 0
+    assert cli.main(["prepare", str(tmp_path / "absent.txt"), "--data-dir", str(tmp_path)]) == 2

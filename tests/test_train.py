@@ -1,0 +1,407 @@
+"""Real short trainings on the CPU with a tiny model: the loop, checkpoints, resume, stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune import cli
+from finetune.checkpoint import find_checkpoint, read_trainer_state
+from finetune.config import TrainConfig
+from finetune.data import open_prepared
+from finetune.device import select_device
+from finetune.launch import resume, start
+from finetune.train import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
+from gpt2load.model import GPT
+
+from .conftest import SHAKESPEARE_TXT, VERDICT_TXT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = {"init": "scratch", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def argv(template: str, **values: object) -> list[str]:
+    """Command-line words from a template; values go in after splitting, so paths may hold spaces."""
+    return [word.format(**values) for word in template.split()]
+
+
+def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000) -> Path:
+    """A prepared folder of a repeating token pattern: learnable, and no tokenizer needed."""
+    rng = np.random.default_rng(0)
+    motif = rng.integers(0, 300, size=37)
+    stream = np.tile(motif, (train_tokens + val_tokens) // len(motif) + 1).astype(np.uint16)
+    folder.mkdir(parents=True, exist_ok=True)
+    stream[:train_tokens].tofile(folder / "train.bin")
+    stream[train_tokens : train_tokens + val_tokens].tofile(folder / "val.bin")
+    meta = {"train_tokens": train_tokens, "val_tokens": val_tokens, "max_token_id": 299}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    settings = {
+        **TINY,
+        "out": str(tmp_path / "run"),
+        "data": [str(make_dataset(tmp_path / "ds"))],
+        "data_dir": str(tmp_path / "data"),
+        "batch_size": 4,
+        "max_iters": 12,
+        "lr": 3e-3,
+        "warmup_iters": 2,
+        "eval_interval": 4,
+        "save_interval": 100,
+        "sample_interval": 0,
+        "force_cpu": True,
+        "progress": False,
+        "seed": 0,
+        **overrides,
+    }
+    return TrainConfig(**settings)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ the loop
+@pytest.mark.slow
+def test_loss_falls_and_metrics_are_complete(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, max_iters=30, eval_interval=10, save_interval=20)
+    result = start(cfg, log=_quiet)
+    assert result.status == "completed" and result.exit_code == 0
+    run = Path(cfg.out)
+    records = read_metrics(run)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    for r in records:
+        assert {"step", "train_loss", "lr", "tokens_per_s"} <= r.keys()
+        assert r["tokens_per_s"] > 0
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    assert all("eval_train_loss" in r for r in evals)
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+    assert records[-1]["train_loss"] < records[0]["train_loss"] - 2.0
+    # Warmup then cosine decay down to min_lr (lr / 10).
+    lrs = [r["lr"] for r in records]
+    assert lrs[0] < lrs[1] <= max(lrs) == pytest.approx(3e-3, rel=0.01)
+    assert lrs[-1] == pytest.approx(3e-4, rel=0.05)
+    assert (run / "loss.png").stat().st_size > 1000
+    assert read_trainer_state(run / "last")["step"] == 30
+    assert (run / "best" / "info.json").exists()
+    saved = TrainConfig.from_dict(__import__("tomllib").loads((run / "config.toml").read_text()))
+    assert saved.lr == 3e-3 and saved.n_layer == 2 and saved.min_lr == pytest.approx(3e-4)
+
+
+def test_eval_uses_exactly_the_fixed_batches(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    data = open_prepared(cfg.data[0])
+    torch.manual_seed(0)
+    model = GPT(__import__("finetune.modelinit", fromlist=["x"]).scratch_config(cfg))
+    trainer = Trainer(cfg.resolved(), model, data, select_device("cpu"), log=_quiet)
+    assert len(trainer.eval_sets["train"]) == 5 and len(trainer.eval_sets["val"]) == 5
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    first = trainer.evaluate()
+    second = trainer.evaluate()
+    handle.remove()
+    assert len(calls) == 2 * 2 * 5  # two evaluations x (train + val) x 5 batches
+    assert all(shape == (4, 32) for shape in calls)
+    assert first == second  # the same batches every time, so evaluations compare
+    assert model.training  # evaluation puts the model back in training mode
+
+    three = Trainer(
+        cfg.resolved().replace(eval_batches=3), model, data, select_device("cpu"), log=_quiet
+    )
+    assert len(three.eval_sets["val"]) == 3
+
+
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """Stop at step 5 (between evals and saves), resume: every later number is identical."""
+    common = {"dropout": 0.1, "grad_accum": 2, "max_iters": 9, "eval_interval": 3}
+    full_cfg = tiny_config(tmp_path / "a", **common)
+    start(full_cfg, log=_quiet)
+
+    stop_cfg = tiny_config(tmp_path / "b", **common)
+
+    def stop_at_5(trainer: Trainer, record: dict) -> None:
+        if record["step"] == 5:
+            trainer.request_stop("test")
+
+    stopped = start(stop_cfg, log=_quiet, callbacks=[stop_at_5])
+    assert stopped.status == INTERRUPTED and stopped.step == 5
+    state = read_trainer_state(Path(stop_cfg.out) / "last")
+    assert state["step"] == 5 and state["data"]["position"] == 10
+    resumed = resume(stop_cfg.out, log=_quiet)
+    assert resumed.status == "completed" and resumed.step == 9
+
+    full, split = read_metrics(Path(full_cfg.out)), read_metrics(Path(stop_cfg.out))
+    assert [r["step"] for r in split] == list(range(1, 10))
+    for a, b in zip(full, split, strict=True):
+        for key in ("train_loss", "lr", "grad_norm", "val_loss", "eval_train_loss"):
+            assert a.get(key) == b.get(key), (a["step"], key)
+    wa = torch.load(Path(full_cfg.out) / "last" / "trainer.pt", weights_only=True)
+    wb = torch.load(Path(stop_cfg.out) / "last" / "trainer.pt", weights_only=True)
+    for sa, sb in zip(
+        wa["optimizer"]["state"].values(), wb["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+    from safetensors.torch import load_file
+
+    ma = load_file(str(Path(full_cfg.out) / "last" / "model.safetensors"))
+    mb = load_file(str(Path(stop_cfg.out) / "last" / "model.safetensors"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_checkpoints_load_with_gpt2load(tmp_path: Path) -> None:
+    pytest.importorskip("gpt2load.formats", reason="gpt2load.formats (the loader) not present")
+    import gpt2load
+
+    cfg = tiny_config(tmp_path, max_iters=6, eval_interval=3)
+    start(cfg, log=_quiet)
+    run = Path(cfg.out)
+    x = torch.randint(0, 300, (2, 16))
+    for name in ("best", "last"):
+        loaded = gpt2load.load(run / name)
+        assert loaded.config.n_layer == 2 and loaded.config.context_length == 32
+        reference = GPT(loaded.config)
+        from finetune.checkpoint import load_model_weights
+
+        load_model_weights(reference, run / name)
+        reference.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), reference(x))
+    # A run folder works as --init: it means that run's best checkpoint.
+    follow = tiny_config(
+        tmp_path / "f", init=str(run), max_iters=2, n_layer=None, n_head=None, n_embd=None
+    )
+    assert start(follow, log=_quiet).status == "completed"
+
+
+def test_early_stopping_after_patience(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path, lr=0.0, min_lr=0.0, warmup_iters=0, max_iters=20, eval_interval=1, patience=2
+    )
+    result = start(cfg, log=_quiet)
+    assert result.status == EARLY_STOPPED and result.exit_code == 0
+    assert result.step == 3  # eval 1 sets best, evals 2 and 3 do not improve
+    assert read_trainer_state(Path(cfg.out) / "last")["step"] == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, max_iters=10, save_interval=2)
+    messages: list[str] = []
+
+    def poison(trainer: Trainer, record: dict) -> None:
+        if record["step"] == 3:
+            model = trainer.raw_model
+            original = model.forward
+
+            def nan_forward(idx, targets=None, cache=None):
+                logits, loss = original(idx, targets)
+                return logits, loss * float("nan")
+
+            model.forward = nan_forward
+
+    result = start(cfg, log=messages.append, callbacks=[poison])
+    assert result.status == DIVERGED and result.exit_code == 1
+    assert "not finite" in result.message and "step 2" in result.message
+    last = find_checkpoint(Path(cfg.out), "last")
+    assert read_trainer_state(last)["step"] == 2
+    assert len(read_metrics(Path(cfg.out))) == 3  # steps 1-3 ran; step 4 was refused
+    assert all(math.isfinite(r["train_loss"]) for r in read_metrics(Path(cfg.out)))
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = argv(
+        "pretrain --force-cpu --no-progress --sample-interval 0 --data-dir {d}", d=tmp_path / "data"
+    )
+    tiny = argv("--init scratch --n-layer 2 --n-head 2 --n-embd 32")
+
+    def run(*argv: str) -> str:
+        assert cli.main([*base, *argv]) == 2
+        return capsys.readouterr().err
+
+    assert "does not exist" in run("--data", str(tmp_path / "missing.txt"), *tiny)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert "no text to train on" in run("--data", str(empty), *tiny)
+    short = make_dataset(tmp_path / "short", train_tokens=20, val_tokens=10)
+    err = run("--data", str(short), *tiny, "--block-size", "32", "--out", str(tmp_path / "s"))
+    assert "fewer than one context window" in err and "--block-size" in err
+
+    cfg = tiny_config(tmp_path / "ok", max_iters=2)
+    start(cfg, log=_quiet)
+    ckpt = str(Path(cfg.out) / "last")
+    data = ["--data", cfg.data[0]]
+    err = run(*data, "--init", ckpt, "--n-embd", "64", "--out", str(tmp_path / "x"))
+    assert "another size" in err and "--n-embd 64" in err
+    err = run(*data, "--init", ckpt, "--block-size", "64", "--out", str(tmp_path / "y"))
+    assert "longer than the model's context of 32" in err
+    err = run(*data, *tiny, "--block-size", "32", "--out", cfg.out)
+    assert "already holds a run" in err and "finetune resume" in err
+    assert "no 'last' checkpoint" in (
+        cli.main(["resume", str(tmp_path)]) == 2 and capsys.readouterr().err
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# ------------------------------------------------------------------ W&B
+@pytest.mark.slow
+def test_wandb_offline_writes_a_run_folder_with_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("wandb")
+    wandb_dir = tmp_path / "wandb-home"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    messages: list[str] = []
+    cfg = tiny_config(
+        tmp_path,
+        max_iters=4,
+        eval_interval=2,
+        wandb=True,
+        wandb_project="finetune-test",
+        wandb_tags=["test"],
+    )
+    result = start(cfg, log=messages.append)
+    assert result.status == "completed"
+    runs = list((wandb_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any("wandb sync" in m for m in messages)
+    blob = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"train/loss", b"val/loss", b"train/lr", b"perf/tokens_per_s", b"train/eval_loss"):
+        assert key in blob
+    last = read_metrics(Path(cfg.out))[-1]
+    assert json.dumps(last["val_loss"]).encode() in blob  # the logged value itself
+
+
+def test_wandb_failure_never_stops_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finetune.logging_wandb as lw
+
+    class Broken:
+        def __getattr__(self, name):
+            raise RuntimeError("W&B is down")
+
+    monkeypatch.setitem(sys.modules, "wandb", Broken())
+    messages: list[str] = []
+    cfg = tiny_config(tmp_path, max_iters=2, wandb=True, wandb_mode="offline")
+    assert start(cfg, log=messages.append).status == "completed"
+    assert any("continuing without W&B" in m for m in messages)
+    assert lw.resolve_mode("auto", enabled=False) == "disabled"
+    assert lw.resolve_mode("disabled", enabled=True) == "disabled"
+    assert lw.safe_text("ok\x1b[31mred\u202eevil\r\nline") == "ok\ufffd[31mredevil\nline"
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.slow
+def test_sigint_leaves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "finetune"] + argv(
+        "pretrain --data {data} --out {run} --init scratch --n-layer 2 --n-head 2 --n-embd 32 "
+        "--block-size 32 --batch-size 4 --max-iters 100000 --save-interval 1000000 "
+        "--eval-interval 1000000 --sample-interval 0 --force-cpu --no-progress --seed 0",
+        data=data,
+        run=run,
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        metrics = run / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "finetune resume" in out and "Traceback" not in out
+    state = read_trainer_state(run / "last")
+    steps = len(read_metrics(run))
+    assert state["step"] == steps >= 3
+    result = resume(run, {"max_iters": steps + 2}, log=_quiet)
+    assert result.status == "completed" and result.step == steps + 2
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, steps + 3))
+
+
+# ------------------------------------------------------------------ real text
+def test_finetune_on_real_text_with_samples(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not VERDICT_TXT.exists():
+        pytest.skip(f"{VERDICT_TXT} not found (../shared/data absent)")
+    monkeypatch.chdir(tmp_path)
+    command = argv(
+        "pretrain --data {text} --init scratch --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 "
+        "--batch-size 4 --max-iters 20 --lr 3e-3 --warmup-iters 2 --eval-interval 10 "
+        "--sample-interval 10 --sample-tokens 8 --sample-prompt {prompt} --force-cpu "
+        "--no-progress --tokenizer-dir {tok} --out runs/verdict",
+        text=VERDICT_TXT,
+        prompt="I had",
+        tok=tokenizer_dir,
+    )
+    assert cli.main(command) == 0
+    meta = json.loads((tmp_path / "data" / "the-verdict" / "meta.json").read_text())
+    assert (meta["train_tokens"], meta["val_tokens"]) == (4612, 534)
+    evals = [r for r in read_metrics(tmp_path / "runs" / "verdict") if "val_loss" in r]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    samples = (tmp_path / "runs" / "verdict" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in samples] == [10, 20]
+
+
+def test_shakespeare_command_end_to_end(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not SHAKESPEARE_TXT.exists():
+        pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE_TXT} (../shared/data absent)")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "shakespeare").mkdir(parents=True)
+    shutil.copy(SHAKESPEARE_TXT, tmp_path / "data" / "shakespeare" / "input.txt")  # no download
+    monkeypatch.setenv("GPT2LOAD_TOKENIZER_DIR", str(tokenizer_dir))
+    command = argv(
+        "shakespeare --init scratch --n-layer 1 --n-head 2 --n-embd 16 --block-size 16 "
+        "--batch-size 2 --max-iters 3 --eval-interval 3 --sample-interval 3 --sample-tokens 4 "
+        "--force-cpu --no-progress"
+    )
+    assert cli.main(command) == 0
+    run = tmp_path / "runs" / "shakespeare"
+    assert (run / "best" / "model.safetensors").exists()
+    meta = json.loads((tmp_path / "data" / "shakespeare" / "meta.json").read_text())
+    assert (meta["train_tokens"], meta["val_tokens"]) == (301_966, 36_059)
+    assert json.loads((run / "samples.jsonl").read_text())["prompt"] == "ROMEO:"
