@@ -130,7 +130,11 @@ def render_columns(comparison: Comparison, width: int | None = None) -> str:
             for i in range(height)
         ]
 
-    out = row([wrap(r.name) for r in comparison.results])
+    def label(name: str) -> list[str]:
+        # Long paths keep their informative end ("runs/shakespeare/best"), on one line.
+        return [name if len(name) <= col else "…" + name[-(col - 1) :]]
+
+    out = row([label(r.name) for r in comparison.results])
     out += row([wrap(_score_line(r)) for r in comparison.results])
     if comparison.eval_text:
         out.append(f"(loss and perplexity on {comparison.eval_text})")
