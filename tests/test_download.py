@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2load.downloads import ChecksumError, DownloadError, download_file
-from gpt2load.downloads import transfer
+from gpt2load.downloads import ChecksumError, DownloadError, download_file, transfer
 from gpt2load.downloads.hosts import effective_url, scheme_allowed
 from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import gpt2load
 from gpt2load import releases
 from gpt2load.cli import main
 from gpt2load.downloads import ChecksumError, DownloadError, download

@@ -1,0 +1,31 @@
+"""``gpt2load info PATH``: what a checkpoint is, read from its headers only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="show a checkpoint's format, config, parameter count, dtype and files",
+        description=(
+            "Describe a GPT-2 checkpoint in any supported format (OpenAI TensorFlow, Hugging "
+            "Face safetensors/.bin, from-scratch .pth/.safetensors, nanoGPT ckpt.pt, native) "
+            "without loading its weights."
+        ),
+    )
+    parser.add_argument("path", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
+    parser.add_argument("--json", action="store_true", help="print the details as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..formats import inspect_checkpoint
+    from ..loading import resolve
+
+    info = inspect_checkpoint(resolve(args.path))
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.describe())
+    return 0

@@ -1,0 +1,173 @@
+"""Finding the checkpoint in a path by looking inside files, not at their names.
+
+Each file is classified from its first and last bytes: a safetensors header,
+a zip archive or pickle stream (PyTorch), or the magic number that ends a
+TensorFlow table (``*.index``). A folder is searched the same way, so renamed
+files still load and an ``encoder.json`` is never mistaken for weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+from .safetensors_reader import looks_like_safetensors
+from .sstable import has_table_magic
+from .torch_reader import looks_like_torch
+
+SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
+# When a folder holds several kinds, the safest and leanest to read wins.
+PREFERENCE = (SAFETENSORS, TF, TORCH)
+_CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>[^"]*)"', re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a checkpoint's weights are, and the folder its side files live in."""
+
+    container: str
+    files: tuple[Path, ...]  # for TF: the checkpoint prefix (PREFIX.index without ".index")
+    folder: Path
+
+
+def sniff(path: Path) -> str | None:
+    """The container a file's bytes belong to, or None for anything else."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            if size >= 48:
+                handle.seek(size - 8)
+                tail = handle.read(8)
+            else:
+                tail = b""
+    except OSError:
+        return None
+    if looks_like_safetensors(head, size):
+        return SAFETENSORS
+    if looks_like_torch(head):
+        return TORCH
+    if has_table_magic(tail):
+        return TF
+    return None
+
+
+def _describe_bytes(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    return "it is empty" if not head else f"it starts with {head!r}"
+
+
+def locate(path: str | Path) -> Located:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _locate_in_folder(path)
+    if not path.exists():
+        index = path.with_name(path.name + ".index")
+        if index.is_file() and sniff(index) == TF:
+            return Located(TF, (path,), path.parent)
+        raise FileNotFoundError(f"no such checkpoint file or folder: {path}")
+    kind = sniff(path)
+    if kind == TF:
+        if not path.name.endswith(".index"):
+            raise CheckpointError(
+                f"{path} is a TensorFlow checkpoint index but is not named PREFIX.index"
+            )
+        return Located(TF, (path.with_name(path.name[: -len(".index")]),), path.parent)
+    if kind is not None:
+        return Located(kind, (path,), path.parent)
+    prefix = _tf_prefix_of_side_file(path)
+    if prefix is not None:
+        return Located(TF, (prefix,), path.parent)
+    raise CheckpointError(
+        f"{path} is not a checkpoint gpt2load can read ({_describe_bytes(path)}); expected "
+        f"safetensors, a PyTorch .pth/.bin/.pt, or a TensorFlow checkpoint"
+    )
+
+
+def _tf_prefix_of_side_file(path: Path) -> Path | None:
+    """A TF data shard or the ``checkpoint`` state file stands for its whole checkpoint."""
+    if ".data-" in path.name:
+        prefix = path.with_name(path.name.split(".data-")[0])
+        if sniff(prefix.with_name(prefix.name + ".index")) == TF:
+            return prefix
+    return _prefix_from_state_file(path)
+
+
+def _prefix_from_state_file(state: Path) -> Path | None:
+    try:
+        text = state.read_text(encoding="utf-8", errors="strict")[:4096]
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = _CHECKPOINT_LINE.search(text)
+    if not match:
+        return None
+    named = Path(match.group("path"))
+    # Absolute paths go stale when a folder is moved; the file beside the state file wins.
+    for prefix in (
+        state.parent / named.name,
+        named if named.is_absolute() else state.parent / named,
+    ):
+        if sniff(prefix.with_name(prefix.name + ".index")) == TF:
+            return prefix
+    return None
+
+
+def _locate_in_folder(folder: Path) -> Located:
+    found: dict[str, list[Path]] = {kind: [] for kind in PREFERENCE}
+    looked = 0
+    state_prefix: Path | None = None
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        looked += 1
+        kind = sniff(child)
+        if kind is not None:
+            found[kind].append(child)
+        elif state_prefix is None and child.stat().st_size < 65536:
+            state_prefix = _prefix_from_state_file(child)
+    for kind in PREFERENCE:
+        files = found[kind]
+        if not files:
+            continue
+        if kind == TF:
+            if state_prefix is not None:
+                return Located(TF, (state_prefix,), folder)
+            files = [f for f in files if f.name.endswith(".index")]
+            if len(files) == 1:
+                return Located(TF, (files[0].with_name(files[0].name[: -len(".index")]),), folder)
+        elif len(files) == 1:
+            return Located(kind, (files[0],), folder)
+        else:
+            shards = _shards_from_index_json(folder, files)
+            if shards:
+                return Located(kind, shards, folder)
+        names = ", ".join(f.name for f in files)
+        raise CheckpointError(
+            f"{folder} holds several {kind} checkpoints ({names}) and no index saying they are "
+            f"shards of one; pass the file to load"
+        )
+    raise CheckpointError(
+        f"no checkpoint found in {folder}: none of its {looked} files is safetensors, a PyTorch "
+        f"pickle or a TensorFlow checkpoint index"
+    )
+
+
+def _shards_from_index_json(folder: Path, candidates: list[Path]) -> tuple[Path, ...] | None:
+    """Shards listed by a Hugging Face ``*.index.json`` (``weight_map``: tensor -> file)."""
+    names = {c.name for c in candidates}
+    for index in sorted(folder.glob("*.index.json")):
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+        shard_names = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        if shard_names and set(shard_names) <= names:
+            return tuple(folder / n for n in shard_names)
+    return None

@@ -1,0 +1,107 @@
+"""Building a ``GPT`` from any checkpoint with as little memory and copying as possible.
+
+The model is created on the meta device (no memory, no random init) and every
+parameter is then assigned exactly once. A stored tensor that needs no change
+(same dtype, CPU, contiguous after its transform) becomes the parameter as a
+view of the memory-mapped file, copy-on-write; anything transposed or cast is
+copied once and the pages of its stored bytes are dropped right after. So the
+peak resident memory of a load stays close to the size of the copies made.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..model import GPT
+from .checkpoint import OpenCheckpoint, open_checkpoint
+from .dtypes import parse_dtype
+from .errors import CheckpointError
+from .layouts import TIED
+from .meta import empty_model
+
+
+def _check_tied_head(checkpoint: OpenCheckpoint) -> None:
+    """A stored output head must equal the embedding, since our model ties the two."""
+    plan, source = checkpoint.plan, checkpoint.source
+    if plan.head is None:
+        return
+    embedding_name = plan.stored_for(TIED["out_head.weight"])
+    head = source.tensor(plan.head)
+    embedding = source.tensor(embedding_name)
+    same = head.data_ptr() == embedding.data_ptr() or torch.equal(head, embedding)
+    if not same:
+        diff = (head.float() - embedding.float()).abs().max().item()
+        raise CheckpointError(
+            f"{checkpoint.label}: the output head {plan.head!r} differs from the token embedding "
+            f"{embedding_name!r} (max abs difference {diff:.3g}); GPT-2 ties the two and so does "
+            f"gpt2load's GPT, so an untied head cannot be loaded"
+        )
+    del head, embedding
+    source.release(plan.head)
+    source.release(embedding_name)
+
+
+def materialise(
+    checkpoint: OpenCheckpoint,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    contiguous: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Our state dict, each tensor on ``device`` in ``dtype`` (None: the embedding's stored dtype)."""
+    plan, source = checkpoint.plan, checkpoint.source
+    if dtype is None:
+        dtype = source.entries()[plan.stored_for("tok_emb.weight")].dtype
+    state: dict[str, torch.Tensor] = {}
+    for assignment in plan.assignments:
+        stored = source.tensor(assignment.stored)
+        exposed = False
+        for name, part in zip(assignment.ours, assignment.transform.forward(stored), strict=True):
+            if (
+                part.device == device
+                and part.dtype == dtype
+                and (part.is_contiguous() or not contiguous)
+            ):
+                state[name] = part
+                exposed = True
+            else:
+                # One pass does the transpose, the cast and the move together.
+                state[name] = torch.empty(part.shape, dtype=dtype, device=device).copy_(part)
+        del stored
+        if not exposed:
+            source.release(assignment.stored)
+    for ours, theirs in TIED.items():
+        state[ours] = state[theirs]
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    *,
+    contiguous: bool = True,
+) -> GPT:
+    """Load any supported checkpoint (format found from the files) as a ``GPT`` in eval mode.
+
+    ``dtype`` is a torch dtype or a name like ``"bf16"``; ``None`` keeps the stored dtype.
+    Parameters that need no conversion stay memory-mapped (copy-on-write) from the file,
+    so replace checkpoint files by renaming a new file over them (as ``gpt2load`` always
+    does), not by rewriting them in place, while a model loaded from them is alive.
+
+    ``contiguous=False`` also keeps transposed and split weights (Hugging Face, OpenAI)
+    as strided views of the file instead of copying them: the fastest, leanest load, for
+    inference. Transposed ``nn.Linear`` weights multiply as fast; the query/key/value
+    slices of a fused ``c_attn`` are measurably slower, and code that calls ``.view()``
+    on parameters needs contiguous ones.
+    """
+    target_dtype = parse_dtype(dtype)
+    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    checkpoint = open_checkpoint(path)
+    _check_tied_head(checkpoint)
+    model = empty_model(checkpoint.plan.config)
+    state = materialise(checkpoint, target_device, target_dtype, contiguous)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.tie_weights()
+    return model.eval()
