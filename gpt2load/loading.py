@@ -24,7 +24,8 @@ def resolve(
     Downloads land in ``weights/<model>/<source>/`` (root: ``$GPT2LOAD_WEIGHTS_DIR``).
     """
     path = Path(model_or_path).expanduser()
-    if path.exists():
+    # A TF checkpoint is often named by its prefix (".../model.ckpt"), which is no file itself.
+    if path.exists() or path.with_name(path.name + ".index").is_file():
         return path
     name = str(model_or_path)
     if is_model_name(name):
