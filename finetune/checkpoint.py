@@ -43,19 +43,28 @@ BEST = "best"
 
 
 # ------------------------------------------------------------------ RNG
-def rng_state() -> dict[str, Any]:
-    """Every random generator a training step may draw from (dropout, numpy, python)."""
+def rng_state(all_devices: bool = True) -> dict[str, Any]:
+    """Every random generator a training step may draw from (dropout, numpy, python).
+
+    ``all_devices=False`` records only the current GPU's generator: a rank of a
+    data-parallel run uses one GPU, and asking for every GPU's state would make
+    each rank touch all of them.
+    """
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state(),
         "python": _python_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if all_devices:
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        else:
+            state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], all_devices: bool = True) -> None:
+    """Restore :func:`rng_state`; ``all_devices=False`` leaves other GPUs' generators alone."""
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
         name, keys, pos, has_gauss, cached = state["numpy"]
@@ -63,7 +72,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return
+    if "cuda_current" in state:
+        torch.cuda.set_rng_state(state["cuda_current"])
+    elif "cuda" in state and all_devices:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
@@ -88,8 +101,16 @@ def write_checkpoint(
     trainer_state: dict[str, Any],
     info: dict[str, Any],
     model_metadata: dict[str, Any] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``run_dir/name`` (model, trainer state, info) as one atomic swap."""
+    """Write ``run_dir/name`` (model, trainer state, info) as one atomic swap.
+
+    ``model_state``, when given, is written instead of ``model.state_dict()``:
+    under FSDP the module only holds this rank's shards, and the whole state
+    has been gathered for rank 0.
+    """
+    if model_state is not None:
+        model = _GatheredModel(model.config, model_state)  # type: ignore[arg-type]
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / name
     tmp = run_dir / f".{name}.tmp"
@@ -113,6 +134,18 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+class _GatheredModel:
+    """What ``save_native`` reads from a model (its config and state dict), for a state
+    dict that no single module holds."""
+
+    def __init__(self, config: GPTConfig, state: dict[str, torch.Tensor]) -> None:
+        self.config = config
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
 
 
 def _fsync_dir(path: Path) -> None:

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,9 @@ examples:
   finetune shakespeare --init scratch --out runs/scratch
   finetune pretrain --data books/ notes.txt --init gpt2-medium --max-iters 5000
   finetune prepare shakespeare
-  finetune resume runs/shakespeare --max-iters 800"""
+  finetune resume runs/shakespeare --max-iters 800
+  torchrun --nproc_per_node=4 -m finetune shakespeare --init gpt2-medium --grad-accum 8
+  torchrun --nproc_per_node=8 -m finetune pretrain --data books/ --init gpt2-xl --fsdp"""
 
 
 def _train_parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -130,6 +133,13 @@ def _flags(args: argparse.Namespace, drop: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in drop}
 
 
+def _who() -> str:
+    """``[rank N] `` on the other processes of a torchrun launch, so a message that only
+    one of them hit is not mistaken for rank 0's."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return f"[rank {rank}] " if world not in ("", "1") and rank not in ("", "0") else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -148,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = launch.start(cfg)
         return result.exit_code
     except KeyboardInterrupt:
-        print("\nfinetune: aborted", file=sys.stderr)
+        print(f"\n{_who()}finetune: aborted", file=sys.stderr)
         return 130
     except user_errors as exc:
-        print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{_who()}finetune {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

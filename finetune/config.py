@@ -157,6 +157,19 @@ class TrainConfig:
     memory_check: bool = _f(
         True, "refuse settings whose estimated memory does not fit the device", group="device"
     )
+    # several processes (torchrun)
+    fsdp: bool = _f(
+        False,
+        "under torchrun, shard weights, gradients and optimizer state across the processes "
+        "(FSDP) instead of copying the model to each (DDP): for sizes one GPU cannot hold",
+        group="distributed",
+    )
+    dist_backend: str = _f(
+        "auto",
+        "under torchrun, how processes talk: auto is nccl on GPUs, gloo with --force-cpu",
+        group="distributed",
+        choices=("auto", "nccl", "gloo"),
+    )
     # logging
     progress: bool = _f(True, "show a progress bar", group="logging")
     wandb: bool = _f(False, "log to Weights & Biases", group="logging")
@@ -410,6 +423,7 @@ GROUP_TITLES = {
     "training": "optimisation",
     "eval": "evaluation, samples and checkpoints",
     "device": "device",
+    "distributed": "several processes (torchrun --nproc_per_node=N -m finetune ...)",
     "logging": "logging",
 }
 

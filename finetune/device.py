@@ -165,7 +165,7 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    config: GPTConfig, batch_size: int, block_size: int, dtype: torch.dtype
+    config: GPTConfig, batch_size: int, block_size: int, dtype: torch.dtype, shards: int = 1
 ) -> MemoryEstimate:
     """A deliberately rough upper-ish estimate of the peak memory of one micro-step.
 
@@ -174,7 +174,8 @@ def estimate_memory(
     ``n_embd`` per token per layer with fused attention (Korthikanti et al.,
     2022), at 2 bytes each under autocast and 4 in float32. The logits are the
     spike at the end: low-precision logits, their float32 copy for the loss, and
-    its gradient.
+    its gradient. With FSDP over ``shards`` processes each holds its share of the
+    16 bytes per parameter plus one transformer block gathered whole.
     """
     d, n_layer, vocab = config.n_embd, config.n_layer, config.vocab_size
     params = vocab * d + config.context_length * d + n_layer * (12 * d * d + 13 * d) + 2 * d
@@ -183,7 +184,10 @@ def estimate_memory(
     tokens = batch_size * block_size
     activations = int(34 * d * n_layer * tokens * act_bytes)
     logits = tokens * vocab * ((act_bytes if half else 0) + 4 + 4 + 4)
-    return MemoryEstimate(16 * params, activations, logits)
+    state = 16 * params
+    if shards > 1:
+        state = state // shards + 4 * (12 * d * d + 13 * d)
+    return MemoryEstimate(state, activations, logits)
 
 
 def check_memory(
@@ -194,7 +198,10 @@ def check_memory(
         return
     available = info.total_memory / GIB
     if estimate.weights_and_optimizer > 0.9 * info.total_memory:
-        advice = "the model alone does not fit: pick a smaller --init (or more GPU memory)"
+        advice = (
+            "the model alone does not fit: pick a smaller --init, use more GPU memory, or "
+            "shard it over several GPUs with torchrun and --fsdp"
+        )
     elif batch_size > 1:
         per_sequence = (estimate.activations + estimate.logits) / batch_size
         room = info.total_memory - estimate.weights_and_optimizer

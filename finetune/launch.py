@@ -30,7 +30,7 @@ from .checkpoint import (
 from .config import FIXED_ON_RESUME, ConfigError, TrainConfig
 from .data import DataError, PreparedData, is_prepared_folder, open_prepared, resolve_data
 from .device import DeviceInfo, check_memory, estimate_memory, resolve_dtype, select_device
-from .distributed import DistContext
+from .distributed import DistContext, process_group
 from .metrics import METRICS_FILE, PLOT_FILE
 from .modelinit import init_model, planned_config
 from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
@@ -48,17 +48,35 @@ RUN_FILES = (
 )
 
 
-def check_device(cfg: TrainConfig, log: Log = print) -> DeviceInfo:
-    info = select_device(cfg.device, cfg.force_cpu)
+def check_device(cfg: TrainConfig, log: Log = print, dist: DistContext | None = None) -> DeviceInfo:
+    """This process's device; under torchrun ``--device cuda`` is the GPU of ``LOCAL_RANK``."""
+    dist = dist or DistContext()
+    info = select_device(dist.device_request(cfg.device, cfg.force_cpu), cfg.force_cpu)
     log(f"device: {info.describe()}")
+    if dist.is_distributed:
+        how = "FSDP (sharded)" if cfg.fsdp else "DDP"
+        log(
+            f"distributed: {dist.world_size} processes ({dist.local_world_size} on this "
+            f"machine), {how}; --grad-accum {cfg.grad_accum} is split "
+            f"{dist.local_grad_accum(cfg.grad_accum)} per process"
+        )
+    elif cfg.fsdp:
+        log("note: --fsdp shards over several processes (torchrun); one process trains whole")
     return info
 
 
-def _check_memory(cfg: TrainConfig, info: DeviceInfo, config: Any, log: Log) -> None:
+def _silent(_: str) -> None:
+    pass
+
+
+def _check_memory(
+    cfg: TrainConfig, info: DeviceInfo, config: Any, log: Log, dist: DistContext | None = None
+) -> None:
     if config is None or not cfg.memory_check:
         return
+    shards = dist.world_size if dist is not None and cfg.fsdp else 1
     estimate = estimate_memory(
-        config, cfg.batch_size, cfg.block_size, resolve_dtype(cfg.dtype, info)
+        config, cfg.batch_size, cfg.block_size, resolve_dtype(cfg.dtype, info), shards
     )
     check_memory(estimate, info, cfg.batch_size, cfg.block_size)
     if info.total_memory:
@@ -104,27 +122,59 @@ def _tokenizer(cfg: TrainConfig, log: Log) -> Any:
         return None
 
 
+def _sample_tokenizer(cfg: TrainConfig, dist: DistContext, info: DeviceInfo, log: Log) -> Any:
+    """The tokenizer on the ranks that generate samples: rank 0, or every rank under FSDP
+    (a sharded model only runs with all ranks joining in, so they must all agree)."""
+    sharded = cfg.fsdp and dist.is_distributed
+    with dist.main_first():
+        tokenizer = _tokenizer(cfg, log) if dist.is_main or sharded else None
+    if sharded and dist.any_true([tokenizer is None], info.device)[0]:
+        return None
+    return tokenizer
+
+
 def start(
     cfg: TrainConfig,
     *,
     log: Log = print,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Run a new training from ``cfg`` (see :class:`finetune.config.TrainConfig`)."""
+    """Run a new training from ``cfg`` (see :class:`finetune.config.TrainConfig`).
+
+    Under torchrun every process calls this with the same settings; rank 0 clears
+    the run folder and prepares data and weights while the others wait, then all
+    train together (see :mod:`finetune.distributed`).
+    """
     cfg.validate()
     dist = DistContext.from_env()
-    info = check_device(cfg, log)
+    if not dist.is_main:
+        log = _silent
+    info = check_device(cfg, log, dist)
+    with process_group(dist, info.device, cfg.dist_backend):
+        return _start(cfg, dist, info, log, callbacks)
+
+
+def _start(
+    cfg: TrainConfig,
+    dist: DistContext,
+    info: DeviceInfo,
+    log: Log,
+    callbacks: Sequence[Callback],
+) -> TrainResult:
     run_dir = Path(cfg.out).expanduser()
-    _prepare_run_dir(run_dir, cfg.overwrite)
-    _check_memory(cfg, info, planned_config(cfg), log)
-    data = resolve_data(
-        cfg.data,
-        cfg.data_dir,
-        val_fraction=cfg.val_fraction,
-        tokenizer_dir=cfg.tokenizer_dir,
-        log=log,
-    )
-    model = init_model(cfg, log)
+    with dist.main_first(local=False):
+        _prepare_run_dir(run_dir, cfg.overwrite and dist.is_main)
+    _check_memory(cfg, info, planned_config(cfg), log, dist)
+    with dist.main_first():
+        data = resolve_data(
+            cfg.data,
+            cfg.data_dir,
+            val_fraction=cfg.val_fraction,
+            tokenizer_dir=cfg.tokenizer_dir,
+            log=log,
+        )
+    with dist.main_first():
+        model = init_model(cfg, log)
     _check_data_fits_model(data, model)
     cfg = cfg.resolved().replace(overwrite=False)  # a one-time action, not a setting to replay
     if cfg.dropout is None:
@@ -133,13 +183,13 @@ def start(
         n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd
     )
     if planned_config(cfg) is None:
-        _check_memory(cfg, info, model.config, log)
+        _check_memory(cfg, info, model.config, log, dist)
     trainer = Trainer(
         cfg,
         model,
         data,
         info,
-        tokenizer=_tokenizer(cfg, log),
+        tokenizer=_sample_tokenizer(cfg, dist, info, log),
         dist=dist,
         log=log,
         callbacks=callbacks,
@@ -155,7 +205,13 @@ def resume(
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Continue ``run_dir`` from its ``last`` checkpoint, optionally with changed settings
-    (more ``max_iters``, another device ...; not another model or dataset)."""
+    (more ``max_iters``, another device ...; not another model or dataset).
+
+    A checkpoint holds the whole model whoever wrote it, so a run started under
+    torchrun resumes in one process and the other way round; with several
+    processes every one of them must be able to read ``run_dir`` (on several
+    machines: a shared filesystem).
+    """
     run_dir = Path(run_dir).expanduser()
     overrides = dict(overrides or {})
     fixed = sorted(k for k in overrides if k in FIXED_ON_RESUME)
@@ -178,7 +234,22 @@ def resume(
     cfg = cfg.replace(**overrides, out=str(run_dir))
     cfg.validate()
     dist = DistContext.from_env()
-    info = check_device(cfg, log)
+    if not dist.is_main:
+        log = _silent
+    info = check_device(cfg, log, dist)
+    with process_group(dist, info.device, cfg.dist_backend):
+        return _resume(cfg, dist, info, folder, state, log, callbacks)
+
+
+def _resume(
+    cfg: TrainConfig,
+    dist: DistContext,
+    info: DeviceInfo,
+    folder: Path,
+    state: dict[str, Any],
+    log: Log,
+    callbacks: Sequence[Callback],
+) -> TrainResult:
     model_config = read_model_config(folder)
     from gpt2load.config import GPTConfig
 
@@ -188,23 +259,24 @@ def resume(
             f"{folder} is inconsistent: its weights are {describe_shape(model_config)} but its "
             f"trainer state belongs to {describe_shape(recorded)}"
         )
-    _check_memory(cfg, info, model_config, log)
+    _check_memory(cfg, info, model_config, log, dist)
     if cfg.block_size > model_config.context_length:
         raise CheckpointError(
             f"--block-size {cfg.block_size} is longer than the model's context of "
             f"{model_config.context_length}"
         )
     dataset = state.get("dataset")
-    if dataset and is_prepared_folder(dataset):
-        data = open_prepared(dataset)
-    else:
-        data = resolve_data(
-            cfg.data,
-            cfg.data_dir,
-            val_fraction=cfg.val_fraction,
-            tokenizer_dir=cfg.tokenizer_dir,
-            log=log,
-        )
+    with dist.main_first():
+        if dataset and is_prepared_folder(dataset):
+            data = open_prepared(dataset)
+        else:
+            data = resolve_data(
+                cfg.data,
+                cfg.data_dir,
+                val_fraction=cfg.val_fraction,
+                tokenizer_dir=cfg.tokenizer_dir,
+                log=log,
+            )
     model = GPT(model_config.replace(dropout=cfg.dropout or 0.0))
     load_model_weights(model, folder)
     _check_data_fits_model(data, model)
@@ -214,7 +286,7 @@ def resume(
         model,
         data,
         info,
-        tokenizer=_tokenizer(cfg, log),
+        tokenizer=_sample_tokenizer(cfg, dist, info, log),
         dist=dist,
         log=log,
         callbacks=callbacks,

@@ -35,7 +35,18 @@ from .checkpoint import (
 from .config import TrainConfig, to_toml
 from .data import PreparedData
 from .device import DeviceInfo, flops_per_token, resolve_dtype
-from .distributed import DistContext
+from .distributed import (
+    DistContext,
+    full_model_state,
+    full_optimizer_state,
+    grad_norm_value,
+    gradient_sync,
+    load_optimizer_state,
+    rank_seed,
+    shard_fsdp,
+    wrap_ddp,
+)
+from .errors import DistributedNotSupported
 from .logging_wandb import WandbLogger, safe_text
 from .metrics import PLOT_FILE, MetricsLog, plot_losses
 from .optim import WarmupCosine, build_optimizer
@@ -109,6 +120,21 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        # Several processes: DDP keeps a whole model per rank; FSDP shards it in place, so
+        # raw_model stays the module whose parameters the optimizer updates either way.
+        self.fsdp = cfg.fsdp and self.dist.is_distributed
+        self.ddp: torch.nn.Module | None = None
+        if self.fsdp:
+            if self.amp_dtype is torch.float16:
+                raise DistributedNotSupported(
+                    "--fsdp with float16 would need a grad scaler that agrees across shards; "
+                    "use --dtype bfloat16 (A100, H100 and newer) or --dtype float32"
+                )
+            shard_fsdp(self.raw_model, device.device, self.dist.world_size)
+        elif self.dist.is_distributed:
+            self.ddp = wrap_ddp(self.raw_model, device.device)
+        if self.dist.is_distributed and resume_state is None:
+            torch.manual_seed(rank_seed(cfg.seed, self.dist.rank))  # dropout differs per rank
 
         train_tokens, val_tokens = data.load("train"), data.load("val")
         self.train_batches = BatchSource(
@@ -135,9 +161,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             device.type, enabled=self.amp_dtype is torch.float16 and device.type != "mps"
         )
-        self.model: torch.nn.Module = self.raw_model
+        self.model: torch.nn.Module = self.ddp if self.ddp is not None else self.raw_model
         if cfg.compile:
-            self.model = torch.compile(self.raw_model)
+            self.model = torch.compile(self.model)
 
         self.step = 0
         self.data_position = 0  # index of the next global micro-batch
@@ -156,7 +182,7 @@ class Trainer:
 
     # ------------------------------------------------------------ state
     def _restore(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"], self.fsdp)
         settings = dict(vars(self._schedule))
         self.scheduler.load_state_dict(state["scheduler"])
         # The schedule's settings come from the (possibly extended) config, not the file,
@@ -175,17 +201,45 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.last_val_loss = state.get("val_loss")
         self.wandb_run_id = state.get("wandb_run_id")
-        set_rng_state(state["rng"])
+        self._restore_rng(state)
         if self.dist.is_main:
             self.metrics.truncate_after(self.step)
 
-    def trainer_state(self) -> dict[str, Any]:
-        return {
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each rank continues its own random streams when the process count is unchanged.
+
+        A checkpoint's ``rng`` is rank 0's (a single process continues from it);
+        with another number of processes the other ranks get fresh seeds of their
+        own, which only changes dropout masks, never the data.
+        """
+        dist = self.dist
+        if not dist.is_distributed:
+            set_rng_state(state["rng"])
+            return
+        per_rank = state.get("rng_ranks")
+        if per_rank and len(per_rank) == dist.world_size:
+            set_rng_state(per_rank[dist.rank], all_devices=False)
+            return
+        set_rng_state(state["rng"], all_devices=False)
+        if dist.rank:
+            torch.manual_seed(rank_seed(self.cfg.seed, dist.rank, self.step))
+
+    def trainer_state(
+        self,
+        optimizer_state: dict[str, Any] | None = None,
+        rng_ranks: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """What resuming needs beyond the weights. Under several processes the caller
+        passes the gathered optimizer state (FSDP) and every rank's RNG states."""
+        rng = rng_ranks[0] if rng_ranks else rng_state()
+        state = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (
+                self.optimizer.state_dict() if optimizer_state is None else optimizer_state
+            ),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng_state(),
+            "rng": rng,
             "data": {
                 "position": self.data_position,
                 "seed": self.cfg.seed,
@@ -202,10 +256,24 @@ class Trainer:
             "model_config": self.raw_model.config.to_dict(),
             "dataset": str(self.data.folder.resolve()),
             "wandb_run_id": self.wandb.run_id if self.wandb.active else self.wandb_run_id,
+            "world_size": self.dist.world_size,
         }
+        if rng_ranks and len(rng_ranks) > 1:
+            state["rng_ranks"] = rng_ranks
+        return state
 
     def save(self, name: str) -> Path | None:
-        """Write checkpoint ``name`` (``last`` or ``best``); only the main rank writes."""
+        """Write checkpoint ``name`` (``last`` or ``best``); only the main rank writes.
+
+        Every rank must call it: under FSDP the weights and optimizer state are
+        gathered from all shards, and each rank's RNG state is collected so a
+        resume with the same number of processes continues every rank exactly.
+        """
+        model_state = full_model_state(self.raw_model, self.fsdp)
+        optimizer_state = full_optimizer_state(self.raw_model, self.optimizer, self.fsdp)
+        rng_ranks = None
+        if self.dist.is_distributed:
+            rng_ranks = self.dist.all_gather_object(rng_state(all_devices=False))
         if not self.dist.is_main:
             return None
         val = self.last_val_loss
@@ -227,7 +295,13 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
         }
         return write_checkpoint(
-            self.run_dir, name, self.raw_model, self.trainer_state(), info, metadata
+            self.run_dir,
+            name,
+            self.raw_model,
+            self.trainer_state(optimizer_state, rng_ranks),
+            info,
+            metadata,
+            model_state=model_state,
         )
 
     # ------------------------------------------------------------ output
@@ -284,6 +358,11 @@ class Trainer:
         not finite; the update is then skipped so the weights in memory stay the
         last good ones. With fp16's grad scaler an inf gradient is routine: the
         scaler skips that update and lowers its scale, and training goes on.
+
+        With several processes, rank ``r`` runs global micro-batches
+        ``r*n .. r*n+n-1`` of the step (``n`` = its share), gradients are averaged
+        once, at its last micro-batch, and the loss is summed over all ranks, so
+        every rank sees the same numbers and takes the same decisions.
         """
         cfg = self.cfg
         self.model.train()
@@ -291,21 +370,28 @@ class Trainer:
         total = torch.zeros((), device=self.device.device)
         n = self.grad_accum_local
         first = self.data_position + self.dist.rank * n
+        sync_module = self.ddp if self.ddp is not None else self.raw_model
         for i in range(n):
             x, y = self.train_batches.get(first + i)
             x, y = self._to_device(x), self._to_device(y)
-            with self.autocast():
-                _, loss = self.model(x, y)
-            total += loss.detach()
-            self.scaler.scale(loss / n).backward()
-        loss_value = (total / n).item()
+            with gradient_sync(
+                sync_module, ddp=self.ddp is not None, fsdp=self.fsdp, enabled=i == n - 1
+            ):
+                with self.autocast():
+                    _, loss = self.model(x, y)
+                total += loss.detach()
+                self.scaler.scale(loss / n).backward()
+        self.dist.sum_(total)
+        loss_value = (total / cfg.grad_accum).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, math.nan, False
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm))
+        grad_norm = grad_norm_value(
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        )
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, grad_norm, False
@@ -317,17 +403,26 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss over the fixed evaluation batches of each split (``--eval-batches`` each)."""
+        """Mean loss over the fixed evaluation batches of each split (``--eval-batches`` each).
+
+        Several processes deal the batches out round-robin and gather the
+        per-batch losses back in order, so the mean is the single-process one. A
+        rank left without a batch in the last round runs a spare one and drops its
+        loss: under FSDP every forward is a collective that all ranks must join.
+        """
         self.model.eval()
         out = {}
+        world, rank = self.dist.world_size, self.dist.rank
         try:
             for split, batches in self.eval_sets.items():
                 losses = []
-                for x, y in batches:
+                for first in range(0, len(batches), world):
+                    i = first + rank
+                    x, y = batches[i] if i < len(batches) else batches[0]
                     with self.autocast():
                         _, loss = self.model(self._to_device(x), self._to_device(y))
                     losses.append(loss.float())
-                out[split] = torch.stack(losses).mean().item()
+                out[split] = self.dist.interleave(torch.stack(losses), len(batches)).mean().item()
         finally:
             self.model.train()
         return out
@@ -436,6 +531,8 @@ class Trainer:
         return patience > 0 and self.evals_without_improvement >= patience
 
     def _on_sample(self) -> None:
+        if not self.dist.is_main and not self.fsdp:
+            return  # a sharded model generates only with every rank joining in
         try:
             text = self.sample()
         except Exception as exc:
@@ -507,6 +604,14 @@ class Trainer:
                         self._maybe_plot()
                     for callback in self.callbacks:
                         callback(self, record)
+                    if self.dist.is_distributed:
+                        # Ranks must stop at the same step, or the others would wait forever
+                        # in the next collective: a signal or request seen by any one counts.
+                        early_stop, requested = self.dist.any_true(
+                            [early_stop, self._stop.reason is not None], self.device.device
+                        )
+                        if requested and self._stop.reason is None:
+                            self._stop.reason = "stopped by another process"
                     stopping = early_stop or self._stop.reason is not None
                     if self.step % cfg.save_interval == 0 or last_step or stopping:
                         self.save(LAST)

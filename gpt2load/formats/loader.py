@@ -10,7 +10,10 @@ peak resident memory of a load stays close to the size of the copies made.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -98,10 +101,29 @@ def load_checkpoint(
     """
     target_dtype = parse_dtype(dtype)
     target_device = torch.device(device) if device is not None else torch.device("cpu")
-    checkpoint = open_checkpoint(path)
-    _check_tied_head(checkpoint)
-    model = empty_model(checkpoint.plan.config)
-    state = materialise(checkpoint, target_device, target_dtype, contiguous)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()
+    with _gc_paused():
+        checkpoint = open_checkpoint(path)
+        _check_tied_head(checkpoint)
+        model = empty_model(checkpoint.plan.config)
+        state = materialise(checkpoint, target_device, target_dtype, contiguous)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.tie_weights()
     return model.eval()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector out of the load.
+
+    Loading creates thousands of small objects (modules, parameters, plan entries);
+    that triggers full collections which then walk every object torch created at
+    import, about 0.1 s of a 0.15 s load measured here. Nothing made during a load
+    is cyclic garbage worth collecting, so the collector simply waits until it ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
