@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +91,16 @@ def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"
     path.mkdir()
     return path
+
+
+def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000) -> Path:
+    """A prepared folder of a repeating token pattern: learnable, and no tokenizer needed."""
+    rng = np.random.default_rng(0)
+    motif = rng.integers(0, 300, size=37)
+    stream = np.tile(motif, (train_tokens + val_tokens) // len(motif) + 1).astype(np.uint16)
+    folder.mkdir(parents=True, exist_ok=True)
+    stream[:train_tokens].tofile(folder / "train.bin")
+    stream[train_tokens : train_tokens + val_tokens].tofile(folder / "val.bin")
+    meta = {"train_tokens": train_tokens, "val_tokens": val_tokens, "max_token_id": 299}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder

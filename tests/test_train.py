@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,7 +24,7 @@ from finetune.launch import resume, start
 from finetune.train import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
 from gpt2load.model import GPT
 
-from .conftest import SHAKESPEARE_TXT, VERDICT_TXT
+from .conftest import SHAKESPEARE_TXT, VERDICT_TXT, make_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = {"init": "scratch", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
@@ -47,19 +46,6 @@ def one_torch_thread():
 def argv(template: str, **values: object) -> list[str]:
     """Command-line words from a template; values go in after splitting, so paths may hold spaces."""
     return [word.format(**values) for word in template.split()]
-
-
-def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000) -> Path:
-    """A prepared folder of a repeating token pattern: learnable, and no tokenizer needed."""
-    rng = np.random.default_rng(0)
-    motif = rng.integers(0, 300, size=37)
-    stream = np.tile(motif, (train_tokens + val_tokens) // len(motif) + 1).astype(np.uint16)
-    folder.mkdir(parents=True, exist_ok=True)
-    stream[:train_tokens].tofile(folder / "train.bin")
-    stream[train_tokens : train_tokens + val_tokens].tofile(folder / "val.bin")
-    meta = {"train_tokens": train_tokens, "val_tokens": val_tokens, "max_token_id": 299}
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
 
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:

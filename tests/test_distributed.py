@@ -1,0 +1,157 @@
+"""Data-parallel training: two real processes under torchrun, gloo on the CPU.
+
+Each launch trains the tiny model with a global batch of 2 micro-batches per
+step, split 1 + 1 over the ranks; a single process with the same global batch
+is the reference for every loss, and the ranks' weights must stay identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.config import TrainConfig
+from finetune.launch import resume, start
+from gpt2load.loading import load
+
+from .conftest import make_dataset
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed"
+    ),
+]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _config(root: Path, out: str, **overrides: object) -> TrainConfig:
+    settings = {
+        "init": "scratch",
+        "n_layer": 2,
+        "n_head": 2,
+        "n_embd": 32,
+        "block_size": 32,
+        "out": str(root / out),
+        "data": [str(root / "ds")],
+        "data_dir": str(root / "data"),
+        "batch_size": 4,
+        "grad_accum": 2,
+        "max_iters": 6,
+        "lr": 3e-3,
+        "warmup_iters": 2,
+        # Constant after warmup, so a 6-step run is the first 6 steps of a 9-step one.
+        "lr_schedule": "constant",
+        "eval_interval": 3,
+        "save_interval": 3,
+        "sample_interval": 0,
+        "force_cpu": True,
+        "progress": False,
+        "seed": 0,
+        **overrides,
+    }
+    return TrainConfig(**settings)
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", *args]
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _losses(run: Path) -> list[tuple[int, float, float | None]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"], r.get("val_loss")) for r in rows]
+
+
+def _assert_same_losses(got: list, want: list) -> None:
+    assert [s for s, _, _ in got] == [s for s, _, _ in want]
+    for (step, train, val), (_, train_ref, val_ref) in zip(got, want, strict=True):
+        assert train == pytest.approx(train_ref, rel=1e-5, abs=1e-5), f"step {step} train loss"
+        assert (val is None) == (val_ref is None), f"step {step}: eval on one side only"
+        if val is not None:
+            assert val == pytest.approx(val_ref, rel=1e-5, abs=1e-5), f"step {step} val loss"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two DDP ranks (through the worker, which dumps each rank's final weights)."""
+    root = tmp_path_factory.mktemp("ddp")
+    make_dataset(root / "ds")
+    cfg = _config(root, "ddp")
+    (root / "cfg.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    worker = str(REPO_ROOT / "tests" / "ddp_worker.py")
+    proc = _torchrun([worker, str(root / "cfg.json"), str(root)], cwd=root)
+    assert "distributed: 2 processes" in proc.stdout
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_run(ddp_run: Path) -> Path:
+    """The same global batch in one process, 9 steps: the reference for both tests."""
+    start(_config(ddp_run, "single", max_iters=9), log=_quiet)
+    return ddp_run / "single"
+
+
+def test_ranks_hold_identical_weights(ddp_run: Path) -> None:
+    rank0 = torch.load(ddp_run / "rank0.pt", weights_only=True)
+    rank1 = torch.load(ddp_run / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys() and len(rank0) > 10
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+    saved = load(ddp_run / "ddp" / "last").state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, rank0[name]), f"checkpoint {name} is not rank 0's"
+
+
+def test_losses_match_a_single_process_with_the_same_global_batch(
+    ddp_run: Path, single_run: Path
+) -> None:
+    single = _losses(single_run)[:6]
+    _assert_same_losses(_losses(ddp_run / "ddp"), single)
+    ddp_weights = load(ddp_run / "ddp" / "last").state_dict()
+    # The single run's own step-6 weights are not kept, so compare against a 6-step rerun.
+    reference = start(_config(ddp_run, "single6"), log=_quiet)
+    assert reference.status == "completed"
+    for name, tensor in load(ddp_run / "single6" / "last").state_dict().items():
+        torch.testing.assert_close(ddp_weights[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_a_ranks_checkpoint_resumes_in_one_process(ddp_run: Path, single_run: Path) -> None:
+    result = resume(ddp_run / "ddp", {"max_iters": 9}, log=_quiet)
+    assert result.status == "completed" and result.step == 9
+    _assert_same_losses(_losses(ddp_run / "ddp"), _losses(single_run))
+
+
+def test_fsdp_through_the_cli_matches_a_single_process(ddp_run: Path, single_run: Path) -> None:
+    """The user's own command: ``torchrun -m finetune pretrain ... --fsdp``."""
+    cfg = _config(ddp_run, "fsdp")
+    flags = (
+        f"--data {cfg.data[0]} --data-dir {cfg.data_dir} --out {cfg.out} --init scratch "
+        "--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --grad-accum 2 "
+        "--max-iters 6 --lr 3e-3 --warmup-iters 2 --lr-schedule constant --eval-interval 3 --save-interval 3 "
+        "--sample-interval 0 --force-cpu --no-progress --seed 0 --fsdp"
+    ).split()
+    proc = _torchrun(["-m", "finetune", "pretrain", *flags], cwd=ddp_run)
+    assert "FSDP (sharded)" in proc.stdout
+    _assert_same_losses(_losses(Path(cfg.out)), _losses(single_run)[:6])
+    # The sharded run's checkpoint is whole: it loads like any other.
+    assert load(Path(cfg.out) / "best").config.n_layer == 2
