@@ -124,7 +124,7 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
 
             target = os.fspath(path) if path is not None else canonical_name(cfg.init)
             try:
-                model = gpt2load.load(target, device="cpu", dtype=torch.float32)
+                model = gpt2load.load(target, device="cpu", dtype=torch.float32, contiguous=True)
             except (ValueError, KeyError) as exc:
                 raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
             check_shape_flags(cfg, model.config, cfg.init)

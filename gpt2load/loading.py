@@ -43,8 +43,16 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     source: str | None = None,
+    *,
+    contiguous: bool = False,
 ) -> GPT:
-    """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode."""
+    """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode.
+
+    ``contiguous=True`` copies weights stored transposed (Hugging Face, OpenAI) into
+    ``nn.Linear``'s layout instead of keeping views of the file: for training.
+    """
     from .formats import load_checkpoint
 
-    return load_checkpoint(resolve(model_or_path, source=source), device=device, dtype=dtype)
+    return load_checkpoint(
+        resolve(model_or_path, source=source), device=device, dtype=dtype, contiguous=contiguous
+    )

@@ -19,6 +19,8 @@ from torch import nn
 from .config import GPTConfig
 
 LAYER_NORM_EPS = 1e-5
+# Below this many rows a CPU matmul is bound by reading the weights (see ``Linear``).
+FEW_ROWS = 128
 
 
 class LayerNorm(nn.Module):
@@ -32,6 +34,37 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) with a faster path for few rows on the CPU.
+
+    Generating on the CPU multiplies one row (or a few) by every weight matrix,
+    so each step is bound by reading the weights (0.5 GB per token for 124M).
+    For such shapes MKL's ``x @ W.T`` kernel, and its matrix-vector kernel for a
+    single row, read at about half the bandwidth of ``W @ x.T`` with at least two
+    columns, which runs on every core. So few rows are multiplied the other way
+    round, a single row paired with a copy of itself: a decoding step of the
+    124M model takes about 0.6x the time on 2 cores. Larger inputs (prompts,
+    training batches) are compute-bound and take the usual path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if (
+            x.device.type != "cpu"
+            or not 0 < rows < FEW_ROWS
+            or not self.weight.is_contiguous()  # transposed views: x @ W.T is the fast way
+            or torch.is_grad_enabled()
+        ):
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, -1).contiguous()
+        cols = (flat if rows > 1 else flat.repeat(2, 1)).t()  # [in, rows], rows contiguous
+        if self.bias is None:
+            out = torch.mm(self.weight, cols)
+        else:
+            out = torch.addmm(self.bias.unsqueeze(1), self.weight, cols)
+        return out[:, :rows].t().reshape(*x.shape[:-1], -1)
 
 
 class GELU(nn.Module):
@@ -102,10 +135,10 @@ class MultiHeadAttention(nn.Module):
         self.n_head = config.n_head
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.W_query = nn.Linear(d, d, bias=config.qkv_bias)
-        self.W_key = nn.Linear(d, d, bias=config.qkv_bias)
-        self.W_value = nn.Linear(d, d, bias=config.qkv_bias)
-        self.out_proj = nn.Linear(d, d)
+        self.W_query = Linear(d, d, bias=config.qkv_bias)
+        self.W_key = Linear(d, d, bias=config.qkv_bias)
+        self.W_value = Linear(d, d, bias=config.qkv_bias)
+        self.out_proj = Linear(d, d)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +168,7 @@ class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         d = config.n_embd
-        self.layers = nn.Sequential(nn.Linear(d, 4 * d), GELU(), nn.Linear(4 * d, d))
+        self.layers = nn.Sequential(Linear(d, 4 * d), GELU(), Linear(4 * d, d))
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,7 +199,7 @@ class GPT(nn.Module):
         self.drop_emb = nn.Dropout(config.dropout)
         self.trf_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
         self.final_norm = LayerNorm(config.n_embd)
-        self.out_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.out_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.tie_weights()
         if self.tok_emb.weight.device.type != "meta":
             self.init_weights()

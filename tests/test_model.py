@@ -125,3 +125,23 @@ def test_dropout_only_in_training_mode() -> None:
     assert torch.equal(model(idx), model(idx))
     model.train()
     assert not torch.equal(model(idx), model(idx))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 127, 128, 300])
+@pytest.mark.parametrize("bias", [True, False])
+def test_few_row_linear_path_equals_f_linear(rows: int, bias: bool) -> None:
+    """The CPU path for few rows (decoding) multiplies the other way round; same numbers."""
+    from gpt2load.model import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(48, 72, bias=bias)
+    x = torch.randn(1, rows, 48)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        got = layer(x)
+    assert got.shape == expected.shape == (1, rows, 72)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Gradients take the usual path (and so flow as usual).
+    out = layer(x.requires_grad_())
+    out.sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
