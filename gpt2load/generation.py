@@ -9,24 +9,38 @@ which is exactly what a cache-less loop does, so both paths give the same text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 
 from .model import GPT
 
+# torch.Generator takes a signed or unsigned 64-bit seed; one range for every command.
+MAX_SEED = 2**63
 
-def _check_sampling_args(
-    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+
+def check_sampling_args(
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None = None,
+    vocab_limit: int | None = None,
 ) -> None:
+    """Raise ``ValueError`` naming the first bad sampling argument (commands call it up front)."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
+    if not temperature >= 0 or math.isinf(temperature):  # also refuses nan
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if seed is not None and not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    if vocab_limit is not None and vocab_limit < 1:
+        raise ValueError(f"vocab_limit must be >= 1, got {vocab_limit}")
 
 
 def sample_next_token(
@@ -35,8 +49,15 @@ def sample_next_token(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    vocab_limit: int | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy."""
+    """Pick one token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy.
+
+    ``vocab_limit`` keeps the choice below that id: models whose embedding is padded
+    beyond the tokenizer's vocabulary (nanoGPT's 50304) never emit an id it cannot decode.
+    """
+    if vocab_limit is not None and vocab_limit < logits.size(-1):
+        logits = logits[..., :vocab_limit]
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -64,13 +85,15 @@ def stream(
     eos_id: int | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence ([batch] ids), one step at a time.
 
     Rows that have produced ``eos_id`` keep yielding ``eos_id``; the stream ends
-    when every row has finished or ``max_new_tokens`` were produced.
+    when every row has finished or ``max_new_tokens`` were produced. With
+    ``vocab_limit`` (the tokenizer's ``n_vocab``) only ids below it are sampled.
     """
-    _check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, seed, vocab_limit)
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     if idx.size(1) == 0:
@@ -92,7 +115,7 @@ def stream(
             logits = model(seq, cache=cache)[:, -1]
             finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
             for step in range(max_new_tokens):
-                token = sample_next_token(logits, temperature, top_k, top_p, generator)
+                token = sample_next_token(logits, temperature, top_k, top_p, generator, vocab_limit)
                 if eos_id is not None:
                     token = token.masked_fill(finished, eos_id)
                     finished |= token == eos_id
@@ -118,6 +141,7 @@ def generate(
     eos_id: int | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
 ) -> torch.Tensor:
     """``idx`` [batch, time] extended by up to ``max_new_tokens`` sampled tokens.
 
@@ -128,7 +152,18 @@ def generate(
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     new = list(
-        stream(model, idx, max_new_tokens, temperature, top_k, top_p, eos_id, seed, use_cache)
+        stream(
+            model,
+            idx,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            eos_id,
+            seed,
+            use_cache,
+            vocab_limit,
+        )
     )
     if not new:
         return idx

@@ -73,6 +73,10 @@ def test_seed_makes_sampling_reproducible_without_touching_global_rng(tiny_model
     c = generate(tiny_model, idx, 20, temperature=1.0, seed=6)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+    largest = 2**63 - 1  # the top of the accepted range works
+    assert torch.equal(
+        generate(tiny_model, idx, 3, seed=largest), generate(tiny_model, idx, 3, seed=largest)
+    )
 
 
 def test_rows_stop_independently_at_eos() -> None:
@@ -90,8 +94,33 @@ def test_rows_stop_independently_at_eos() -> None:
         first = int(hits[0]) + 1
         assert torch.equal(row[: first + 1], row_free[: first + 1])  # same until eos
         assert bool((row[first:] == eos).all())  # then only eos
-    all_stopped = generate(model, idx, 50, temperature=0, eos_id=int(free[0, 1]))
-    assert all_stopped.shape[1] <= 1 + 50
+    # Every row meets eos in the free run, so generation ends right after the last one does.
+    first_hits = [int((row[1:] == eos).nonzero()[0]) + 1 for row in free]
+    assert out.shape[1] == 1 + max(first_hits) < free.shape[1]
+    assert bool((out[:, -1] == eos).all())
+
+
+def test_vocab_limit_keeps_padded_ids_out() -> None:
+    """nanoGPT pads the vocabulary to 50304; ids past the tokenizer's must never come out."""
+    logits = torch.zeros(3, 10)
+    logits[:, 8:] = 50.0  # the padding rows would win every time
+    assert sample_next_token(logits, temperature=0, vocab_limit=8).tolist() == [0, 0, 0]
+    g = torch.Generator().manual_seed(0)
+    sampled = sample_next_token(logits.repeat(100, 1), vocab_limit=8, generator=g)
+    assert int(sampled.max()) < 8 and len(set(sampled.tolist())) > 1
+    sampled = sample_next_token(logits, top_k=3, top_p=0.5, vocab_limit=8, generator=g)
+    assert int(sampled.max()) < 8
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, context_length=16, vocab_size=12)
+    model = random_model(config, seed=1)
+    with torch.no_grad():  # make the ids >= 9 the likeliest next token everywhere
+        model.final_norm.scale.zero_()
+        model.final_norm.shift.fill_(1.0)
+        model.tok_emb.weight[9:] = 5.0
+    idx = torch.zeros(2, 1, dtype=torch.long)
+    assert int(generate(model, idx, 5, temperature=0)[:, 1:].min()) >= 9
+    for kwargs in ({"temperature": 0}, {"temperature": 1.0, "seed": 3}):
+        out = generate(model, idx, 20, vocab_limit=9, **kwargs)
+        assert int(out.max()) < 9, kwargs
 
 
 def test_generation_ends_early_when_every_row_has_finished() -> None:
@@ -136,6 +165,12 @@ def test_top_k_and_top_p_never_pick_excluded_tokens() -> None:
         ({"top_k": 0}, "top_k"),
         ({"top_p": 1.5}, "top_p"),
         ({"max_new_tokens": -1}, "max_new_tokens"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**63}, "seed"),
+        ({"seed": 99999999999999999999999}, "seed"),
+        ({"vocab_limit": 0}, "vocab_limit"),
     ],
 )
 def test_bad_sampling_arguments_are_rejected(tiny_model: GPT, kwargs: dict, message: str) -> None:
