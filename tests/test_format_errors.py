@@ -259,6 +259,60 @@ def test_hf_config_of_another_architecture(tmp_path: Path, state) -> None:
     assert "describes a 'llama' model, not GPT-2" in _error(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("scale_attn_by_inverse_layer_idx", True, "divided by i + 1"),
+        ("scale_attn_weights", False, "sqrt(head size)"),
+        ("add_cross_attention", True, "encoder"),
+        ("activation_function", "gelu", "tanh GELU"),
+        ("activation_function", "relu", "tanh GELU"),
+        ("layer_norm_epsilon", 1e-6, "differs from GPT-2's 1e-05"),
+        ("layer_norm_epsilon", "small", "is not a number"),
+        ("n_inner", 3 * CONFIG.n_embd, "MLP width"),
+    ],
+)
+def test_hf_config_that_changes_the_maths_is_refused(
+    tmp_path: Path, state, key: str, value: object, words: str
+) -> None:
+    """transformers would compute something else from these weights: refuse, naming file and key."""
+    _save(tmp_path, hf_file_state_dict(state, CONFIG))
+    config = tmp_path / "config.json"
+    raw = json.loads(config.read_text()) | {"n_embd": CONFIG.n_embd, key: value}
+    config.write_text(json.dumps(raw))
+    message = _error(tmp_path)
+    assert str(config) in message and f"{key}=" in message and words in message, message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("scale_attn_weights", True),
+        ("activation_function", "gelu_pytorch_tanh"),  # the same tanh GELU
+        ("layer_norm_epsilon", 1.00001e-5),
+        ("reorder_and_upcast_attn", True),  # float32 attention in transformers: the same maths
+    ],
+)
+def test_hf_config_with_gpt2_maths_loads_like_transformers(
+    tmp_path: Path, state, key: str, value: object
+) -> None:
+    from tests.checkpoint_factory import reference_model, sample_ids
+
+    _save(tmp_path, hf_file_state_dict(state, CONFIG))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {key: value}))
+    idx = sample_ids(CONFIG)
+    reference = reference_model(state, CONFIG)
+    setattr(reference.config, key, value)
+    for module in reference.modules():  # the attention layers copied the flags when built
+        if hasattr(module, key):
+            setattr(module, key, value)
+    with torch.no_grad():
+        ours, theirs = load_checkpoint(tmp_path)(idx), reference(idx).logits
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
 def test_nanogpt_without_biases_is_refused(tmp_path: Path, state) -> None:
     from tests.checkpoint_factory import nanogpt_state_dict
 

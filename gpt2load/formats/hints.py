@@ -9,6 +9,7 @@ onto ``GPTConfig`` fields. Shapes give everything else (see ``plan``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,22 @@ ALIASES: dict[str, str] = {
 }
 # Side files, looked up beside the weights, by container.
 SIDE_FILES = {"tf": ("hparams.json",), "safetensors": ("config.json",), "torch": ("config.json",)}
+# The same tanh approximation of GELU under both of its transformers names.
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+LAYER_NORM_EPS = 1e-5
+# Hugging Face GPT2Config switches that change what the model computes, with the value
+# GPT-2 (and gpt2load's GPT) has, and what the other value would mean.
+MATHS_SWITCHES: dict[str, tuple[bool, str]] = {
+    "scale_attn_weights": (True, "attention scores would not be divided by sqrt(head size)"),
+    "scale_attn_by_inverse_layer_idx": (
+        False,
+        "attention scores of layer i would also be divided by i + 1 (Mistral-style GPT-2)",
+    ),
+    "add_cross_attention": (
+        False,
+        "every block would attend to an encoder's states (an encoder-decoder model)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -67,10 +83,21 @@ def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def _check_hf_config(raw: dict[str, Any], origin: str) -> None:
-    """Refuse Hugging Face configs whose model our GPT cannot reproduce exactly."""
+    """Refuse Hugging Face configs whose model our GPT cannot reproduce exactly.
+
+    Each message names the file and the key. ``reorder_and_upcast_attn`` is not
+    refused: it only makes transformers compute attention in float32, the same maths.
+    """
     model_type = raw.get("model_type")
     if model_type not in (None, "gpt2"):
         raise CheckpointError(f"{origin} describes a {model_type!r} model, not GPT-2")
+    for key, (expected, meaning) in MATHS_SWITCHES.items():
+        value = raw.get(key)
+        if value is not None and bool(value) != expected:
+            raise CheckpointError(
+                f"{origin}: {key}={value!r}, but GPT-2 has {key}={expected}: {meaning}, which "
+                f"gpt2load's GPT does not do, so its outputs would be wrong"
+            )
     n_inner, n_embd = raw.get("n_inner"), raw.get("n_embd")
     if n_inner is not None and n_embd is not None and n_inner != 4 * n_embd:
         raise CheckpointError(
@@ -79,11 +106,17 @@ def _check_hf_config(raw: dict[str, Any], origin: str) -> None:
     activation = raw.get("activation_function")
     if activation is not None and activation not in SUPPORTED_ACTIVATIONS:
         raise CheckpointError(
-            f"{origin}: activation_function={activation!r} is not GPT-2's tanh GELU"
+            f"{origin}: activation_function={activation!r} is not GPT-2's tanh GELU "
+            f"({' or '.join(SUPPORTED_ACTIVATIONS)})"
         )
     eps = raw.get("layer_norm_epsilon")
-    if eps is not None and abs(float(eps) - 1e-5) > 1e-12:
-        raise CheckpointError(f"{origin}: layer_norm_epsilon={eps} differs from GPT-2's 1e-5")
+    if eps is not None:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+            raise CheckpointError(f"{origin}: layer_norm_epsilon={eps!r} is not a number")
+        if not math.isclose(eps, LAYER_NORM_EPS, rel_tol=1e-3):
+            raise CheckpointError(
+                f"{origin}: layer_norm_epsilon={eps} differs from GPT-2's {LAYER_NORM_EPS:g}"
+            )
 
 
 def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
