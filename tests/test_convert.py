@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 
 from gpt2load.cli import main as cli_main
 from gpt2load.config import GPTConfig
-from gpt2load.formats import convert, detect_format, load_checkpoint
+from gpt2load.formats import convert, detect_format, inspect_checkpoint, load_checkpoint
+from gpt2load.formats.convert import MissingTokenizerWarning
 from gpt2load.formats.tf_bundle import TFBundleSource
 from tests.checkpoint_factory import (
     random_hf_state_dict,
@@ -45,13 +47,16 @@ def _tf_tensors(folder: Path) -> dict[str, bytes]:
 
 
 def test_round_trip_openai_native_hf_openai_is_bit_identical(
-    openai_folder: Path, tmp_path: Path
+    openai_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)  # only what travels along
     convert(openai_folder, tmp_path / "native", "native")
     assert detect_format(tmp_path / "native") == "native"
     convert(tmp_path / "native", tmp_path / "hf", "hf")
     assert detect_format(tmp_path / "hf") == "hf-safetensors"
-    convert(tmp_path / "hf", tmp_path / "openai", "openai")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingTokenizerWarning)  # the files must have arrived
+        convert(tmp_path / "hf", tmp_path / "openai", "openai")
     assert detect_format(tmp_path / "openai") == "openai-tf"
     original, final = _tf_tensors(openai_folder), _tf_tensors(tmp_path / "openai")
     assert original.keys() == final.keys()
@@ -59,6 +64,62 @@ def test_round_trip_openai_native_hf_openai_is_bit_identical(
     native = load_checkpoint(tmp_path / "native").state_dict()
     again = load_checkpoint(tmp_path / "openai").state_dict()
     assert all(torch.equal(native[k], again[k]) for k in native)
+    # The tokenizer files travel every step, bit-identical, under each format's names.
+    for folder, names in (
+        ("native", ("encoder.json", "vocab.bpe")),
+        ("hf", ("vocab.json", "merges.txt")),
+        ("openai", ("encoder.json", "vocab.bpe")),
+    ):
+        for original_name, name in zip(("encoder.json", "vocab.bpe"), names, strict=True):
+            copied = (tmp_path / folder / name).read_bytes()
+            assert copied == (openai_folder / original_name).read_bytes(), (folder, name)
+
+
+def test_native_export_brings_the_real_tokenizer_and_generate_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not (TOKENIZER_DIR / "encoder.json").is_file():
+        pytest.skip(f"real GPT-2 tokenizer files not found in {TOKENIZER_DIR}")
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    config = TINY_CONFIGS["tiny"]
+    src = write_every_layout(tmp_path, config, random_hf_state_dict(config), only=["hf_hub"])
+    convert(src["hf_hub"], tmp_path / "hf", "hf", tokenizer_dir=TOKENIZER_DIR)
+    written = convert(tmp_path / "hf", tmp_path / "native" / "m.safetensors", "native")
+    folder = tmp_path / "native"
+    assert [p.name for p in written] == ["m.safetensors", "encoder.json", "vocab.bpe"]
+    for name in ("encoder.json", "vocab.bpe"):
+        assert (folder / name).read_bytes() == (TOKENIZER_DIR / name).read_bytes()
+    from gpt2load.tokenizer import tokenizer_folder
+
+    assert tokenizer_folder(folder / "m.safetensors") == folder.resolve()
+
+
+def test_openai_export_without_tokenizer_warns_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    from gpt2load.native import save_native
+
+    save_native(random_model(TINY_CONFIGS["small_vocab"]), tmp_path / "bare")
+    with pytest.warns(MissingTokenizerWarning, match="WITHOUT them.*--tokenizer-dir"):
+        written = convert(tmp_path / "bare", tmp_path / "openai", "openai")
+    assert "encoder.json" not in {p.name for p in written}
+    assert detect_format(tmp_path / "openai") == "openai-tf"  # the weights are still usable
+    # The command line says it as its last line, on stderr.
+    args = ["convert", str(tmp_path / "bare"), str(tmp_path / "again"), "--to", "openai"]
+    assert cli_main(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gpt2load convert: WARNING: no tokenizer files")
+    # $GPT2LOAD_TOKENIZER_DIR is where the files come from when none are beside the source.
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    (tokenizer / "encoder.json").write_text('{"!": 0}')
+    (tokenizer / "vocab.bpe").write_text("#version: 0.2\n")
+    monkeypatch.setenv("GPT2LOAD_TOKENIZER_DIR", str(tokenizer))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingTokenizerWarning)
+        written = convert(tmp_path / "bare", tmp_path / "third", "openai")
+    assert (tmp_path / "third" / "encoder.json").read_text() == '{"!": 0}'
 
 
 def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path: Path) -> None:
@@ -123,7 +184,7 @@ def test_hf_files_from_the_hub_layout_export_to_openai_with_real_tokenizer(tmp_p
 
 def test_native_export_with_a_dtype(openai_folder: Path, tmp_path: Path) -> None:
     written = convert(openai_folder, tmp_path / "m.safetensors", "native", dtype="bf16")
-    assert written == [tmp_path / "m.safetensors"]
+    assert written == [tmp_path / n for n in ("m.safetensors", "encoder.json", "vocab.bpe")]
     model = load_checkpoint(tmp_path / "m.safetensors")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.config == CONFIG
@@ -153,3 +214,44 @@ def test_convert_refuses_bad_requests(openai_folder: Path, tmp_path: Path) -> No
     save_native(no_bias, tmp_path / "nobias")
     with pytest.raises(ValueError, match="QKV bias"):
         convert(tmp_path / "nobias", tmp_path / "z", "hf")
+
+
+def test_info_lists_every_file_of_the_checkpoint(
+    openai_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "openai"
+    convert(openai_folder, out, "openai")
+    (out / "notes.txt").write_text("not part of the checkpoint")
+    info = inspect_checkpoint(out)
+    names = [p.name for p, _ in info.files]
+    assert names == [
+        "model.ckpt.index",
+        "model.ckpt.data-00000-of-00001",
+        "model.ckpt.meta",
+        "checkpoint",
+        "hparams.json",
+        "encoder.json",
+        "vocab.bpe",
+    ]
+    assert all(
+        n == (out / name).stat().st_size for (_, n), name in zip(info.files, names, strict=True)
+    )
+    roles = dict(zip(names, info.roles, strict=True))
+    assert roles["model.ckpt.meta"] == "TensorFlow graph" and roles["vocab.bpe"] == "tokenizer"
+    assert cli_main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in names) and "notes.txt" not in text
+    assert "files       7," in text
+    # Hugging Face: weights, config and the tokenizer under its names.
+    convert(out, tmp_path / "hf", "hf")
+    hf_info = inspect_checkpoint(tmp_path / "hf")
+    hf = [(p.name, role) for (p, _), role in zip(hf_info.files, hf_info.roles, strict=True)]
+    assert hf == [
+        ("model.safetensors", "weights"),
+        ("config.json", "config"),
+        ("vocab.json", "tokenizer"),
+        ("merges.txt", "tokenizer"),
+    ]
+    assert cli_main(["info", "--json", str(tmp_path / "hf")]) == 0
+    listed = json.loads(capsys.readouterr().out)["files"]
+    assert [(f["role"], Path(f["path"]).name) for f in listed][1] == ("config", "config.json")

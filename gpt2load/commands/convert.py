@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Load SRC (any supported format) and write it to the folder DST: 'hf' writes "
             "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
             "in the original release layout with hparams.json (needs TensorFlow), 'native' "
-            "gpt2load's own model.safetensors. Tokenizer files beside SRC are copied along."
+            "gpt2load's own model.safetensors. Tokenizer files beside SRC (or in --tokenizer-dir) "
+            "are copied along, under each format's names; 'openai' also looks in "
+            "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
         ),
     )
     parser.add_argument("src", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
@@ -33,13 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
     from ..formats import convert
     from ..loading import resolve
 
-    written = convert(
-        resolve(args.src), args.dst, args.to, dtype=args.dtype, tokenizer_dir=args.tokenizer_dir
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = convert(
+            resolve(args.src), args.dst, args.to, dtype=args.dtype, tokenizer_dir=args.tokenizer_dir
+        )
     print(f"wrote {args.to} checkpoint to {args.dst}:")
     for path in written:
         print(f"  {path}")
+    for warning in caught:  # after the list, so that it is the last thing on the screen
+        print(f"gpt2load convert: WARNING: {warning.message}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from ..config import EOT_TOKEN_ID
 from ..fileio import atomic_path, atomic_write_text
 from ..model import GPT
 from ..native import save_native
+from ..tokenizer import TOKENIZER_DIR_ENV
 from .detect import locate
 from .export import stored_state_dict
 from .layouts import HF, OPENAI
@@ -65,15 +67,20 @@ def openai_hparams(model: GPT) -> dict:
 
 
 def _find_tokenizer(folders: list[Path]) -> dict[str, Path]:
-    """OpenAI-named tokenizer file -> an existing copy under either naming."""
-    found: dict[str, Path] = {}
-    for openai_name, hf_name in TOKENIZER_NAMES.items():
-        for folder in folders:
+    """OpenAI-named tokenizer file -> an existing copy under either naming.
+
+    Only a complete pair counts (one file alone tokenizes nothing); the first
+    folder holding both wins, so a pair never mixes two sources.
+    """
+    for folder in folders:
+        found: dict[str, Path] = {}
+        for openai_name, hf_name in TOKENIZER_NAMES.items():
             hit = next((folder / n for n in (openai_name, hf_name) if (folder / n).is_file()), None)
             if hit is not None:
                 found[openai_name] = hit
-                break
-    return found
+        if len(found) == len(TOKENIZER_NAMES):
+            return found
+    return {}
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -135,26 +142,67 @@ def convert(
 
     Returns the files written. ``dst`` is a folder (for ``native`` it may also be a
     ``.safetensors`` file). Tokenizer files are copied from ``tokenizer_dir`` or, when
-    not given, from beside ``src``, if they are there. The OpenAI layout is always float32.
+    not given, from beside ``src``, if they are there; ``openai`` then also tries
+    ``$GPT2LOAD_TOKENIZER_DIR`` and, since the release layout includes them, warns
+    (``MissingTokenizerWarning``) when it writes a folder without them. The OpenAI
+    layout is always float32.
     """
     if to not in TARGETS:
         raise ValueError(f"unknown target format {to!r}; choose one of: {', '.join(TARGETS)}")
     dst = Path(dst).expanduser()
     if to != "native" and dst.is_file():
         raise ValueError(f"{dst} is a file; converting to {to} writes a folder")
-    model = load_checkpoint(src, dtype=dtype)
     source_folder = locate(Path(src).expanduser()).folder
+    # The tokenizer is settled before anything loads or is written.
     if tokenizer_dir is not None:
         tokenizer = _find_tokenizer([Path(tokenizer_dir).expanduser()])
-        if len(tokenizer) != len(TOKENIZER_NAMES):
+        if not tokenizer:
             raise FileNotFoundError(
                 f"{tokenizer_dir} lacks the tokenizer files (encoder.json and vocab.bpe, "
                 f"or vocab.json and merges.txt)"
             )
     else:
         tokenizer = _find_tokenizer([source_folder])
+        if not tokenizer and to == "openai":
+            tokenizer = _tokenizer_for_openai(source_folder)
+    model = load_checkpoint(src, dtype=dtype)
     if to == "hf":
         return write_hf(model, dst, tokenizer)
     if to == "openai":
         return write_openai(model, dst, tokenizer)
-    return [save_native(model, dst)]
+    return write_native(model, dst, tokenizer)
+
+
+class MissingTokenizerWarning(UserWarning):
+    """An OpenAI-layout folder was written without encoder.json and vocab.bpe."""
+
+
+def _tokenizer_for_openai(source_folder: Path) -> dict[str, Path]:
+    """The OpenAI layout includes the tokenizer: from ``$GPT2LOAD_TOKENIZER_DIR``, or a warning.
+
+    The weights alone still make a valid checkpoint (gpt2load and TensorFlow read it),
+    so the conversion goes on, but loudly: the folder is not the complete release layout.
+    """
+    env = os.environ.get(TOKENIZER_DIR_ENV, "").strip()
+    tokenizer = _find_tokenizer([Path(env).expanduser()]) if env else {}
+    if not tokenizer:
+        looked = f"{source_folder}" + (f" or ${TOKENIZER_DIR_ENV} ({env})" if env else "")
+        warnings.warn(
+            f"no tokenizer files (encoder.json + vocab.bpe, or vocab.json + merges.txt) in "
+            f"{looked}: the OpenAI folder is written WITHOUT them, so it is not the complete "
+            f"release layout and tokenizing needs them from elsewhere; pass --tokenizer-dir DIR "
+            f"or set {TOKENIZER_DIR_ENV} (`gpt2load download gpt2 --source openai` fetches them)",
+            MissingTokenizerWarning,
+            stacklevel=3,
+        )
+    return tokenizer
+
+
+def write_native(model: GPT, dst: Path, tokenizer: dict[str, Path]) -> list[Path]:
+    """``model.safetensors`` (or the named ``.safetensors`` file), and the tokenizer beside it,
+    under OpenAI's names since that is where ``gpt2load`` looks for it."""
+    written = [save_native(model, dst)]
+    folder = written[0].parent
+    for openai_name, src in tokenizer.items():
+        written.append(_copy(src, folder / openai_name))
+    return written

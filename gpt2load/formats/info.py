@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import GPTConfig
 from .checkpoint import FORMAT_DESCRIPTIONS, open_checkpoint
-from .hints import SIDE_FILES
+from .detect import SAFETENSORS, TF, TORCH, Located
 from .meta import parameter_shapes
 
 
@@ -26,7 +26,8 @@ class CheckpointInfo:
     num_tensors: int  # tensors the model uses (a fused QKV counts once)
     ignored: tuple[str, ...]  # known buffers skipped (causal masks)
     has_output_head: bool  # a stored head (checked equal to the embedding on load)
-    files: tuple[tuple[Path, int], ...]  # (file, bytes)
+    files: tuple[tuple[Path, int], ...]  # (file, bytes): weights first, then companions
+    roles: tuple[str, ...] = ()  # what each file of ``files`` is ("weights", "tokenizer", ...)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,8 +41,14 @@ class CheckpointInfo:
             "num_tensors": self.num_tensors,
             "ignored": list(self.ignored),
             "has_output_head": self.has_output_head,
-            "files": [{"path": str(p), "bytes": n} for p, n in self.files],
+            "files": [
+                {"path": str(p), "bytes": n, "role": role}
+                for (p, n), role in zip(self.files, self._roles(), strict=True)
+            ],
         }
+
+    def _roles(self) -> tuple[str, ...]:
+        return self.roles if len(self.roles) == len(self.files) else ("",) * len(self.files)
 
     def describe(self) -> str:
         """A human-readable summary, as ``gpt2load info`` prints it."""
@@ -61,8 +68,12 @@ class CheckpointInfo:
         if self.has_output_head:
             lines.append("head        stored separately; must equal the token embedding (tied)")
         width = max(len(str(p)) for p, _ in self.files)
-        lines.append("files")
-        lines.extend(f"  {str(p):<{width}}  {n:>15,} bytes" for p, n in self.files)
+        total = sum(n for _, n in self.files)
+        lines.append(f"files       {len(self.files)}, {total:,} bytes")
+        lines.extend(
+            f"  {str(p):<{width}}  {n:>15,} bytes  {role}".rstrip()
+            for (p, n), role in zip(self.files, self._roles(), strict=True)
+        )
         return "\n".join(lines)
 
 
@@ -76,11 +87,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     num_parameters = sum(
         _numel(shape) for name, shape in shapes.items() if name != "out_head.weight"
     )
-    files = list(source.files)
-    for side in SIDE_FILES.get(checkpoint.located.container, ()):
-        candidate = checkpoint.located.folder / side
-        if checkpoint.hints.origin == side and candidate.is_file():
-            files.append(candidate)
+    files = checkpoint_files(checkpoint.located, source.files)
     return CheckpointInfo(
         path=Path(path),
         format=checkpoint.format,
@@ -92,8 +99,56 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         num_tensors=len(used),
         ignored=tuple(plan.ignored),
         has_output_head=plan.head is not None,
-        files=tuple((f, f.stat().st_size) for f in files),
+        files=tuple((f, f.stat().st_size) for f, _ in files),
+        roles=tuple(role for _, role in files),
     )
+
+
+# Files that travel with the weights, looked up beside them: (name, role, containers or None).
+COMPANIONS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("checkpoint", "TensorFlow checkpoint state", (TF,)),
+    ("hparams.json", "hyper-parameters", None),
+    ("config.json", "config", (SAFETENSORS, TORCH)),
+    ("generation_config.json", "generation config", (SAFETENSORS, TORCH)),
+    ("encoder.json", "tokenizer", None),
+    ("vocab.bpe", "tokenizer", None),
+    ("vocab.json", "tokenizer", None),
+    ("merges.txt", "tokenizer", None),
+    ("tokenizer.json", "tokenizer", None),
+    ("tokenizer_config.json", "tokenizer", None),
+    ("special_tokens_map.json", "tokenizer", None),
+    ("info.json", "finetune summary", (SAFETENSORS,)),
+    ("trainer.pt", "finetune resume state", (SAFETENSORS,)),
+)
+
+
+def checkpoint_files(located: Located, weights: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """Every file of a checkpoint with its role: the weights, then what comes with them.
+
+    For an OpenAI TensorFlow checkpoint that is the index, the data shards, the
+    ``checkpoint`` state file, the ``.meta`` graph and ``hparams.json``; for Hugging
+    Face the weights (and a shard index), ``config.json``; for all, the tokenizer files.
+    """
+    files: list[tuple[Path, str]] = []
+    if located.container == TF:  # the reader lists the index, then the data shards
+        files += [(weights[0], "TensorFlow index")] + [(f, "weights") for f in weights[1:]]
+        prefix = located.files[0]
+        meta = prefix.with_name(prefix.name + ".meta")
+        if meta.is_file():
+            files.append((meta, "TensorFlow graph"))
+    else:
+        files += [(f, "weights") for f in weights]
+        if len(located.files) > 1:
+            files += [(f, "shard index") for f in sorted(located.folder.glob("*.index.json"))]
+    seen = {f.resolve() for f, _ in files}
+    for name, role, containers in COMPANIONS:
+        candidate = located.folder / name
+        if containers is not None and located.container not in containers:
+            continue
+        if candidate.is_file() and candidate.resolve() not in seen:
+            files.append((candidate, role))
+            seen.add(candidate.resolve())
+    return files
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
