@@ -1,8 +1,13 @@
 """An exclusive lock on a file, so two downloads into one folder take turns.
 
 The operating system drops the lock when its holder exits, however it exits, so a
-crashed download never leaves a stale lock behind. The lock file itself stays:
-removing it would let a waiter and a newcomer lock two different files.
+crashed download never leaves a stale lock behind. On POSIX the holder also removes
+the lock file before it lets go, so lock files do not pile up beside finished
+downloads: a waiter that then gets the lock notices that its file is no longer the
+one at the path (removed, or replaced by a newcomer's) and starts over on the
+current one, so two processes never believe they hold "the" lock at once. Only a
+process killed while holding the lock leaves its (empty, unlocked, harmless) file.
+On Windows an open file cannot be removed, so the file stays there.
 """
 
 from __future__ import annotations
@@ -54,16 +59,41 @@ def exclusive_lock(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if not _try_lock(fd):
-            if on_wait is not None:
-                on_wait(f"waiting for another download holding {path} to finish")
-            while not _try_lock(fd):
-                time.sleep(poll_seconds)
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield path
+            if not _try_lock(fd):
+                if on_wait is not None and not told:
+                    on_wait(f"waiting for another download holding {path} to finish")
+                    told = True
+                while not _try_lock(fd):
+                    time.sleep(poll_seconds)
+            if not _is_current(fd, path):
+                _unlock(fd)  # the holder before us removed this file: lock the current one
+                continue
+            try:
+                yield path
+            finally:
+                if _REMOVABLE_WHILE_OPEN:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                _unlock(fd)
+            return
         finally:
-            _unlock(fd)
-    finally:
-        os.close(fd)
+            os.close(fd)
+
+
+_REMOVABLE_WHILE_OPEN = sys.platform != "win32"
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether the locked descriptor is still the file at ``path``."""
+    if not _REMOVABLE_WHILE_OPEN:
+        return True
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
