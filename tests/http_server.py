@@ -13,6 +13,7 @@ client's sockets, timeouts, redirects and Range requests all run for real.
         download_file("https://origin.invalid/big.bin", dest, mirror=server.url)
         assert server.count("/big.bin") == 2
         assert server.log("/big.bin")[1].range == "bytes=...-"
+        assert server.log("/big.bin")[1].time > server.log("/big.bin")[0].time  # monotonic
 
 Every path serves its bytes with ``Range: bytes=N-`` / ``bytes=N-M`` support
 (206 with Content-Range, 416 past the end), HEAD and GET. A ``Fault`` changes
@@ -49,6 +50,9 @@ class Fault:
         the connection, on the first ``cut_times`` data responses.
     stall_after / stall_seconds / stall_times: send ``stall_after`` body bytes, then go
         silent for ``stall_seconds`` before dropping the connection (a read timeout).
+    hang_seconds / hang_times: the first ``hang_times`` requests get no answer at all, not
+        even a status line, for ``hang_seconds``; then the connection drops (logged as
+        status 0). A client without a read timeout would wait forever.
     corrupt_at: flip the byte at this file offset in every response that carries it;
         digest headers still describe the true bytes, as after damage in transit.
     ignore_range: answer a Range request with 200 and the whole file.
@@ -70,6 +74,8 @@ class Fault:
     stall_after: int | None = None
     stall_seconds: float = 1.0
     stall_times: int = 1
+    hang_seconds: float = 0.0
+    hang_times: int = 0
     corrupt_at: int | None = None
     ignore_range: bool = False
     content_md5: bool = False
@@ -86,6 +92,7 @@ class Request:
     range: str | None
     status: int
     headers: dict[str, str]
+    time: float = 0.0  # time.monotonic() when the answer was decided, for timing retries
 
 
 class FileServer:
@@ -223,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.headers.get("Range"),
                     status,
                     dict(self.headers.items()),
+                    time.monotonic(),
                 )
             )
 
@@ -253,6 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "missing":
             self._empty(404)
             return
+        if action == "hang":
+            self._record(0)
+            time.sleep(fault.hang_seconds)
+            self._drop()
+            return
         assert data is not None
         true_sha = _sha256(data)
         announced_sha = fault.claimed_sha256 or true_sha
@@ -278,6 +291,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _next_action(self, fault: Fault, sends_data: bool) -> str:
         """Decide (under the owner's lock) what this request gets, running the counters down."""
+        if fault.hang_times > 0:
+            fault.hang_times -= 1
+            return "hang"
         if fault.status is not None:
             return "status"
         if fault.fail_times > 0:

@@ -26,6 +26,8 @@ from typing import Any
 import requests
 
 from ..releases import DEFAULT_SOURCE, FileSpec, release
+from .digests import normalise_sha256, sha256_file
+from .hosts import effective_url
 from .lock import exclusive_lock
 from .manifest import (
     LOCK_NAME,
@@ -34,6 +36,7 @@ from .manifest import (
     RecordedFile,
     load_manifest,
     read_record,
+    safe_relative_path,
     write_record,
 )
 from .transfer import (
@@ -41,6 +44,7 @@ from .transfer import (
     ChecksumError,
     DownloadError,
     Timeout,
+    check_existing,
     fetch,
     make_note,
 )
@@ -58,10 +62,14 @@ WEIGHTS_DIR_ENV = "GPT2LOAD_WEIGHTS_DIR"
 CUSTOM_SOURCE = "custom"
 
 
+def weights_root() -> Path:
+    """``weights`` (relative to the working directory), or ``$GPT2LOAD_WEIGHTS_DIR``."""
+    return Path(os.environ.get(WEIGHTS_DIR_ENV, "").strip() or "weights").expanduser()
+
+
 def default_dir(model: str, source: str) -> Path:
     """``weights/<model>/<source>``, under ``$GPT2LOAD_WEIGHTS_DIR`` when that is set."""
-    root = os.environ.get(WEIGHTS_DIR_ENV, "").strip() or "weights"
-    return Path(root).expanduser() / model / source
+    return weights_root() / model / source
 
 
 def download_file(
@@ -92,12 +100,17 @@ def download_file(
     expected and the actual value. ``force`` discards what is on disk first.
 
     ``mirror`` (else ``$GPT2LOAD_MIRROR``, else ``$HF_ENDPOINT`` for Hugging Face
-    URLs) swaps the URL's scheme and host. A lock file beside ``dest`` makes two
-    concurrent calls for the same ``dest`` take turns.
+    URLs) swaps the URL's scheme and host. A lock file beside ``dest`` (``.NAME.lock``,
+    removed when done) makes two concurrent calls for the same ``dest`` take turns; a
+    ``dest`` that is already right is returned without taking it, so reuse writes nothing.
+    Without ``size`` and ``sha256`` any ``dest`` already there is kept.
     """
     dest = Path(dest)
-    note = make_note(progress)
-    with exclusive_lock(dest.with_name(f".{dest.name}.lock"), on_wait=note):
+    if not force and dest.is_file():
+        usable, _, _ = check_existing(dest, size, normalise_sha256(sha256), fast)
+        if usable:
+            return dest
+    with exclusive_lock(dest.with_name(f".{dest.name}.lock"), on_wait=make_note(progress, True)):
         return fetch(
             url,
             dest,
@@ -140,10 +153,15 @@ def download(
     ``model`` is any accepted spelling (``gpt2``, ``124M`` ...). With ``manifest`` (a JSON
     file or a parsed dict ``{"files": [{"url", "path", "size"?, "sha256"?}]}``) its files
     are fetched instead and ``model`` only names the folder (default
-    ``weights/<model>/custom``). A re-run checks the files in place (sizes, and sha256
-    unless ``fast``) against the published values and the folder's ``manifest.json``,
-    and fetches only what is missing or wrong. ``retries``, ``backoff`` and ``timeout``
-    are as for ``download_file``.
+    ``weights/<model>/custom``). Every URL and file name is checked before anything is
+    written. A re-run checks the files in place (sizes, and sha256 unless ``fast``)
+    against the published values and the folder's ``manifest.json``, and fetches only what
+    is missing or wrong; when everything is in place it returns without writing anything
+    (no lock, no new record), so a read-only folder is reused fine. A file in place that
+    neither the publisher nor the record vouches for is checked against what the server
+    says about it (a HEAD request) and fetched again unless that proves it. The record is
+    rewritten after every file that changes it, so a run that fails midway still records
+    what it verified. ``retries``, ``backoff`` and ``timeout`` are as for ``download_file``.
     """
     if manifest is not None:
         name, label = _check_label(model), CUSTOM_SOURCE
@@ -152,37 +170,98 @@ def download(
         built_in = release(model, source or DEFAULT_SOURCE)
         name, label, files = built_in.model, built_in.source, built_in.files
     folder = (Path(dir).expanduser() if dir is not None else default_dir(name, label)).resolve()
-    note = make_note(progress)
+    for spec in files:  # a bad URL or name must fail before the folder or the lock exists
+        effective_url(spec.url, mirror)
+        safe_relative_path(spec.path, "path", folder=folder)
+    if not force and _in_place(folder, files, fast):
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder / LOCK_NAME, on_wait=note), requests.Session() as session:
+    wait_note = make_note(progress, always=True)
+    with exclusive_lock(folder / LOCK_NAME, on_wait=wait_note), requests.Session() as session:
         session.headers["User-Agent"] = USER_AGENT
         try:
             previous = None if force else read_record(folder)
         except ValueError as exc:
-            note(f"ignoring {RECORD_NAME}: {exc}")
+            make_note(progress)(f"ignoring {RECORD_NAME}: {exc}")
             previous = None
         options = dict(
             mirror=mirror,
             force=force,
             fast=fast,
             need_sha256=True,  # for the record
+            verify_unknown=True,
             progress=progress,
             retries=retries,
             backoff=backoff,
             timeout=timeout,
             session=session,
         )
-        recorded = [_fetch_one(spec, folder, previous, options) for spec in files]
-        write_record(folder, Record(model=name, source=label, files=tuple(recorded)))
+        done: dict[str, RecordedFile] = {}
+        written = previous
+        for spec in files:
+            safe_relative_path(spec.path, "path", folder=folder)  # links made since the check
+            done[spec.path] = _fetch_one(spec, folder, previous, options)
+            record = _record_so_far(name, label, files, done, previous)
+            if record != written:
+                write_record(folder, record)
+                written = record
     return folder
+
+
+def _usable_entry(spec: FileSpec, previous: Record | None) -> RecordedFile | None:
+    """The record's entry for ``spec``, if it describes the file that ``spec`` names."""
+    old = previous.file(spec.path) if previous is not None else None
+    if old is None or old.url != spec.url:
+        return None  # recorded from another URL: says nothing about this file
+    if (spec.size is not None and old.size != spec.size) or (
+        spec.sha256 is not None and old.sha256 != spec.sha256
+    ):
+        return None
+    return old
+
+
+def _record_so_far(
+    name: str,
+    label: str,
+    files: tuple[FileSpec, ...],
+    done: dict[str, RecordedFile],
+    previous: Record | None,
+) -> Record:
+    """The files verified in this run, plus the earlier record's still valid entries for the rest."""
+    entries = []
+    for spec in files:
+        entry = done.get(spec.path) or _usable_entry(spec, previous)
+        if entry is not None:
+            entries.append(entry)
+    return Record(model=name, source=label, files=tuple(entries))
+
+
+def _in_place(folder: Path, files: tuple[FileSpec, ...], fast: bool) -> bool:
+    """Whether every file is in place as recorded (sizes; sha256 too unless ``fast``).
+
+    Reads only: this is what lets a finished download be reused with no lock and no
+    writes. Anything missing, unrecorded or different sends the caller the long way.
+    """
+    try:
+        record = read_record(folder)
+    except (ValueError, OSError):
+        return False
+    if record is None:
+        return False
+    for spec in files:
+        entry = _usable_entry(spec, record)
+        path = folder / spec.path
+        if entry is None or not path.is_file() or path.stat().st_size != entry.size:
+            return False
+        if not fast and sha256_file(path) != entry.sha256:
+            return False
+    return True
 
 
 def _fetch_one(
     spec: FileSpec, folder: Path, previous: Record | None, options: dict[str, Any]
 ) -> RecordedFile:
-    old = previous.file(spec.path) if previous is not None else None
-    if old is not None and old.url != spec.url:
-        old = None  # recorded from another URL: says nothing about this file
+    old = _usable_entry(spec, previous)
     result = fetch(
         spec.url,
         folder / spec.path,

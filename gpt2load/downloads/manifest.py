@@ -30,8 +30,15 @@ PART_SUFFIX = ".part"
 _MANIFEST_KEYS = {"url", "path", "size", "sha256"}
 
 
-def safe_relative_path(name: object, what: str = "path") -> str:
-    """``name`` as a clean relative POSIX path that stays inside its folder, or ValueError."""
+def safe_relative_path(
+    name: object, what: str = "path", folder: str | os.PathLike[str] | None = None
+) -> str:
+    """``name`` as a clean relative POSIX path that stays inside its folder, or ValueError.
+
+    With ``folder``, the path is also resolved there, following any symbolic links
+    already on disk (a linked sub-folder, or a link where the file will go), and
+    must still land inside ``folder``.
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what} must be a non-empty string, got {name!r}")
     bad = (
@@ -49,6 +56,14 @@ def safe_relative_path(name: object, what: str = "path") -> str:
     leaf = PurePosixPath(name).name
     if name in (RECORD_NAME, LOCK_NAME) or leaf.endswith(PART_SUFFIX):
         raise ValueError(f"{what} {name!r} is reserved for gpt2load's own bookkeeping")
+    if folder is not None:
+        root = Path(folder).resolve()
+        target = (root / name).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise ValueError(
+                f"{what} {name!r} leads outside {root} (to {target}) through a symbolic link; "
+                f"remove the link or choose another folder"
+            )
     return name
 
 

@@ -10,6 +10,7 @@ sees a half-written or wrong file under the real name.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import os
@@ -74,12 +75,18 @@ def offline() -> bool:
     )
 
 
-def make_note(progress: bool) -> Note:
-    """Status lines go between the progress bars when bars are shown, else to the log."""
+def make_note(progress: bool, always: bool = False) -> Note:
+    """Status lines go between the progress bars when bars are shown, else to the log.
+
+    ``always``: the line goes to stderr even without bars (``--quiet``), for what a user
+    must see whatever they asked, such as waiting for another download's lock.
+    """
 
     def note(message: str) -> None:
         if progress:
             tqdm.write(message, file=sys.stderr)
+        elif always:
+            print(message, file=sys.stderr, flush=True)
         else:
             logger.info(message)
 
@@ -140,7 +147,13 @@ def _reason(exc: Exception) -> str:
     text = str(exc)
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower():
         return "timed out"
+    cause = _ERRNO.search(text)  # the operating system's words, under urllib3's layers
+    if cause:
+        return f"connection failed ({cause.group(1).strip()})"
     return f"connection failed ({text[:200]})"
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
 
 
 def check_existing(
@@ -388,6 +401,83 @@ def _check_part(
     return digests.get("sha256")
 
 
+def probe(
+    url: str, *, allow_http: bool, session: requests.Session, timeout: Timeout
+) -> tuple[int | None, list[Claim]] | None:
+    """What the server says about the file at ``url`` without sending it (a HEAD request).
+
+    (size, digest claims) from every hop; None when it would not answer usefully.
+    """
+    claims: list[Claim] = []
+    size = None
+    headers = {"Accept-Encoding": "identity"}
+    for hop in range(MAX_REDIRECTS + 1):
+        try:
+            response = session.head(url, headers=headers, timeout=timeout, allow_redirects=False)
+        except requests.exceptions.RequestException:
+            return None
+        with response:
+            if response.is_redirect:
+                claims += header_claims(response.headers, first_hop=hop == 0, full_body=False)
+                url = urljoin(url, response.headers["Location"])
+                if not scheme_allowed(url, allow_http):
+                    return None
+                continue
+            if response.status_code != 200:
+                return None
+            claims += header_claims(response.headers, first_hop=hop == 0, full_body=True)
+            length = response.headers.get("Content-Length", "").strip()
+            size = int(length) if length.isdigit() else None
+            return size, claims
+    return None
+
+
+def check_unknown(
+    path: Path,
+    url: str,
+    fast: bool,
+    *,
+    allow_http: bool,
+    session: requests.Session,
+    timeout: Timeout,
+) -> tuple[bool, str | None, str]:
+    """Whether a file in place that nothing vouches for (no published or recorded size or hash)
+    is the server's file, judged by what a HEAD request says: (usable, sha256 if hashed, why not).
+
+    The size the server states is enough with ``fast``; otherwise only a digest it sends
+    (sha256 ETag / X-Linked-Etag, Content-MD5 ...) can prove the bytes, and without one
+    the file is fetched again.
+    """
+    answer = probe(url, allow_http=allow_http, session=session, timeout=timeout)
+    if answer is None:
+        return False, None, "is not recorded, and the server would not describe its file"
+    size, claims = answer
+    sizes = {int(c.value) for c in claims if c.algorithm == "size"}
+    sizes |= {size} if size is not None else set()
+    digests = sorted({c for c in claims if c.algorithm != "size"}, key=lambda c: c.source)
+    actual = path.stat().st_size
+    if any(s != actual for s in sizes):
+        return (
+            False,
+            None,
+            f"has {actual} bytes, the server's file {next(n for n in sizes if n != actual)}",
+        )
+    if fast and sizes:
+        return True, None, ""
+    if not digests:
+        return False, None, "is not recorded, and the server sends no digest to check it with"
+    hashed = hash_file(path, sorted({c.algorithm for c in digests} | {"sha256"}))
+    for claim in digests:
+        if hashed[claim.algorithm] != claim.value:
+            return (
+                False,
+                hashed["sha256"],
+                f"has {claim.algorithm} {hashed[claim.algorithm]}, the server's {claim.source} "
+                f"says {claim.value}",
+            )
+    return True, hashed["sha256"], ""
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -400,6 +490,7 @@ def fetch(
     force: bool = False,
     fast: bool = False,
     need_sha256: bool = False,
+    verify_unknown: bool = False,
     progress: bool = True,
     retries: int | None = None,
     backoff: float | None = None,
@@ -410,37 +501,56 @@ def fetch(
     """Make ``dest`` hold the file at ``url``; see ``gpt2load.downloads.download_file``.
 
     ``size``/``sha256`` bind any bytes; ``accept_size``/``accept_sha256`` (a record of an
-    earlier download) only decide whether a file already in place can be kept.
+    earlier download) only decide whether a file already in place can be kept. A file in
+    place with none of these is kept as it is, unless ``verify_unknown``: then the server
+    is asked what the file is (``check_unknown``) and it is fetched again unless the answer
+    proves it (offline, it is kept).
     """
     dest = Path(dest)
     label = label or dest.name
     sha256 = normalise_sha256(sha256)
     note = make_note(progress)
-    if dest.exists() and not force:
-        keep_size = size if size is not None else accept_size
-        keep_sha = sha256 or normalise_sha256(accept_sha256)
-        usable, digest, why = check_existing(dest, keep_size, keep_sha, fast)
-        if usable:
-            if digest is None and need_sha256:
-                digest = keep_sha if keep_sha is not None else sha256_file(dest)
-            return Fetched(dest, dest.stat().st_size, digest, fetched=False)
-        note(f"{label}: the file in place {why}; replacing it")
-        dest.unlink()
-    if offline():
-        raise DownloadError(
-            f"{label} is not in {dest.parent} and downloads are switched off "
-            f"({' / '.join(OFFLINE_ENVS)} is set)"
-        )
-    request_url, allow_http = effective_url(url, mirror)
-    part = dest.with_name(dest.name + PART_SUFFIX)
-    if force:
-        part.unlink(missing_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    own_session = session is None
-    if session is None:
-        session = requests.Session()
-        session.headers["User-Agent"] = USER_AGENT
-    try:
+    timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+    with contextlib.ExitStack() as stack:
+
+        def connection() -> requests.Session:
+            nonlocal session
+            if session is None:
+                session = stack.enter_context(requests.Session())
+                session.headers["User-Agent"] = USER_AGENT
+            return session
+
+        if dest.exists() and not force:
+            keep_size = size if size is not None else accept_size
+            keep_sha = sha256 or normalise_sha256(accept_sha256)
+            if verify_unknown and keep_size is None and keep_sha is None and not offline():
+                request_url, allow_http = effective_url(url, mirror)
+                usable, digest, why = check_unknown(
+                    dest,
+                    request_url,
+                    fast,
+                    allow_http=allow_http,
+                    session=connection(),
+                    timeout=timeout,
+                )
+            else:
+                usable, digest, why = check_existing(dest, keep_size, keep_sha, fast)
+            if usable:
+                if digest is None and need_sha256:
+                    digest = keep_sha if keep_sha is not None else sha256_file(dest)
+                return Fetched(dest, dest.stat().st_size, digest, fetched=False)
+            note(f"{label}: the file in place {why}; replacing it")
+            dest.unlink()
+        if offline():
+            raise DownloadError(
+                f"{label} is not in {dest.parent} and downloads are switched off "
+                f"({' / '.join(OFFLINE_ENVS)} is set)"
+            )
+        request_url, allow_http = effective_url(url, mirror)
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        if force:
+            part.unlink(missing_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         while True:
             transfer = Transfer(
                 request_url,
@@ -448,8 +558,8 @@ def fetch(
                 label=label,
                 allow_http=allow_http,
                 size=size,
-                session=session,
-                timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                session=connection(),
+                timeout=timeout,
                 retries=DEFAULT_RETRIES if retries is None else max(0, retries),
                 backoff=backoff_base(backoff),
                 progress=progress,
@@ -469,6 +579,4 @@ def fetch(
                 transfer.close()
             os.replace(part, dest)
             return Fetched(dest, dest.stat().st_size, digest, fetched=True)
-    finally:
-        if own_session:
-            session.close()
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
