@@ -286,10 +286,43 @@ def _cached(folder: Path, key: str) -> PreparedData | None:
     return PreparedData(folder, meta)
 
 
-def dataset_name(files: Sequence[Path]) -> str:
+def dataset_name(paths: Sequence[str | os.PathLike[str]], files: Sequence[Path]) -> str:
+    """``NAME-HASH``: a readable stem plus a short hash of the resolved source paths.
+
+    Two source sets whose files share a name (``a/notes.txt`` and ``b/notes.txt``)
+    get folders of their own, so preparing one never overwrites the other's
+    tokens. The hash is of the paths as given (a folder stays one folder as its
+    files change; the cache key notices the change and prepares again).
+    """
     stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
-    return name
+    resolved = "\n".join(str(Path(p).expanduser().resolve()) for p in paths)
+    return f"{name}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
+
+
+def _bins_fingerprint(folder: Path) -> str:
+    """Identity of a prepared folder that has no source key (made by other tools): the
+    sizes of its bins and a hash of their first and last MiB (all of a small one)."""
+    digest = hashlib.sha256()
+    for name in (TRAIN_BIN, VAL_BIN):
+        path = folder / name
+        size = path.stat().st_size
+        digest.update(f"{name}:{size};".encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(size - (1 << 20))
+                digest.update(fh.read())
+            elif size > 1 << 20:
+                digest.update(fh.read())
+    return "bins:" + digest.hexdigest()
+
+
+def data_key(data: PreparedData) -> str:
+    """What a run records to know at resume that it still has the same tokens: the source
+    key of a folder we prepared, else a fingerprint of its bins."""
+    key = data.meta.get("source_key")
+    return str(key) if key else _bins_fingerprint(data.folder)
 
 
 def prepare_text(
@@ -317,7 +350,7 @@ def prepare_text(
         encoding = get_tokenizer(tokenizer_dir)
     hashes = [file_sha256(f) for f in files]
     key = source_key(hashes, val_fraction, tokenizer_id(encoding))
-    folder = Path(data_dir).expanduser() / (name or dataset_name(files))
+    folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files))
     if not force and (hit := _cached(folder, key)) is not None:
         log(
             f"data: using prepared {folder} ({hit.train_tokens:,} train / "
@@ -372,11 +405,27 @@ def prepare_text(
     return PreparedData(folder, meta)
 
 
+def check_fits_context(data: PreparedData, block_size: int) -> None:
+    """Each split must hold one training window (``block_size + 1`` tokens); said right after
+    the data is prepared, before weights are downloaded or anything is trained."""
+    for split, count in (("train", data.train_tokens), ("val", data.val_tokens)):
+        if count < block_size + 1:
+            more = " or a larger --val-fraction" if split == "val" else ""
+            raise DataError(
+                f"the {split} split of {data.folder} holds {count:,} tokens, fewer than one "
+                f"context window (--block-size {block_size} + 1); give more text{more} or "
+                f"lower --block-size"
+            )
+
+
 def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = print) -> Path:
     """``data_dir/shakespeare/input.txt``, downloaded (and checked against its sha256) if needed."""
     dest = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
-    if dest.is_file() and file_sha256(dest) == SHAKESPEARE_SHA256:
-        return dest
+    aside = None
+    if dest.is_file():
+        if file_sha256(dest) == SHAKESPEARE_SHA256:
+            return dest
+        aside = move_aside(dest, log)
     from gpt2load.downloads import DownloadError, download_file
 
     log(f"data: downloading Tiny Shakespeare to {dest}")
@@ -385,11 +434,28 @@ def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = p
             download_file(SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256)
         )
     except DownloadError as exc:
+        kept = f" (the file that was there is kept as {aside})" if aside is not None else ""
         raise DataError(
-            f"could not download Tiny Shakespeare ({exc}); put the file at {dest} yourself, "
-            f"pass its path with `finetune prepare shakespeare --input FILE`, or set "
+            f"could not download Tiny Shakespeare ({exc}){kept}; put the file at {dest} "
+            f"yourself, pass its path with `finetune prepare shakespeare --input FILE`, or set "
             f"GPT2LOAD_MIRROR to a reachable mirror"
         ) from exc
+
+
+def move_aside(path: Path, log: Log = print) -> Path:
+    """Rename a file that is not what its name promises to ``NAME.bad`` (``NAME.bad.1`` ...
+    when taken) instead of deleting it: it may be someone's edit, and offline the only copy."""
+    aside = path.with_name(path.name + ".bad")
+    n = 0
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.bad.{n}")
+    os.replace(path, aside)
+    log(
+        f"data: {path} is not the published Tiny Shakespeare (its sha256 differs); "
+        f"moved it to {aside} to make room for the original"
+    )
+    return aside
 
 
 def prepare_shakespeare(
@@ -420,6 +486,8 @@ def prepare_shakespeare(
             )
         source = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
         if not (source.is_file() and file_sha256(source) == SHAKESPEARE_SHA256):
+            if source.is_file():
+                move_aside(source, log)
             source.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(source) as tmp:
                 shutil.copyfile(given, tmp)

@@ -71,7 +71,7 @@ def test_prepare_writes_bins_and_reuses_the_cache(tmp_path: Path) -> None:
     (src / ".hidden.txt").write_text("not read")
     messages: list[str] = []
     out = prepare_text([src], tmp_path / "data", encoding=CharEncoding(), log=messages.append)
-    assert out.folder == tmp_path / "data" / "corpus"
+    assert out.folder.parent == tmp_path / "data" and out.folder.name.startswith("corpus-")
     total = len("first document " * 50) + len("second one " * 30)
     assert out.train_tokens + out.val_tokens == total + 1  # one <|endoftext|> between the two
     train = np.fromfile(out.train_path, dtype=np.uint16)
@@ -88,6 +88,54 @@ def test_prepare_writes_bins_and_reuses_the_cache(tmp_path: Path) -> None:
     assert edited.meta["source_key"] != out.meta["source_key"]
     assert edited.train_tokens + edited.val_tokens == len("edited " * 80) + 330 + 1
     assert open_prepared(edited.folder).train_tokens == edited.train_tokens
+
+
+def test_sources_with_the_same_name_get_folders_of_their_own(tmp_path: Path) -> None:
+    """a/notes.txt and b/notes.txt once shared data/notes, each preparation overwriting the
+    other's tokens under a run that trained on them."""
+    enc = CharEncoding()
+    for name, text in (("a", "alpha text " * 40), ("b", "beta words " * 60)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text(text)
+    a = prepare_text([tmp_path / "a" / "notes.txt"], tmp_path / "d", encoding=enc, log=_quiet)
+    b = prepare_text([tmp_path / "b" / "notes.txt"], tmp_path / "d", encoding=enc, log=_quiet)
+    assert a.folder != b.folder
+    assert a.folder.name.startswith("notes-") and b.folder.name.startswith("notes-")
+    assert open_prepared(a.folder).meta["source_key"] == a.meta["source_key"]  # not overwritten
+    # The same source named another way (relative, or with ..) is the same folder.
+    again = prepare_text(
+        [tmp_path / "b" / ".." / "a" / "notes.txt"], tmp_path / "d", encoding=enc, log=_quiet
+    )
+    assert again.folder == a.folder
+
+
+def test_a_wrong_shakespeare_file_is_kept_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edited data/shakespeare/input.txt is moved aside before the download, so being
+    offline (or any failed download) never loses it."""
+    monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
+    mine = tmp_path / "shakespeare" / "input.txt"
+    mine.parent.mkdir()
+    mine.write_text("my own edits\n")
+    messages: list[str] = []
+    with pytest.raises(DataError, match="could not download") as exc:
+        prepare_shakespeare(tmp_path, encoding=CharEncoding(), log=messages.append)
+    kept = mine.with_name("input.txt.bad")
+    assert kept.read_text() == "my own edits\n"
+    assert str(kept) in str(exc.value) and any(str(kept) in m for m in messages)
+    mine.write_text("second edit\n")  # a second bad copy does not overwrite the first
+    with pytest.raises(DataError):
+        prepare_shakespeare(tmp_path, encoding=CharEncoding(), log=_quiet)
+    assert kept.read_text() == "my own edits\n"
+    assert mine.with_name("input.txt.bad.1").read_text() == "second edit\n"
+    if SHAKESPEARE_TXT.exists():  # --input replaces a wrong copy the same way
+        mine.write_text("third\n")
+        prepare_shakespeare(
+            tmp_path, input_path=SHAKESPEARE_TXT, encoding=CharEncoding(), log=_quiet
+        )
+        assert mine.with_name("input.txt.bad.2").read_text() == "third\n"
+        assert mine.read_bytes() == SHAKESPEARE_TXT.read_bytes()
 
 
 def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:

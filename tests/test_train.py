@@ -363,7 +363,8 @@ def test_finetune_on_real_text_with_samples(
         tok=tokenizer_dir,
     )
     assert cli.main(command) == 0
-    meta = json.loads((tmp_path / "data" / "the-verdict" / "meta.json").read_text())
+    [prepared] = (tmp_path / "data").glob("the-verdict-*")  # name + hash of the source path
+    meta = json.loads((prepared / "meta.json").read_text())
     assert (meta["train_tokens"], meta["val_tokens"]) == (4612, 534)
     evals = [r for r in read_metrics(tmp_path / "runs" / "verdict") if "val_loss" in r]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
