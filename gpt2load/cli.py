@@ -36,20 +36,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: reported in one line, exit code 2.
+
+    ``DownloadError`` is looked up only once its module is loaded (it cannot be raised
+    before), so ``gpt2load --help`` does not pay for importing requests.
+    """
+    types: list[type[BaseException]] = [CLIError, FileNotFoundError, ValueError, KeyError]
+    transfer = sys.modules.get("gpt2load.downloads.transfer")
+    if transfer is not None:
+        types.append(transfer.DownloadError)
+    return tuple(types)
+
+
+def check_device(spec: str | None) -> None:
+    """Refuse a ``--device`` that names no device, or one this machine does not have."""
+    if spec is None or spec.strip().lower() == "cpu":
+        return
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError):
+        raise CLIError(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(
+                f"--device {spec}: no CUDA GPU is available here (torch.cuda.is_available() "
+                f"is False, torch {torch.__version__}); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CLIError(f"--device {spec}: only {count} CUDA device(s) are visible")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CLIError(
+                f"--device {spec}: Apple's MPS backend is not available on this machine or "
+                f"PyTorch build; use --device cpu"
+            )
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if callable(available) and not available():
+            raise CLIError(f"--device {spec}: no {device.type} device is available here")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_device(getattr(args, "device", None))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (CLIError, FileNotFoundError, ValueError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"gpt2load {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        if not isinstance(exc, _user_error_types()):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        line = " ".join(str(message).split("\n"))
+        print(f"gpt2load {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

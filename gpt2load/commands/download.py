@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Download every file of a GPT-2 release, plus OpenAI's encoder.json and vocab.bpe "
             "where the release lacks them, verify sizes and sha256, and record the hashes in "
             "the folder's manifest.json. Prints the folder as the last line. Re-running "
-            "fetches only what is missing or wrong; an interrupted file resumes."
+            "fetches only what is missing or wrong; an interrupted file resumes. The rasbt "
+            "source fetches the .safetensors copy of each size (the same tensors as the "
+            ".pth, and it loads without unpickling); for the .pth, pass a --manifest naming "
+            "https://huggingface.co/rasbt/gpt2-from-scratch-pytorch/resolve/main/"
+            "gpt2-small-124M.pth (or another size). A failed download exits with code 2 and "
+            "a one-line error."
         ),
     )
     parser.add_argument(
@@ -30,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=SOURCES,
         default=DEFAULT_SOURCE,
         help=f"where the weights come from (default: {DEFAULT_SOURCE}, whose files have "
-        "published sha256)",
+        "published sha256); rasbt means its .safetensors files (for its .pth use --manifest)",
     )
     parser.add_argument(
         "--dir",
@@ -47,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="download everything again")
     parser.add_argument(
-        "--fast", action="store_true", help="trust files already in place by their size alone"
+        "--fast",
+        action="store_true",
+        help="trust files already in place by their size alone (no re-hashing)",
     )
     parser.add_argument(
         "--manifest",
@@ -56,26 +62,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='download from a JSON manifest {"files": [{"url", "path", "size"?, "sha256"?}]} '
         "instead of a built-in release (default folder weights/<MODEL>/custom/)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or status lines (waiting for another download's lock is "
+        "still reported on stderr)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..downloads import DownloadError, download
+    from ..downloads import download
 
-    try:
-        folder = download(
-            args.model,
-            source=args.source,
-            dir=args.dir,
-            mirror=args.mirror,
-            force=args.force,
-            fast=args.fast,
-            manifest=args.manifest,
-            progress=not args.quiet,
-        )
-    except DownloadError as exc:
-        print(f"gpt2load download: failed: {exc}", file=sys.stderr)
-        return 1
+    # A DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2.
+    folder = download(
+        args.model,
+        source=args.source,
+        dir=args.dir,
+        mirror=args.mirror,
+        force=args.force,
+        fast=args.fast,
+        manifest=args.manifest,
+        progress=not args.quiet,
+    )
     print(folder)
     return 0
