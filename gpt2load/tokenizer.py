@@ -1,14 +1,19 @@
-"""GPT-2's byte-level BPE, through tiktoken.
+"""GPT-2's byte-level BPE, through tiktoken, built from OpenAI's two files.
 
-Every OpenAI release folder ships ``encoder.json`` and ``vocab.bpe``; building
-the encoding from those local files means a downloaded model tokenizes with no
-network at all. Only when no such folder is known do we fall back to
-tiktoken's own ``gpt2`` encoding, which downloads once and caches.
+Every OpenAI release folder ships ``encoder.json`` and ``vocab.bpe`` (a Hugging Face
+folder has the same bytes as ``vocab.json`` and ``merges.txt``), and ``gpt2load
+download`` adds them to every folder it fills, so a downloaded model tokenizes with no
+network at all. When no such files are beside the model or in
+``$GPT2LOAD_TOKENIZER_DIR``, they are fetched once, by the project's own downloader
+(mirror, resume, retries and the published sha256 all apply), into
+``weights/tokenizer/`` (under ``$GPT2LOAD_WEIGHTS_DIR`` when set) and reused from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,50 +23,87 @@ from .config import EOT_TOKEN_ID, VOCAB_SIZE
 
 ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
-# Published sha256 of OpenAI's files (PRODUCT.md). Passing them to tiktoken makes it
-# refuse a corrupted copy and never serve a stale cached one.
+# The same two files under the names a Hugging Face folder gives them.
+HF_NAMES = {ENCODER_JSON: "vocab.json", VOCAB_BPE: "merges.txt"}
+# Published sha256 of OpenAI's files (PRODUCT.md). A copy that differs is refused.
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+_SHA256 = {ENCODER_JSON: ENCODER_JSON_SHA256, VOCAB_BPE: VOCAB_BPE_SHA256}
 EOT = "<|endoftext|>"
 TOKENIZER_DIR_ENV = "GPT2LOAD_TOKENIZER_DIR"
+CACHE_FOLDER = "tokenizer"  # under the weights root
+DOWNLOAD_RETRIES = 2  # a user without network should hear so in seconds, not half a minute
 
 
 class TokenizerNotFoundError(FileNotFoundError):
-    """Neither local tokenizer files nor tiktoken's download are available."""
+    """No tokenizer files nearby, and downloading them failed."""
 
 
-def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
-    """The folder holding ``encoder.json`` + ``vocab.bpe`` for ``path`` (a file or folder), if any."""
+def _pair_in(folder: Path) -> tuple[Path, Path] | None:
+    """(encoder file, merges file) in ``folder`` under either naming, if both are there."""
+    found = []
+    for name in (ENCODER_JSON, VOCAB_BPE):
+        hit = next(
+            (folder / n for n in (name, HF_NAMES[name]) if (folder / n).is_file()),
+            None,
+        )
+        if hit is None:
+            return None
+        found.append(hit)
+    return found[0], found[1]
+
+
+def _candidates(path: str | os.PathLike[str] | None) -> list[Path]:
     candidates: list[Path] = []
     if path is not None:
         p = Path(path).expanduser()
         candidates += [p] if p.is_dir() else [p.parent]
     if os.environ.get(TOKENIZER_DIR_ENV):
         candidates.append(Path(os.environ[TOKENIZER_DIR_ENV]).expanduser())
-    for folder in candidates:
-        if (folder / ENCODER_JSON).is_file() and (folder / VOCAB_BPE).is_file():
+    return candidates
+
+
+def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
+    """The folder holding ``encoder.json`` + ``vocab.bpe`` (or ``vocab.json`` + ``merges.txt``)
+    for ``path`` (a file or folder), else ``$GPT2LOAD_TOKENIZER_DIR``; None when neither has them.
+    """
+    for folder in _candidates(path):
+        if _pair_in(folder) is not None:
             return folder.resolve()
     return None
 
 
+def cache_dir() -> Path:
+    """Where tokenizer files are downloaded when no model folder has them."""
+    from .downloads.fetch import weights_root
+
+    return weights_root() / CACHE_FOLDER
+
+
+def _check_file(path: Path, openai_name: str) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != _SHA256[openai_name]:
+        also = f" (OpenAI's {openai_name})" if path.name != openai_name else ""
+        raise ValueError(
+            f"the tokenizer file {path}{also} is not GPT-2's published file: sha256 {digest}, "
+            f"expected {_SHA256[openai_name]}. Delete it and download again "
+            f"(`gpt2load download gpt2`, or let get_tokenizer fetch it)."
+        )
+
+
 @functools.lru_cache(maxsize=4)
-def _encoding_from_folder(folder: Path) -> tiktoken.Encoding:
+def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    try:
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(folder / VOCAB_BPE),
-            encoder_json_file=str(folder / ENCODER_JSON),
-            vocab_bpe_hash=VOCAB_BPE_SHA256,
-            encoder_json_hash=ENCODER_JSON_SHA256,
-        )
-    except ValueError as exc:
-        raise ValueError(
-            f"the tokenizer files in {folder} ({ENCODER_JSON}, {VOCAB_BPE}) are not GPT-2's "
-            f"published files: {exc}. Delete them and download again "
-            f"(`gpt2load download gpt2 --source openai`)."
-        ) from exc
+    _check_file(encoder, ENCODER_JSON)
+    _check_file(merges, VOCAB_BPE)
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(merges),
+        encoder_json_file=str(encoder),
+        vocab_bpe_hash=VOCAB_BPE_SHA256,
+        encoder_json_hash=ENCODER_JSON_SHA256,
+    )
     return tiktoken.Encoding(
         name="gpt2",
         explicit_n_vocab=VOCAB_SIZE,
@@ -71,24 +113,65 @@ def _encoding_from_folder(folder: Path) -> tiktoken.Encoding:
     )
 
 
-def get_tokenizer(folder: str | os.PathLike[str] | None = None) -> tiktoken.Encoding:
-    """The GPT-2 encoding: from local files beside ``folder`` (or ``$GPT2LOAD_TOKENIZER_DIR``),
-    else tiktoken's cached/downloaded ``gpt2``.
+def download_tokenizer(folder: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
+    """Fetch OpenAI's ``encoder.json`` + ``vocab.bpe`` into ``folder`` (default ``cache_dir()``).
+
+    Through ``gpt2load.downloads.download_file``: ``$GPT2LOAD_MIRROR`` applies, the files
+    are checked against the published size and sha256, and files already right cost
+    no request (nor any write).
     """
-    local = tokenizer_folder(folder)
-    if local is not None:
-        return _encoding_from_folder(local)
+    from .downloads import download_file
+    from .releases import tokenizer_files
+
+    target = Path(folder).expanduser() if folder is not None else cache_dir()
+    for spec in tokenizer_files():
+        download_file(
+            spec.url,
+            target / spec.path,
+            size=spec.size,
+            sha256=spec.sha256,
+            progress=progress,
+            retries=DOWNLOAD_RETRIES,
+        )
+    return target
+
+
+def get_tokenizer(
+    folder: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> tiktoken.Encoding:
+    """The GPT-2 encoding, from ``encoder.json`` + ``vocab.bpe`` (or the Hugging Face names
+    ``vocab.json`` + ``merges.txt``) in ``folder`` or beside the file it names, else in
+    ``$GPT2LOAD_TOKENIZER_DIR``, else downloaded once into ``cache_dir()``.
+
+    Raises ``ValueError`` for local files that are not the published ones, and
+    ``TokenizerNotFoundError`` (naming both fixes) when none are found and the download fails.
+    """
+    for candidate in _candidates(folder):
+        pair = _pair_in(candidate)
+        if pair is not None:
+            return _encoding_from_files(pair[0].resolve(), pair[1].resolve())
+    import requests
+
+    from .downloads import DownloadError
+    from .downloads.hosts import MIRROR_ENV
+
+    cache = cache_dir()
     try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as exc:
+        target = download_tokenizer(cache, progress=progress)
+    except (DownloadError, OSError, ValueError, requests.RequestException) as exc:
+        with contextlib.suppress(OSError):
+            cache.rmdir()  # only when the failed attempt left it empty
         where = f" in {Path(folder)}" if folder is not None else ""
         raise TokenizerNotFoundError(
-            f"no GPT-2 tokenizer available: no {ENCODER_JSON} + {VOCAB_BPE}{where}, and tiktoken "
-            f"could not fetch its 'gpt2' encoding ({type(exc).__name__}: {exc}). Either put "
-            f"{ENCODER_JSON} and {VOCAB_BPE} in the model folder or point {TOKENIZER_DIR_ENV} at a "
-            f"folder holding them (`gpt2load download gpt2 --source openai` fetches them), or allow "
-            f"network access once so tiktoken can download and cache its gpt2 encoding."
+            f"no GPT-2 tokenizer available: no {ENCODER_JSON} + {VOCAB_BPE} (or "
+            f"{HF_NAMES[ENCODER_JSON]} + {HF_NAMES[VOCAB_BPE]}){where} or in "
+            f"${TOKENIZER_DIR_ENV}, and downloading them into {cache} failed: {exc}. Either put "
+            f"{ENCODER_JSON} and {VOCAB_BPE} in the model folder or point {TOKENIZER_DIR_ENV} at "
+            f"a folder holding them (`gpt2load download gpt2` adds them to its folder), or allow "
+            f"the download: network access to openaipublic.blob.core.windows.net, or "
+            f"{MIRROR_ENV}=URL for a mirror serving /gpt-2/encodings/main/."
         ) from exc
+    return _encoding_from_files((target / ENCODER_JSON).resolve(), (target / VOCAB_BPE).resolve())
 
 
 class StreamDecoder:
