@@ -1,0 +1,196 @@
+"""Hosts, waits and time limits, end to end against the real local server: HF_ENDPOINT, the
+Tiny Shakespeare download through the mirror, retry backoff that really waits, read timeouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gpt2load import releases
+from gpt2load.cli import main
+from gpt2load.downloads import DownloadError, download, download_file, transfer
+from gpt2load.downloads.manifest import read_record
+from tests.conftest import SHAKESPEARE_TXT
+from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
+
+FAKE_TOKENIZER = {"encoder.json": b'{"!": 0, "<|endoftext|>": 50256}', "vocab.bpe": b"#v\nh e\n"}
+ORIGIN = "https://origin.invalid"
+DATA = os.urandom(100_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_downloads(monkeypatch, tmp_path)
+    for name, data in FAKE_TOKENIZER.items():
+        facts = (len(data), hashlib.sha256(data).hexdigest())
+        monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)
+
+
+@pytest.fixture
+def server():
+    yield from serve_file_server()
+
+
+# -- HF_ENDPOINT -----------------------------------------------------------------------------
+def test_hf_endpoint_serves_a_hugging_face_release(
+    server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only $HF_ENDPOINT is set: the hub's files come from it, over plain http even."""
+    monkeypatch.delenv("GPT2LOAD_MIRROR")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    built_in = releases.release("gpt2-medium", "hf")
+    contents = {}
+    for spec in built_in.files:
+        if spec.path in FAKE_TOKENIZER:
+            continue  # OpenAI's host, which HF_ENDPOINT does not cover: placed below instead
+        contents[spec.path] = os.urandom(5_000)
+        server.add_url(spec.url, contents[spec.path])  # with the hub's 302 + X-Linked-Etag
+    folder = tmp_path / "weights" / "gpt2-medium" / "hf"
+    folder.mkdir(parents=True)
+    for name, data in FAKE_TOKENIZER.items():
+        (folder / name).write_bytes(data)  # right by their published sha256: kept
+    assert main(["download", "gpt2-medium", "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(folder)
+    for name, data in contents.items():
+        assert (folder / name).read_bytes() == data
+    paths = {r.path for r in server.log()}
+    assert paths == {
+        "/openai-community/gpt2-medium/resolve/main/config.json",
+        "/openai-community/gpt2-medium/resolve/main/model.safetensors",
+    } | {f"/_cdn/{hashlib.sha256(d).hexdigest()}" for d in contents.values()}
+    record = read_record(folder)
+    assert record.file("model.safetensors").url.startswith("https://huggingface.co/")
+
+
+def test_hf_endpoint_does_not_move_other_hosts(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GPT2LOAD_MIRROR")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    manifest = {"files": [{"url": "http://elsewhere.invalid/x.bin"}]}
+    with pytest.raises(ValueError, match="refusing plain http"):
+        download("m", manifest=manifest, progress=False)
+    assert server.count() == 0
+
+
+# -- Tiny Shakespeare through the mirror -----------------------------------------------------
+SHAKESPEARE_PATH = "/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+@pytest.fixture
+def shakespeare() -> bytes:
+    if not SHAKESPEARE_TXT.is_file():
+        pytest.skip(f"Tiny Shakespeare not found at {SHAKESPEARE_TXT}")
+    return SHAKESPEARE_TXT.read_bytes()
+
+
+def test_shakespeare_comes_through_the_mirror(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shakespeare: bytes
+) -> None:
+    from finetune.data import fetch_shakespeare
+
+    server.add(SHAKESPEARE_PATH, shakespeare, Fault(cut_after=300_000))  # and resumes
+    monkeypatch.setenv("GPT2LOAD_MIRROR", server.url)
+    path = fetch_shakespeare(tmp_path / "data", log=lambda _: None)
+    assert path == tmp_path / "data" / "shakespeare" / "input.txt"
+    assert path.read_bytes() == shakespeare
+    assert [r.range for r in server.log()][0] is None and server.log()[1].range is not None
+    assert sorted(p.name for p in path.parent.iterdir()) == ["input.txt"]  # no part, no lock
+    server.reset_log()
+    assert fetch_shakespeare(tmp_path / "data", log=lambda _: None) == path
+    assert server.count() == 0
+
+
+def test_shakespeare_with_wrong_bytes_is_refused(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shakespeare: bytes
+) -> None:
+    from finetune.data import fetch_shakespeare
+    from finetune.errors import DataError
+
+    server.add(SHAKESPEARE_PATH, shakespeare, Fault(corrupt_at=12_345))
+    monkeypatch.setenv("GPT2LOAD_MIRROR", server.url)
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        fetch_shakespeare(tmp_path / "data", log=lambda _: None)
+    assert not (tmp_path / "data" / "shakespeare" / "input.txt").exists()
+
+
+# -- retries really wait ---------------------------------------------------------------------
+def test_backoff_doubles_between_attempts(server: FileServer, tmp_path: Path) -> None:
+    server.add("/d.bin", DATA, Fault(fail_times=3))
+    download_file(
+        f"{ORIGIN}/d.bin", tmp_path / "d.bin", sha256=SHA, mirror=server.url, progress=False,
+        backoff=0.2,
+    )  # fmt: skip
+    times = [r.time for r in server.log("/d.bin")]
+    assert [r.status for r in server.log("/d.bin")] == [503, 503, 503, 200]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for gap, wanted in zip(gaps, (0.2, 0.4, 0.8), strict=True):
+        assert gap >= wanted * 0.95, (gaps, "backoff 0.2 s doubling")
+    assert gaps[2] < 3.0  # and not wildly more
+
+
+def test_backoff_comes_from_the_environment(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPT2LOAD_BACKOFF", "0.3")
+    server.add("/d.bin", DATA, Fault(fail_times=1, fail_status=500))
+    download_file(f"{ORIGIN}/d.bin", tmp_path / "d.bin", mirror=server.url, progress=False)
+    first, second = server.log("/d.bin")
+    assert second.time - first.time >= 0.3 * 0.95
+
+
+def test_retry_after_is_honoured(server: FileServer, tmp_path: Path) -> None:
+    server.add("/d.bin", DATA, Fault(fail_times=1, fail_status=429, retry_after="1"))
+    download_file(
+        f"{ORIGIN}/d.bin", tmp_path / "d.bin", mirror=server.url, progress=False, backoff=0
+    )
+    first, second = server.log("/d.bin")
+    assert second.time - first.time >= 0.95
+
+
+# -- time limits -----------------------------------------------------------------------------
+def test_default_read_timeout_applies_to_a_stalled_body(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timeout= given: the module's (connect, read) default is what cuts the stall short."""
+    monkeypatch.setattr(transfer, "DEFAULT_TIMEOUT", (5.0, 0.4))
+    server.add("/d.bin", DATA, Fault(stall_after=10_000, stall_seconds=6.0))
+    dest = tmp_path / "d.bin"
+    started = time.monotonic()
+    download_file(f"{ORIGIN}/d.bin", dest, sha256=SHA, mirror=server.url, progress=False)
+    assert time.monotonic() - started < 4.0  # the client gave up on the stall, not the server
+    assert dest.read_bytes() == DATA
+    assert server.count("/d.bin") == 2
+
+
+def test_a_server_that_never_answers_is_retried(server: FileServer, tmp_path: Path) -> None:
+    server.add("/d.bin", DATA, Fault(hang_seconds=4.0, hang_times=1))
+    dest = tmp_path / "d.bin"
+    download_file(
+        f"{ORIGIN}/d.bin", dest, sha256=SHA, mirror=server.url, progress=False, timeout=(5.0, 0.4)
+    )
+    assert dest.read_bytes() == DATA
+    assert [r.status for r in server.log("/d.bin")] == [0, 200]
+
+
+def test_a_release_passes_its_timeout_to_every_file(server: FileServer, tmp_path: Path) -> None:
+    data = os.urandom(20_000)
+    server.add("/r/a.bin", data, Fault(hang_seconds=4.0, hang_times=5))
+    manifest = {"files": [{"url": f"{ORIGIN}/r/a.bin"}]}
+    with pytest.raises(DownloadError, match="after 2 failed attempts \\(timed out\\)"):
+        download("m", manifest=manifest, mirror=server.url, progress=False, retries=1, timeout=0.3)
+    assert server.count("/r/a.bin") == 2
+
+
+def test_default_timeouts_cover_connect_and_read() -> None:
+    connect, read = transfer.DEFAULT_TIMEOUT
+    assert 0 < connect <= 30 and 0 < read <= 300
