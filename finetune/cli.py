@@ -14,12 +14,23 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, add_config_flags, build_config
+from .config import (
+    FIXED_ON_RESUME,
+    SUBCOMMAND_DEFAULTS,
+    TrainConfig,
+    add_config_flags,
+    build_config,
+    coerce_values,
+    load_toml,
+)
 
 DESCRIPTION = """\
 Fine-tune or pretrain GPT-2 on text: Tiny Shakespeare in one command, any text
 files with `pretrain`, and exact resume of stopped runs. Needs a GPU unless you
 pass --force-cpu."""
+
+# The settings `finetune prepare` shares with training (flags generated from their fields).
+PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer_dir")
 
 EPILOG = """\
 examples:
@@ -71,20 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="'shakespeare', or text files / folders of .txt and .md files",
     )
-    prepare.add_argument("--data-dir", default="data", help="where prepared datasets go")
-    prepare.add_argument("--name", help="dataset folder name (default: from the first source)")
+    # The settings prepare shares with training come from the same fields (and help texts).
+    add_config_flags(prepare, include=PREPARE_FIELDS)
     prepare.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="share of characters held out for validation",
+        "--name",
+        help="dataset folder name (default: the first source's name plus a short hash of the "
+        "source paths, so different sources never share a folder)",
     )
     prepare.add_argument(
         "--input",
         metavar="FILE",
         help="shakespeare only: a local copy of input.txt instead of downloading",
     )
-    prepare.add_argument("--tokenizer-dir", help="folder with encoder.json + vocab.bpe")
     prepare.add_argument("--threads", type=int, help="tokenizer threads (default: all cores)")
     prepare.add_argument("--force", action="store_true", help="prepare again even if cached")
 
@@ -92,23 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
         "resume",
         help="continue a stopped run from RUN_DIR/last",
         description="Continue a run from its last checkpoint. Flags change settings for the "
-        "rest of the run (e.g. --max-iters to train longer); the model and data stay.",
+        "rest of the run (e.g. --max-iters to train longer); unset ones keep the run's own "
+        "values. The model, the data, and what decides the batches and the eval set (--seed, "
+        "--batch-size, --block-size, --eval-batches) stay as they were.",
         allow_abbrev=False,
     )
     resume.add_argument("run_dir", metavar="RUN_DIR")
-    add_config_flags(resume, exclude=FIXED_ON_RESUME)
+    resume.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of settings to change (the run's config.toml may be given: settings "
+        "equal to the run's are fine, its 'out' is ignored); flags given here override it",
+    )
+    # The fixed settings are accepted (hidden) so that giving one says why it cannot change
+    # instead of argparse's bare "unrecognized arguments".
+    add_config_flags(resume, hidden=FIXED_ON_RESUME, show_defaults=False)
     return parser
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from .data import SHAKESPEARE, prepare_shakespeare, prepare_text
 
+    given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
+    settings = TrainConfig(**coerce_values(given, source="command line"))
     if [s.lower() for s in args.sources] == [SHAKESPEARE]:
         prepare_shakespeare(
-            args.data_dir,
+            settings.data_dir,
             input_path=args.input,
-            val_fraction=args.val_fraction,
-            tokenizer_dir=args.tokenizer_dir,
+            val_fraction=settings.val_fraction,
+            tokenizer_dir=settings.tokenizer_dir,
             force=args.force,
             threads=args.threads,
         )
@@ -119,10 +140,10 @@ def _prepare(args: argparse.Namespace) -> int:
             raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
         prepare_text(
             args.sources,
-            args.data_dir,
+            settings.data_dir,
             name=args.name,
-            val_fraction=args.val_fraction,
-            tokenizer_dir=args.tokenizer_dir,
+            val_fraction=settings.val_fraction,
+            tokenizer_dir=settings.tokenizer_dir,
             force=args.force,
             threads=args.threads,
         )
@@ -152,7 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import launch
 
         if args.command == "resume":
-            result = launch.resume(args.run_dir, _flags(args, ("command", "run_dir")))
+            changes = load_toml(args.config) if args.config is not None else {}
+            changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
+            changes.update(
+                coerce_values(_flags(args, ("command", "run_dir", "config")), source="command line")
+            )
+            result = launch.resume(args.run_dir, changes)
         else:
             cfg = build_config(args.command, _flags(args, ("command", "config")), args.config)
             result = launch.start(cfg)
@@ -162,6 +188,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except user_errors as exc:
         print(f"{_who()}finetune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A failed download reaching here (modelinit words the usual one) is still the
+        # user's network, not a bug: one line, exit 2. gpt2load.downloads is only looked
+        # up if it was imported, so commands that download nothing never load it.
+        transfer = sys.modules.get("gpt2load.downloads.transfer")
+        if transfer is None or not isinstance(exc, transfer.DownloadError):
+            raise
+        message = " ".join(str(exc).split())
+        print(
+            f"{_who()}finetune {args.command}: error: download failed: {message}. "
+            f"Set GPT2LOAD_MIRROR to a reachable mirror, or fetch the files where there is a "
+            f"network and point at them with a local path",
+            file=sys.stderr,
+        )
         return 2
 
 

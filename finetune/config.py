@@ -216,6 +216,17 @@ class TrainConfig:
                 changes["dropout"] = 0.0
         return dataclasses.replace(self, **changes) if changes else self
 
+    def warnings(self) -> list[str]:
+        """Settings that are allowed but probably not meant."""
+        notes = []
+        if self.warmup_iters >= self.max_iters:
+            notes.append(
+                f"warning: --warmup-iters {self.warmup_iters} >= --max-iters {self.max_iters}: "
+                f"the learning rate rises for the whole run and never reaches --lr; "
+                f"lower --warmup-iters"
+            )
+        return notes
+
     def validate(self) -> None:
         """Cross-field checks (single fields are checked when they are set)."""
         if self.min_lr is not None and self.lr is not None and self.min_lr > self.lr:
@@ -243,8 +254,12 @@ class TrainConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
-# What a resumed run may not change: these decide which model and data the checkpoint belongs to.
-FIXED_ON_RESUME = (
+# What a resumed run may not change. The first group decides which model and data the
+# checkpoint belongs to; the second which batches it draws (batch i is a function of seed,
+# batch size and block size) and which fixed batches it evaluates on. Changing those would
+# quietly break exact resume and compare val losses against a best from another eval set,
+# so resume refuses them rather than warning.
+FIXED_MODEL_AND_DATA = (
     "init",
     "data",
     "data_dir",
@@ -256,6 +271,8 @@ FIXED_ON_RESUME = (
     "overwrite",
     "tokenizer_dir",
 )
+FIXED_STREAM = ("seed", "batch_size", "block_size", "eval_batches")
+FIXED_ON_RESUME = FIXED_MODEL_AND_DATA + FIXED_STREAM
 
 SUBCOMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {},
@@ -433,17 +450,29 @@ def add_config_flags(
     *,
     defaults: Mapping[str, Any] | None = None,
     exclude: Iterable[str] = (),
+    include: Iterable[str] | None = None,
+    hidden: Iterable[str] = (),
+    show_defaults: bool = True,
 ) -> None:
     """Add one flag per field; parsed values are ``SUPPRESS``-ed when absent.
 
     Leaving absent flags out of the namespace is what lets a TOML file sit
-    between the defaults and the command line.
+    between the defaults and the command line. ``include`` limits the flags to
+    those fields, ``hidden`` ones are accepted but left out of ``--help`` (so a
+    command can refuse them with its own message), and ``show_defaults=False``
+    leaves the "(default: ...)" out where the real default is not the field's
+    (``resume``: the run's own setting).
     """
     defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
     groups: dict[str, argparse._ArgumentGroup] = {}
     skip = set(exclude)
+    wanted = set(FIELDS if include is None else include)
+    unknown = wanted - FIELDS.keys()
+    if unknown:
+        raise ValueError(f"no such settings: {sorted(unknown)}")  # pragma: no cover
+    quiet = set(hidden)
     for name, f in FIELDS.items():
-        if name in skip:
+        if name in skip or name not in wanted:
             continue
         group_name = f.metadata.get("group", "training")
         if group_name not in groups:
@@ -451,8 +480,10 @@ def add_config_flags(
         group = groups[group_name]
         base, optional, is_list = _field_kind(f)
         default = defaults.get(name)
-        shown = "" if default in (None, [], "") else f" (default: {default!r})"
+        shown = "" if default in (None, [], "") or not show_defaults else f" (default: {default!r})"
         help_text = f.metadata["help"].replace("%", "%%") + shown.replace("%", "%%")
+        if name in quiet:
+            help_text = argparse.SUPPRESS
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -27,5 +27,9 @@ class DeviceError(FinetuneError, RuntimeError):
     """No usable device as requested, or the run does not fit on it."""
 
 
+class WeightsDownloadError(FinetuneError, RuntimeError):
+    """``--init gpt2`` & co. could not be downloaded (no network, blocked host, bad mirror)."""
+
+
 class DistributedNotSupported(FinetuneError, RuntimeError):
     """Started under torchrun with several processes, which this version does not run."""

@@ -27,12 +27,26 @@ from .checkpoint import (
     read_trainer_state,
     same_shape,
 )
-from .config import FIXED_ON_RESUME, ConfigError, TrainConfig
-from .data import DataError, PreparedData, is_prepared_folder, open_prepared, resolve_data
+from .config import (
+    FIXED_MODEL_AND_DATA,
+    FIXED_ON_RESUME,
+    FIXED_STREAM,
+    ConfigError,
+    TrainConfig,
+)
+from .data import (
+    DataError,
+    PreparedData,
+    check_fits_context,
+    data_key,
+    is_prepared_folder,
+    open_prepared,
+    resolve_data,
+)
 from .device import DeviceInfo, check_memory, estimate_memory, resolve_dtype, select_device
 from .distributed import DistContext, process_group
 from .metrics import METRICS_FILE, PLOT_FILE
-from .modelinit import init_model, planned_config
+from .modelinit import check_planned, init_model, planned_config
 from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
 
 Log = Callable[[str], None]
@@ -162,9 +176,13 @@ def _start(
     callbacks: Sequence[Callback],
 ) -> TrainResult:
     run_dir = Path(cfg.out).expanduser()
+    planned = planned_config(cfg)
+    check_planned(cfg, planned)  # sizes and context: before data, weights or the run folder
+    for note in cfg.warnings():
+        log(note)
     with dist.main_first(local=False):
         _prepare_run_dir(run_dir, cfg.overwrite and dist.is_main)
-    _check_memory(cfg, info, planned_config(cfg), log, dist)
+    _check_memory(cfg, info, planned, log, dist)
     with dist.main_first():
         data = resolve_data(
             cfg.data,
@@ -173,6 +191,7 @@ def _start(
             tokenizer_dir=cfg.tokenizer_dir,
             log=log,
         )
+    check_fits_context(data, cfg.block_size)
     with dist.main_first():
         model = init_model(cfg, log)
     _check_data_fits_model(data, model)
@@ -214,13 +233,6 @@ def resume(
     """
     run_dir = Path(run_dir).expanduser()
     overrides = dict(overrides or {})
-    fixed = sorted(k for k in overrides if k in FIXED_ON_RESUME)
-    if fixed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-        raise ConfigError(
-            f"{flags} cannot change when resuming: they decide which model and data the "
-            f"checkpoint belongs to; start a new run with --init {run_dir / LAST} instead"
-        )
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     folder = find_checkpoint(run_dir, LAST)
@@ -230,15 +242,105 @@ def resume(
             f"--save-interval steps and when it stops)"
         )
     state = read_trainer_state(folder)
-    cfg = TrainConfig.from_dict(state["config"], source=f"{folder}/trainer.pt")
-    cfg = cfg.replace(**overrides, out=str(run_dir))
+    recorded = TrainConfig.from_dict(state["config"], source=f"{folder}/trainer.pt")
+    _check_fixed(recorded, overrides, run_dir)
+    changes = {k: v for k, v in overrides.items() if k not in FIXED_ON_RESUME}
+    cfg = recorded.replace(**changes, out=str(run_dir))
     cfg.validate()
+    _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
     dist = DistContext.from_env()
     if not dist.is_main:
         log = _silent
+    for note in cfg.warnings():
+        log(note)
     info = check_device(cfg, log, dist)
     with process_group(dist, info.device, cfg.dist_backend):
         return _resume(cfg, dist, info, folder, state, log, callbacks)
+
+
+def _check_fixed(recorded: TrainConfig, overrides: Mapping[str, Any], run_dir: Path) -> None:
+    """Settings a resume may not change are fine when given with the run's own value (the
+    run's config.toml as ``--config``); another value is refused, saying why."""
+    changed, keys = [], set()
+    for key in FIXED_ON_RESUME:
+        if key not in overrides:
+            continue
+        if key == "out":
+            same = Path(overrides[key]).expanduser().resolve() == run_dir.resolve()
+            had = str(run_dir)
+        else:
+            same = overrides[key] == getattr(recorded, key)
+            had = getattr(recorded, key)
+        if not same:
+            changed.append(f"--{key.replace('_', '-')} (the run has {had!r})")
+            keys.add(key)
+    if not changed:
+        return
+    reasons = []
+    if keys & set(FIXED_MODEL_AND_DATA):
+        reasons.append("the model and data decide what the checkpoint belongs to")
+    if keys & set(FIXED_STREAM):
+        reasons.append(
+            "seed, batch and block size decide which batches the run draws and which fixed "
+            "batches it evaluates on, so the resumed run would neither continue exactly nor "
+            "give val losses comparable with its best so far"
+        )
+    raise ConfigError(
+        f"{', '.join(changed)} cannot change when resuming: {'; '.join(reasons)}. Resume "
+        f"without {'it' if len(changed) == 1 else 'them'}, or start a new run from this "
+        f"one's weights with --init {run_dir / LAST}"
+    )
+
+
+def _check_steps_left(cfg: TrainConfig, step: int, given: bool, run_dir: Path) -> None:
+    if cfg.max_iters > step:
+        return
+    if given:
+        raise ConfigError(
+            f"--max-iters {cfg.max_iters} is not beyond the run's current step {step}: "
+            f"--max-iters is the step to train up to, not a number of extra steps; pass more "
+            f"than {step} (e.g. --max-iters {step + max(cfg.eval_interval, 1)})"
+        )
+    raise ConfigError(
+        f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer give "
+        f"a larger --max-iters (e.g. finetune resume {run_dir} --max-iters {2 * step})"
+    )
+
+
+def _resume_data(cfg: TrainConfig, state: dict[str, Any], log: Log) -> PreparedData:
+    """The tokens the run trained on, checked against the key its checkpoint recorded.
+
+    The recorded folder is used when it still holds them; otherwise the run's sources
+    are prepared again (into their own folder); if even they give other tokens now,
+    resuming would silently train on other text, so it is refused.
+    """
+    recorded = state.get("data", {}).get("source_key")
+    dataset = state.get("dataset")
+    if dataset and is_prepared_folder(dataset):
+        data = open_prepared(dataset)
+        if recorded is None or data_key(data) == recorded:
+            return data
+        log(
+            f"data: {dataset} no longer holds this run's tokens (prepared again from other "
+            f"or edited sources since); preparing the run's sources again"
+        )
+    data = resolve_data(
+        cfg.data,
+        cfg.data_dir,
+        val_fraction=cfg.val_fraction,
+        tokenizer_dir=cfg.tokenizer_dir,
+        log=log,
+    )
+    if recorded is not None and data_key(data) != recorded:
+        sources = " ".join(cfg.data)
+        raise DataError(
+            f"the data of this run has changed: --data {sources} no longer gives the tokens "
+            f"the run trained on (a source was edited, replaced or prepared again since), "
+            f"and resuming would continue on other text. Put the original sources back and "
+            f"resume, or start a new run on the new data from this one's weights: "
+            f"finetune pretrain --init {cfg.out}/{LAST} --data {sources}"
+        )
+    return data
 
 
 def _resume(
@@ -265,18 +367,9 @@ def _resume(
             f"--block-size {cfg.block_size} is longer than the model's context of "
             f"{model_config.context_length}"
         )
-    dataset = state.get("dataset")
     with dist.main_first():
-        if dataset and is_prepared_folder(dataset):
-            data = open_prepared(dataset)
-        else:
-            data = resolve_data(
-                cfg.data,
-                cfg.data_dir,
-                val_fraction=cfg.val_fraction,
-                tokenizer_dir=cfg.tokenizer_dir,
-                log=log,
-            )
+        data = _resume_data(cfg, state, log)
+    check_fits_context(data, cfg.block_size)
     model = GPT(model_config.replace(dropout=cfg.dropout or 0.0))
     load_model_weights(model, folder)
     _check_data_fits_model(data, model)

@@ -15,6 +15,7 @@ from gpt2load.native import NATIVE_FILENAME, NATIVE_FORMAT
 
 from .checkpoint import BEST, LAST, CheckpointError, describe_shape, load_model_weights
 from .config import SCRATCH_SHAPE, TrainConfig
+from .errors import WeightsDownloadError
 
 Log = Callable[[str], None]
 SHAPE_FLAGS = {"n_layer": "--n-layer", "n_head": "--n-head", "n_embd": "--n-embd"}
@@ -87,6 +88,38 @@ def check_shape_flags(cfg: TrainConfig, config: GPTConfig, source: str) -> None:
         )
 
 
+def download_failed(init: str, exc: BaseException) -> WeightsDownloadError:
+    """The one-line message for weights that could not be downloaded, with the ways round."""
+    name = canonical_name(init)
+    reason = " ".join(str(exc).split()).rstrip(".")
+    return WeightsDownloadError(
+        f"could not download --init {init}: {reason}. Set GPT2LOAD_MIRROR to a reachable "
+        f"mirror (https://host) and try again; offline, run `gpt2load download {name}` on a "
+        f"machine with a network and copy its weights/{name}/ folder here (or point "
+        f"$GPT2LOAD_WEIGHTS_DIR at it), or pass --init with a local checkpoint "
+        f"(--init scratch needs no download)"
+    )
+
+
+def check_planned(cfg: TrainConfig, config: GPTConfig | None) -> None:
+    """What can be refused from the planned shape alone, before data or weights are fetched:
+    shape flags that disagree with trained weights, a context longer than the model's."""
+    if config is None:
+        return
+    if not cfg.is_scratch:
+        check_shape_flags(cfg, config, cfg.init)
+    check_block_size(cfg, config)
+
+
+def check_block_size(cfg: TrainConfig, config: GPTConfig) -> None:
+    if cfg.block_size > config.context_length:
+        raise CheckpointError(
+            f"--block-size {cfg.block_size} is longer than the model's context of "
+            f"{config.context_length} tokens (--init {cfg.init}); lower --block-size to "
+            f"{config.context_length} or less"
+        )
+
+
 def set_dropout(model: GPT, p: float) -> None:
     """Change the dropout of a built model (the config is frozen, so it is replaced)."""
     model.config = model.config.replace(dropout=p)
@@ -121,12 +154,15 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
             load_model_weights(model, native.parent)
         else:
             import gpt2load
+            from gpt2load.downloads import DownloadError
 
             target = os.fspath(path) if path is not None else canonical_name(cfg.init)
             try:
                 model = gpt2load.load(target, device="cpu", dtype=torch.float32, contiguous=True)
             except (ValueError, KeyError) as exc:
                 raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
+            except DownloadError as exc:
+                raise download_failed(cfg.init, exc) from exc
             check_shape_flags(cfg, model.config, cfg.init)
         log(
             f"model: {cfg.init} ({describe_shape(model.config)}), "
@@ -134,10 +170,5 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
         )
     if cfg.dropout is not None and cfg.dropout != model.config.dropout:
         set_dropout(model, cfg.dropout)
-    if cfg.block_size > model.config.context_length:
-        raise CheckpointError(
-            f"--block-size {cfg.block_size} is longer than the model's context of "
-            f"{model.config.context_length} tokens (--init {cfg.init}); lower --block-size to "
-            f"{model.config.context_length} or less"
-        )
+    check_block_size(cfg, model.config)
     return model.float().train()

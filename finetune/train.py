@@ -33,7 +33,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import TrainConfig, to_toml
-from .data import PreparedData
+from .data import PreparedData, data_key
 from .device import DeviceInfo, flops_per_token, resolve_dtype
 from .distributed import (
     DistContext,
@@ -133,9 +133,14 @@ class Trainer:
             shard_fsdp(self.raw_model, device.device, self.dist.world_size)
         elif self.dist.is_distributed:
             self.ddp = wrap_ddp(self.raw_model, device.device)
-        if self.dist.is_distributed and resume_state is None:
-            torch.manual_seed(rank_seed(cfg.seed, self.dist.rank))  # dropout differs per rank
+        if resume_state is None:
+            # Dropout draws from torch's generator: --seed decides it whatever the init, so
+            # the same command gives the same run. A resume restores the saved state instead.
+            torch.manual_seed(cfg.seed)
+            if self.dist.is_distributed:
+                torch.manual_seed(rank_seed(cfg.seed, self.dist.rank))  # dropout differs per rank
 
+        self.data_key = data_key(data)  # recorded so a resume can tell it has the same tokens
         train_tokens, val_tokens = data.load("train"), data.load("val")
         self.train_batches = BatchSource(
             train_tokens, cfg.batch_size, cfg.block_size, cfg.seed, TRAIN_STREAM, "train"
@@ -246,6 +251,7 @@ class Trainer:
                 "grad_accum": self.cfg.grad_accum,
                 "batch_size": self.cfg.batch_size,
                 "block_size": self.cfg.block_size,
+                "source_key": self.data_key,
             },
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "val_loss": self.last_val_loss,

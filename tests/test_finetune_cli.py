@@ -15,10 +15,14 @@ import torch
 from finetune import cli
 from finetune.config import (
     FIELDS,
+    FIXED_ON_RESUME,
+    GROUP_TITLES,
+    SUBCOMMAND_DEFAULTS,
     ConfigError,
     TrainConfig,
     add_config_flags,
     build_config,
+    coerce_value,
     load_toml,
     to_toml,
 )
@@ -138,13 +142,50 @@ def test_resolved_fills_init_dependent_defaults() -> None:
         TrainConfig().validate()
 
 
-def test_resume_refuses_to_change_model_or_data(tmp_path: Path) -> None:
-    from finetune.launch import resume
+def test_resume_refuses_to_change_model_data_or_batches(tmp_path: Path) -> None:
+    from finetune.launch import _check_fixed
 
-    with pytest.raises(ConfigError, match="--n-layer cannot change"):
-        resume(tmp_path, {"n_layer": 4})
+    recorded = TrainConfig(data=["x"], init="scratch", n_layer=2, seed=1, out=str(tmp_path))
+    # The run's own values (its config.toml given back with --config) are fine.
+    _check_fixed(recorded, {"n_layer": 2, "seed": 1, "data": ["x"], "out": str(tmp_path)}, tmp_path)
+    with pytest.raises(ConfigError, match=r"--n-layer \(the run has 2\) cannot change when"):
+        _check_fixed(recorded, {"n_layer": 4}, tmp_path)
+    with pytest.raises(ConfigError, match="--seed .*which batches the run draws"):
+        _check_fixed(recorded, {"seed": 2, "lr": 0.1}, tmp_path)
+    for key, value in (("batch_size", 3), ("block_size", 16), ("eval_batches", 2)):
+        with pytest.raises(ConfigError, match="cannot change when resuming"):
+            _check_fixed(recorded, {key: value}, tmp_path)
+    with pytest.raises(ConfigError, match="--out"):
+        _check_fixed(recorded, {"out": str(tmp_path / "elsewhere")}, tmp_path)
+
+
+def test_resume_accepts_fixed_flags_to_explain_them_but_hides_them() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["resume", "run", "--n-layer", "4", "--data", "x", "--seed", "2"])
+    assert (args.n_layer, args.data, args.seed) == (4, ["x"], 2)  # refused later, with reasons
+    resume = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "resume"
+    ]
+    helps = {a.dest: a.help for a in resume._actions}
+    assert all(helps[name] == argparse.SUPPRESS for name in FIXED_ON_RESUME)
+    assert helps["max_iters"] != argparse.SUPPRESS and "config" in helps
+    # No "(default: 2000)": what a resumed run keeps is its own value, not the field default.
+    assert helps["max_iters"] == FIELDS["max_iters"].metadata["help"]
+
+
+def test_prepare_flags_come_from_the_config_fields() -> None:
+    parser = cli.build_parser()
+    prepare = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "prepare"
+    ]
+    by_dest = {a.dest: a for a in prepare._actions}
+    for name in ("data_dir", "val_fraction", "tokenizer_dir"):
+        assert FIELDS[name].metadata["help"] in by_dest[name].help
+        assert "--" + name.replace("_", "-") in by_dest[name].option_strings
+    args = parser.parse_args(["prepare", "a.txt", "--val-fraction", "0.2"])
+    assert args.val_fraction == 0.2 and not hasattr(args, "data_dir")  # the field default later
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["resume", str(tmp_path), "--data", "x"])
+        parser.parse_args(["prepare", "a.txt", "--val-fraction", "lots"])
 
 
 # ------------------------------------------------------------------ GPU check
@@ -222,8 +263,23 @@ def test_script_is_the_shakespeare_command() -> None:
 
 
 def test_config_defaults_are_consistent() -> None:
+    """Every default passes its own field's checks (type, choices, minimum), every field has
+    help and a known group, and the tables that name fields name real ones."""
     cfg = TrainConfig()
     assert cfg.eval_batches == 5
     assert cfg.device == "cuda"
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert len(names) == len(set(names))
+    for f in dataclasses.fields(TrainConfig):
+        default = getattr(cfg, f.name)
+        assert coerce_value(f.name, default, source="default") == default, f.name
+        assert f.metadata["help"].strip(), f.name
+        assert f.metadata["group"] in GROUP_TITLES, f.name
+    for command, defaults in SUBCOMMAND_DEFAULTS.items():
+        for key, value in defaults.items():
+            assert coerce_value(key, value, source=command) == value, (command, key)
+    assert set(FIXED_ON_RESUME) <= FIELDS.keys() and len(set(FIXED_ON_RESUME)) == len(
+        FIXED_ON_RESUME
+    )
+    assert set(cli.PREPARE_FIELDS) <= FIELDS.keys()
+    shakespeare = build_config("shakespeare", {})
+    shakespeare.replace(data=["x"]).validate()  # the command's defaults make a valid run
+    assert TrainConfig.from_dict(tomllib.loads(to_toml(shakespeare))) == shakespeare

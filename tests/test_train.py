@@ -221,6 +221,62 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert all(math.isfinite(r["train_loss"]) for r in read_metrics(Path(cfg.out)))
 
 
+def test_the_same_command_twice_gives_the_same_losses(tmp_path: Path) -> None:
+    """--seed decides dropout even when the weights come from a checkpoint (not only for
+    --init scratch): two runs in one process, where torch's generator has moved on in
+    between, train identically; another seed trains differently."""
+    base = tiny_config(tmp_path / "base", max_iters=1)
+    start(base, log=_quiet)
+    torch.manual_seed(12345)  # whatever ran before must not matter
+
+    def losses(name: str, seed: int) -> list[float]:
+        cfg = tiny_config(
+            tmp_path / name,
+            init=str(Path(base.out) / "last"),
+            n_layer=None,
+            n_head=None,
+            n_embd=None,
+            dropout=0.2,
+            max_iters=4,
+            seed=seed,
+        )
+        start(cfg, log=_quiet)
+        return [r["train_loss"] for r in read_metrics(Path(cfg.out))]
+
+    first, second = losses("one", 7), losses("two", 7)
+    assert first == second
+    assert losses("other", 8) != first
+
+
+def test_config_file_through_the_command_line(tmp_path: Path) -> None:
+    """`finetune pretrain --config FILE`: the file's settings apply, flags given beside it win."""
+    data = make_dataset(tmp_path / "ds")
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[train]\ninit = "scratch"\nn_layer = 2\nn_head = 2\nn_embd = 32\n'
+        f"block_size = 32\nbatch_size = 2\nmax_iters = 5\nlr = 0.002\nwarmup_iters = 1\n"
+        f"eval_interval = 100\nsample_interval = 0\nforce_cpu = true\nprogress = false\n"
+        f"data = [{json.dumps(str(data))}]\nout = {json.dumps(str(tmp_path / 'run'))}\n"
+    )
+    assert cli.main(["pretrain", "--config", str(config), "--max-iters", "3", "--seed", "4"]) == 0
+    saved = TrainConfig.from_dict(
+        __import__("tomllib").loads((tmp_path / "run" / "config.toml").read_text())
+    )
+    assert (saved.max_iters, saved.seed) == (3, 4)  # the flags won
+    assert (saved.batch_size, saved.lr, saved.n_embd) == (2, 0.002, 32)  # from the file
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_warmup_longer_than_the_run_is_warned_about(tmp_path: Path) -> None:
+    messages: list[str] = []
+    start(tiny_config(tmp_path, max_iters=2, warmup_iters=2), log=messages.append)
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 1 and "--warmup-iters 2 >= --max-iters 2" in warnings[0]
+    messages.clear()
+    start(tiny_config(tmp_path / "b", max_iters=3, warmup_iters=2), log=messages.append)
+    assert not [m for m in messages if m.startswith("warning:")]
+
+
 # ------------------------------------------------------------------ bad input
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = argv(

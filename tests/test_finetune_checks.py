@@ -1,0 +1,81 @@
+"""Mistakes caught before the expensive steps: data preparation and the weights download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune import cli, launch
+
+from .conftest import make_dataset
+
+
+@pytest.fixture
+def offline_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No weights on disk and no network: any attempt to fetch gpt2 fails at once."""
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("GPT2LOAD_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    return weights
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    base = ["pretrain", "--force-cpu", "--no-progress", "--sample-interval", "0"]
+    assert cli.main([*base, *argv]) == 2
+    return capsys.readouterr().err
+
+
+def test_shape_and_context_are_checked_before_data_or_weights(
+    tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("some text to prepare " * 50)
+    data_dir = tmp_path / "data"
+    common = ["--data", str(text), "--data-dir", str(data_dir), "--init", "gpt2"]
+
+    err = _run(capsys, *common, "--block-size", "2048")
+    assert "--block-size 2048 is longer than the model's context of 1024" in err
+    err = _run(capsys, *common, "--n-layer", "4", "--block-size", "64")
+    assert "another size" in err and "--n-layer 4 (the checkpoint has 12)" in err
+    # Neither prepared data nor tried to download (offline, that would say so).
+    assert "download" not in err
+    assert not data_dir.exists() and not offline_weights.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_text_shorter_than_a_window_is_said_before_the_download(
+    tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = make_dataset(tmp_path / "short", train_tokens=3000, val_tokens=300)
+    err = _run(capsys, "--data", str(short), "--init", "gpt2", "--block-size", "512")
+    assert "the val split" in err and "300 tokens, fewer than one context window" in err
+    assert "--block-size 512" in err and "--val-fraction" in err
+    assert "download" not in err and not offline_weights.exists()
+
+
+def test_a_failed_weights_download_is_one_clear_line(
+    tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_dataset(tmp_path / "ds")
+    err = _run(capsys, "--data", str(data), "--init", "gpt2", "--block-size", "32")
+    assert err.startswith("finetune pretrain: error: could not download --init gpt2")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "GPT2LOAD_MIRROR" in err and "gpt2load download gpt2" in err
+    assert "--init scratch" in err
+
+
+def test_a_download_error_from_anywhere_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpt2load.downloads import DownloadError
+
+    def fail(cfg, **kwargs):
+        raise DownloadError("host unreachable\nafter 3 tries")
+
+    monkeypatch.setattr(launch, "start", fail)
+    assert cli.main(["pretrain", "--data", "x", "--force-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "host unreachable after 3 tries" in err
+    assert "GPT2LOAD_MIRROR" in err
