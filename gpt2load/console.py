@@ -7,13 +7,19 @@ also reads prompts piped into stdin (one per line), which is how it is tested.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import signal
 import sys
+import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TextIO
+
+from .generation import MAX_SEED
 
 
 @dataclass
@@ -25,31 +31,62 @@ class Settings:
     seed: int | None = None
 
 
-def _optional(parse: Callable[[str], float | int]) -> Callable[[str], float | int | None]:
-    return lambda text: None if text.lower() in ("none", "off") else parse(text)
+@dataclass(frozen=True)
+class Rule:
+    """One live setting: its field, how to read it from text, and what values it takes."""
 
+    field: str
+    parse: Callable[[str], object]
+    ok: Callable[[object], bool]
+    rule: str
+    optional: bool = False  # "none"/"off" unsets it
 
-def _checked(parse, ok: Callable[[object], bool], rule: str):
-    def parse_and_check(text: str):
-        value = parse(text)
-        if value is not None and not ok(value):
-            raise ValueError(rule)
+    def check(self, value: object) -> object:
+        """``value`` if allowed, else ``ValueError(rule)``."""
+        if value is None and self.optional:
+            return None
+        if value is None or isinstance(value, bool) or not self.ok(value):
+            raise ValueError(self.rule)
         return value
 
-    return parse_and_check
+    def read(self, text: str) -> object:
+        """Parse and check ``text``; ``ValueError(rule)`` on anything unreadable or out of range."""
+        text = text.strip()
+        if self.optional and text.lower() in ("none", "off"):
+            return None
+        try:
+            value = self.parse(text)
+        except ValueError:
+            raise ValueError(self.rule) from None
+        return self.check(value)
 
 
-# command -> (settings field, parser that raises ValueError with the rule on bad input)
-COMMANDS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "/temp": ("temperature", _checked(float, lambda v: v >= 0, "must be >= 0 (0 is greedy)")),
-    "/topk": ("top_k", _checked(_optional(int), lambda v: v >= 1, "must be >= 1, or none")),
-    "/topp": (
-        "top_p",
-        _checked(_optional(float), lambda v: 0 < v <= 1, "must be in (0, 1], or none"),
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+# command -> the setting it changes; the same rules check start-up flags and run configs.
+COMMANDS: dict[str, Rule] = {
+    "/temp": Rule(
+        "temperature", float, lambda v: _finite(v) and v >= 0, "must be a number >= 0 (0 is greedy)"
     ),
-    "/max": ("max_new_tokens", _checked(int, lambda v: v >= 1, "must be >= 1")),
-    "/seed": ("seed", _checked(_optional(int), lambda v: v >= 0, "must be >= 0, or none")),
+    "/topk": Rule(
+        "top_k", int, lambda v: isinstance(v, int) and v >= 1, "must be >= 1, or none", True
+    ),
+    "/topp": Rule(
+        "top_p", float, lambda v: _finite(v) and 0 < v <= 1, "must be in (0, 1], or none", True
+    ),
+    "/max": Rule("max_new_tokens", int, lambda v: isinstance(v, int) and v >= 1, "must be >= 1"),
+    "/seed": Rule(
+        "seed",
+        int,
+        lambda v: isinstance(v, int) and 0 <= v < MAX_SEED,
+        "must be in [0, 2**63), or none",
+        True,
+    ),
 }
+RULES: dict[str, Rule] = {rule.field: rule for rule in COMMANDS.values()}
+EXAMPLES = {"/temp": "0.8", "/topk": "40", "/topp": "0.9", "/max": "200", "/seed": "1"}
 
 HELP = """commands:
   /temp T     sampling temperature (0: greedy)
@@ -71,7 +108,12 @@ RUN_CONFIG_KEYS = {
 
 
 def settings_from_run(checkpoint: str | os.PathLike[str]) -> Settings:
-    """Defaults from the run that produced ``checkpoint`` (``RUN/config.toml``), when there is one."""
+    """Defaults from the run that produced ``checkpoint`` (``RUN/config.toml``), when there is one.
+
+    finetune writes an unset number as the string ``"none"`` (TOML has no null), so
+    ``top_k = "none"`` means sampling from every token. Values a setting does not
+    accept are skipped, leaving that setting at its default.
+    """
     settings = Settings()
     path = Path(checkpoint)
     folder = path if path.is_dir() else path.parent
@@ -79,12 +121,22 @@ def settings_from_run(checkpoint: str | os.PathLike[str]) -> Settings:
         if candidate.is_file():
             try:
                 data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError):
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
                 return settings
             for key, name in RUN_CONFIG_KEYS.items():
-                value = data.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    setattr(settings, name, value)
+                if key not in data:
+                    continue
+                rule, value = RULES[name], data[key]
+                try:
+                    if isinstance(value, str):
+                        value = rule.read(value)
+                    else:
+                        if name == "temperature" and isinstance(value, int):
+                            value = float(value)
+                        value = rule.check(value)
+                except ValueError:
+                    continue
+                setattr(settings, name, value)
             return settings
     return settings
 
@@ -105,10 +157,15 @@ class Console:
     def show_settings(self) -> None:
         self.say("  ".join(f"{f.name}={getattr(self.settings, f.name)}" for f in fields(Settings)))
 
+    def set(self, command: str, text: str) -> None:
+        """Apply ``/command VALUE`` to the settings; ``ValueError`` with the rule when bad."""
+        rule = COMMANDS[command]
+        setattr(self.settings, rule.field, rule.read(text))
+
     def command(self, line: str) -> bool:
         """Apply one slash command; False means leave the console."""
         name, _, value = line.strip().partition(" ")
-        name = name.lower()
+        name, value = name.lower(), value.strip()
         if name in ("/quit", "/exit"):
             return False
         if name == "/help":
@@ -116,38 +173,35 @@ class Console:
         elif name == "/settings":
             self.show_settings()
         elif name in COMMANDS:
-            field_name, parse = COMMANDS[name]
-            if not value.strip():
-                self.say(f"error: {name} needs a value, e.g. {name} {self._example(name)}")
+            if not value:
+                self.say(f"error: {name} needs a value, e.g. {name} {EXAMPLES[name]}")
                 return True
             try:
-                setattr(self.settings, field_name, parse(value.strip()))
+                self.set(name, value)
             except ValueError as exc:
-                rule = str(exc) if not str(exc).startswith(("could not", "invalid")) else ""
-                self.say(
-                    f"error: bad value {value.strip()!r} for {name}{': ' + rule if rule else ''}"
-                )
+                self.say(f"error: bad value {_one_line(value)!r} for {name}: {exc}")
                 return True
+            field_name = COMMANDS[name].field
             self.say(f"{field_name} = {getattr(self.settings, field_name)}")
         else:
-            self.say(f"error: unknown command {name!r}; /help lists the commands")
+            self.say(f"error: unknown command {_one_line(name)!r}; /help lists the commands")
         return True
 
-    @staticmethod
-    def _example(name: str) -> str:
-        return {"/temp": "0.8", "/topk": "40", "/topp": "0.9", "/max": "200", "/seed": "1"}[name]
-
     def answer(self, prompt: str) -> None:
-        """Stream a continuation; Ctrl-C ends it early and returns to the prompt."""
+        """Stream a continuation; Ctrl-C ends it early and returns to the prompt.
+
+        Any other error ends this answer with a one-line message; the console goes on.
+        """
         from .commands._common import encode_prompt
         from .generation import stream
         from .tokenizer import StreamDecoder
 
         s = self.settings
-        idx = encode_prompt(self.tokenizer, prompt, self.model.tok_emb.weight.device)
         decoder = StreamDecoder(self.tokenizer)
         self.out.write(prompt)
+        self.out.flush()
         try:
+            idx = encode_prompt(self.tokenizer, prompt, self.model.tok_emb.weight.device)
             for token in stream(
                 self.model,
                 idx,
@@ -156,12 +210,16 @@ class Console:
                 top_k=s.top_k,
                 top_p=s.top_p,
                 seed=s.seed,
+                vocab_limit=self.tokenizer.n_vocab,
             ):
                 self.out.write(decoder.push(int(token[0])))
                 self.out.flush()
             self.say(decoder.flush())
         except KeyboardInterrupt:
             self.say(decoder.flush() + "\n[stopped]")
+        except Exception as exc:  # one bad answer must not end the session
+            self.say(decoder.flush())
+            self.say(f"error: {type(exc).__name__}: {_one_line(str(exc))}")
 
     def handle(self, line: str) -> bool:
         line = line.rstrip("\n")
@@ -172,6 +230,10 @@ class Console:
         return True
 
     def run(self, stdin: TextIO = sys.stdin) -> None:
+        with _ctrl_c_interrupts():
+            self._loop(stdin)
+
+    def _loop(self, stdin: TextIO) -> None:
         interactive = stdin.isatty()
         if interactive:
             self.say("type a prompt and press Enter; /help lists the commands")
@@ -188,3 +250,30 @@ class Console:
                 break
             if not self.handle(line):
                 break
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """Make Ctrl-C (SIGINT) raise ``KeyboardInterrupt`` while the console runs.
+
+    A process started with SIGINT ignored (a background job of a non-interactive
+    shell, some test runners and supervisors) inherits that, and Python then
+    never installs its handler: Ctrl-C would not stop a generation. The console
+    relies on it, so it installs the handler itself and restores the old one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

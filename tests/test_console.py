@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from gpt2load.console import Console, Settings, settings_from_run
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
@@ -51,11 +56,175 @@ def test_piped_prompts_stream_answers(tmp_path: Path, tokenizer_dir: Path) -> No
 
 
 def test_defaults_come_from_the_run_config(tmp_path: Path) -> None:
+    from finetune.config import TrainConfig, to_toml
+
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
-    (run / "config.toml").write_text("temperature = 0.3\ntop_k = 7\nsample_tokens = 33\n")
-    assert settings_from_run(run / "best") == Settings(temperature=0.3, top_k=7, max_new_tokens=33)
+    # Exactly what finetune writes: an unset top_k is the string "none" (TOML has no null).
+    config = TrainConfig(data=["x"], temperature=0.3, top_k=None, sample_tokens=33)
+    text = to_toml(config)
+    assert 'top_k = "none"' in text
+    (run / "config.toml").write_text(text)
+    expected = Settings(temperature=0.3, top_k=None, max_new_tokens=33)
+    assert settings_from_run(run / "best") == expected
+    assert settings_from_run(run / "best" / "model.safetensors") == expected
+    (run / "config.toml").write_text(to_toml(TrainConfig(data=["x"], top_k=7, temperature=0.0)))
+    assert settings_from_run(run / "best") == Settings(temperature=0.0, top_k=7, max_new_tokens=100)
     assert settings_from_run(tmp_path) == Settings()
+
+
+def test_run_config_values_the_console_would_refuse_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'temperature = -2\ntop_k = "lots"\ntop_p = 1.5\nsample_tokens = 0\n'
+    )
+    assert settings_from_run(tmp_path) == Settings()
+    (tmp_path / "config.toml").write_text("not = [toml")
+    assert settings_from_run(tmp_path) == Settings()
+
+
+def test_help_and_bad_values_of_every_command_get_one_line(tokenizer) -> None:
+    console, out = make_console(tokenizer)
+    assert console.handle("/help")
+    text = out.getvalue()
+    for command in ("/temp", "/topk", "/topp", "/max", "/seed", "/settings", "/help", "/quit"):
+        assert command in text
+    bad = [
+        "/topp 0", "/topp -0.1", "/topp 1.01", "/topp nan", "/topp x",
+        "/seed -1", "/seed 1.5", "/seed 99999999999999999999999", f"/seed {2**63}",
+        "/temp -1", "/temp nan", "/temp inf", "/max 0", "/max 2.5", "/topk 1.5",
+    ]  # fmt: skip
+    before = dataclasses.replace(console.settings)
+    for line in bad:
+        start = len(out.getvalue())
+        assert console.handle(line)
+        new = out.getvalue()[start:]
+        assert new.startswith("error: bad value") and new.count("\n") == 1, (line, new)
+    assert console.settings == before
+    assert "[0, 2**63)" in out.getvalue()
+    for line, value in (("/seed 0", 0), (f"/seed {2**63 - 1}", 2**63 - 1), ("/seed none", None)):
+        assert console.handle(line) and console.settings.seed == value
+    assert console.handle("/topp 1") and console.settings.top_p == 1.0
+    assert console.handle("/topp off") and console.settings.top_p is None
+
+
+def test_an_error_in_one_answer_is_one_line_and_the_console_goes_on(
+    tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console, out = make_console(tokenizer)
+    console.settings.seed = 10**30  # past the command's check, as a bad run config could
+    assert console.handle("ROMEO:")
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("error: ValueError: seed must be in [0, 2**63)"), lines
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    console.settings.seed = 1
+    monkeypatch.setattr(console.model, "forward", broken)
+    start = len(out.getvalue())
+    assert console.handle("JULIET:")
+    new = out.getvalue()[start:].splitlines()
+    assert new == ["JULIET:", "error: RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"]
+    monkeypatch.undo()
+    console.settings.max_new_tokens = 3
+    assert console.handle("ROMEO:")  # still answering
+    assert out.getvalue().splitlines()[-1].startswith("ROMEO:")
+
+
+def test_a_fixed_seed_repeats_a_sampled_answer(tokenizer) -> None:
+    console, out = make_console(tokenizer)
+    for line in ("/temp 1.2", "/topk none", "/max 12", "/seed 7"):
+        console.handle(line)
+    answers = []
+    for seed in ("7", "7", "8"):
+        console.handle(f"/seed {seed}")
+        start = len(out.getvalue())
+        console.handle("ROMEO:")
+        answers.append(out.getvalue()[start:])
+    assert answers[0] == answers[1] != answers[2]
+    assert len(answers[0]) > len("ROMEO:\n")
+
+
+def test_bad_start_up_flags_exit_2_before_the_loop(tmp_path: Path, tokenizer_dir: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    for flag, value in (
+        ("--temperature", "-1"),
+        ("--top-k", "0"),
+        ("--top-p", "2"),
+        ("--max-new-tokens", "0"),
+        ("--seed", "99999999999999999999999"),
+    ):
+        result = run_cli("chat", str(folder), "--device", "cpu", flag, value, stdin="ROMEO:\n")
+        assert result.returncode == 2, (flag, result.stdout, result.stderr)
+        assert result.stdout == ""  # no answer: the loop never ran
+        err = result.stderr.strip()
+        assert err.startswith(f"gpt2load chat: error: {flag} ") and "\n" not in err, err
+
+
+def test_start_up_flags_apply_silently(tmp_path: Path, tokenizer_dir: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    stdin = "/settings\nROMEO:\n"
+    args = ("--temperature", "0", "--top-k", "none", "--max-new-tokens", "4", "--seed", "3")
+    result = run_cli("chat", str(folder), "--device", "cpu", *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "temperature=0.0  top_k=None  top_p=None  max_new_tokens=4  seed=3"
+    assert not any(" = " in line for line in lines)  # no "temperature = 0.0" echo
+    assert lines[1].startswith("ROMEO:") and len(lines) == 2
+
+
+def test_console_script_runs_in_a_subprocess(tmp_path: Path, tokenizer_dir: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "console.py"), str(folder), "--device", "cpu",
+         "--temperature", "0", "--max-new-tokens", "5"],
+        cwd=tmp_path, input="ROMEO:\n/settings\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    chat = run_cli("chat", str(folder), "--device", "cpu", "--temperature", "0",
+                   "--max-new-tokens", "5", stdin="ROMEO:\n/settings\n")  # fmt: skip
+    assert result.stdout == chat.stdout
+    assert result.stdout.startswith("ROMEO:") and "max_new_tokens=5" in result.stdout
+
+
+class OutputReader:
+    """Collects a child's stdout on a thread, so the test can wait for text with a timeout."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._data = bytearray()
+        self._ended = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        fd = self._stream.fileno()
+        while chunk := os.read(fd, 65536):
+            with self._changed:
+                self._data += chunk
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return self._data.decode("utf-8", errors="replace")
+
+    def wait_for(self, predicate, timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                text = self._data.decode("utf-8", errors="replace")
+                if predicate(text):
+                    return text
+                left = deadline - time.monotonic()
+                if self._ended or left <= 0:
+                    ended = "the output ended" if self._ended else f"{timeout:.0f} s passed"
+                    pytest.fail(f"waiting for {what}: {ended}; output so far: {text[-2000:]!r}")
+                self._changed.wait(left)
 
 
 def test_ctrl_c_stops_a_generation_but_not_the_console(tmp_path: Path, tokenizer_dir: Path) -> None:
@@ -66,20 +235,32 @@ def test_ctrl_c_stops_a_generation_but_not_the_console(tmp_path: Path, tokenizer
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        # As from a background job: SIGINT ignored on the way in. The console must still
+        # turn Ctrl-C into stopping the answer (it once inherited the ignore and ran on).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+    reader = OutputReader(proc.stdout)
     try:
-        # A very long answer, so that it is still streaming when the interrupt arrives.
-        proc.stdin.write("/max 1000000\nROMEO:\n")
+        # Ready: the model is loaded and the loop answers commands.
+        proc.stdin.write(b"/max 1000000\n")
         proc.stdin.flush()
-        assert proc.stdout.readline().startswith("max_new_tokens = ")
-        head = proc.stdout.read(len("ROMEO:") + 20)  # the answer has started streaming
-        assert head.startswith("ROMEO:")
-        time.sleep(0.5)
+        reader.wait_for(lambda t: "max_new_tokens = 1000000\n" in t, 180, "the console")
+        # A very long answer; interrupt it once it is visibly streaming.
+        proc.stdin.write(b"ROMEO:\n")
+        proc.stdin.flush()
+        marker = "max_new_tokens = 1000000\nROMEO:"
+        reader.wait_for(lambda t: len(t.partition(marker)[2]) >= 20, 120, "the answer")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate("/settings\n/quit\n", timeout=60)
+        reader.wait_for(lambda t: "[stopped]\n" in t, 120, "[stopped]")
+        proc.stdin.write(b"/settings\n/quit\n")
+        proc.stdin.close()
+        proc.wait(timeout=120)
+        out = reader.wait_for(lambda t: "max_new_tokens=1000000" in t, 10, "the settings")
+        err = proc.stderr.read().decode()
     finally:
         proc.kill()
+        proc.wait()
     assert proc.returncode == 0, err
-    assert "[stopped]" in out
-    assert "max_new_tokens=1000000" in out.split("[stopped]")[1]
+    answer, _, after = out.partition(marker)[2].partition("[stopped]")
+    assert len(answer) < 1_000_000  # stopped early, not finished
+    assert "max_new_tokens=1000000" in after  # the console went on after the interrupt
