@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from gpt2load.formats import load_checkpoint
 from gpt2load.generation import generate
 from gpt2load.native import save_native
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
@@ -17,6 +18,21 @@ from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
 def make_checkpoint(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """A tiny native checkpoint with the tokenizer files beside it, as a download would have."""
     model = random_model(TINY_CONFIGS["tiny"], seed=seed)
+    save_native(model, folder)
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def make_padded_checkpoint(folder: Path, tokenizer_dir: Path) -> Path:
+    """A nanoGPT-style model whose vocabulary is padded to 50304, where the padding ids
+    (which the tokenizer cannot decode) are the likeliest next token after every input."""
+    config = TINY_CONFIGS["tiny"].replace(vocab_size=50304)
+    model = random_model(config, seed=3)
+    with torch.no_grad():
+        model.final_norm.scale.zero_()  # every position's hidden state becomes `shift`
+        model.final_norm.shift.fill_(1.0)
+        model.tok_emb.weight[50257:] = 1.0  # tied head: logit 32 for the padding, ~0 for the rest
     save_native(model, folder)
     for name in ("encoder.json", "vocab.bpe"):
         shutil.copy(tokenizer_dir / name, folder / name)
@@ -62,3 +78,47 @@ def test_missing_model_is_a_one_line_error() -> None:
     assert result.returncode == 2
     assert "neither an existing file or folder nor a GPT-2 model name" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_sampling_arguments_exit_2_before_anything_is_printed(
+    tmp_path: Path, tokenizer_dir
+) -> None:
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    for bad in (
+        ("--temperature", "-1"),
+        ("--top-k", "0"),
+        ("--top-p", "1.5"),
+        ("--max-new-tokens", "-3"),
+        ("--seed", str(2**63)),
+        ("--seed", str(2**63 - 1), "--num-samples", "2"),  # the second sample's seed is 2**63
+    ):
+        result = run_cli(
+            "generate", str(folder), "--prompt", "PROMPT-TEXT", "--device", "cpu", *bad
+        )
+        assert result.returncode == 2, (bad, result.stderr)
+        assert result.stdout == "", bad  # not even the prompt
+        err = result.stderr.strip()
+        assert err.startswith("gpt2load generate: error:") and "\n" not in err, err
+
+
+def test_padded_vocabulary_never_emits_ids_the_tokenizer_lacks(
+    tmp_path: Path, tokenizer_dir, tokenizer
+) -> None:
+    folder = make_padded_checkpoint(tmp_path / "padded", tokenizer_dir)
+    model = load_checkpoint(folder)
+    ids = torch.tensor([tokenizer.encode("ROMEO:")])
+    assert int(generate(model, ids, 3, temperature=0)[0, -1]) >= 50257  # unmasked: padding wins
+    expected = generate(model, ids, 8, temperature=0, vocab_limit=tokenizer.n_vocab)[0].tolist()
+    assert max(expected) < tokenizer.n_vocab
+    result = run_cli("generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "8",
+                     "--temperature", "0", "--device", "cpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == tokenizer.decode(expected) + "\n"
+    sampled = run_cli("generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "8",
+                      "--seed", "1", "--device", "cpu")  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr
+    chat = run_cli("chat", str(folder), "--device", "cpu", "--temperature", "0",
+                   "--max-new-tokens", "8", stdin="ROMEO:\n/temp 1\nROMEO:\n")  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.splitlines()[0] == tokenizer.decode(expected)
+    assert "error" not in chat.stdout

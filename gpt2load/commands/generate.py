@@ -23,11 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import stream
+    from ..generation import check_sampling_args, stream
     from ..tokenizer import StreamDecoder
 
+    # Every argument is checked before the model loads and before the prompt is printed.
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    last_seed = None if args.seed is None else args.seed + args.num_samples - 1
+    for seed in (args.seed, last_seed):  # sample i uses seed + i
+        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, seed)
     model, tokenizer, _ = load_model(args.model, args.device, args.dtype, args.source)
     idx = encode_prompt(tokenizer, args.prompt, model.tok_emb.weight.device)
     out = sys.stdout
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             eos_id=tokenizer.eot_token if args.stop_at_eos else None,
             seed=seed,
+            vocab_limit=tokenizer.n_vocab,
         ):
             out.write(decoder.push(int(token[0])))
             out.flush()
