@@ -190,6 +190,23 @@ def test_unrecorded_file_without_published_facts_is_fetched_again(
     assert server.count() == 1
 
 
+def test_unrecorded_file_with_a_size_but_no_hash_is_not_proved_by_its_size(
+    server: FileServer, tmp_path: Path
+) -> None:
+    good = os.urandom(4_000)
+    server.add("/r/x.bin", good)  # no digest headers
+    folder = tmp_path / "weights" / "m" / "custom"
+    folder.mkdir(parents=True)
+    (folder / "x.bin").write_bytes(os.urandom(4_000))  # the published size, other bytes
+    manifest = {"files": [{"url": f"{ORIGIN}/r/x.bin", "size": 4_000}]}
+    download("m", manifest=manifest, mirror=server.url, progress=False, fast=True)
+    assert server.count() == 0 and server.count(method="HEAD") == 0  # --fast: size is enough
+    (folder / RECORD_NAME).unlink()
+    download("m", manifest=manifest, mirror=server.url, progress=False)
+    assert server.count(method="HEAD") == 1 and server.count() == 1
+    assert (folder / "x.bin").read_bytes() == good
+
+
 def test_unrecorded_file_is_proved_by_the_servers_digest_without_a_download(
     server: FileServer, tmp_path: Path
 ) -> None:

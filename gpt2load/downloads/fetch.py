@@ -157,9 +157,10 @@ def download(
     written. A re-run checks the files in place (sizes, and sha256 unless ``fast``)
     against the published values and the folder's ``manifest.json``, and fetches only what
     is missing or wrong; when everything is in place it returns without writing anything
-    (no lock, no new record), so a read-only folder is reused fine. A file in place that
-    neither the publisher nor the record vouches for is checked against what the server
-    says about it (a HEAD request) and fetched again unless that proves it. The record is
+    (no lock, no new record), so a read-only folder is reused fine. A file in place whose
+    sha256 neither the publisher nor the record vouches for is checked against what the
+    server says about it (a HEAD request; with ``fast`` a published size is enough) and
+    fetched again unless that proves it. The record is
     rewritten after every file that changes it, so a run that fails midway still records
     what it verified. ``retries``, ``backoff`` and ``timeout`` are as for ``download_file``.
     """

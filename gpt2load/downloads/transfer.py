@@ -437,31 +437,32 @@ def check_unknown(
     url: str,
     fast: bool,
     *,
+    size: int | None = None,
     allow_http: bool,
     session: requests.Session,
     timeout: Timeout,
 ) -> tuple[bool, str | None, str]:
-    """Whether a file in place that nothing vouches for (no published or recorded size or hash)
+    """Whether a file in place that no known sha256 vouches for (none published, none recorded)
     is the server's file, judged by what a HEAD request says: (usable, sha256 if hashed, why not).
 
-    The size the server states is enough with ``fast``; otherwise only a digest it sends
-    (sha256 ETag / X-Linked-Etag, Content-MD5 ...) can prove the bytes, and without one
-    the file is fetched again.
+    ``size`` is the published size, if any; it must hold, and with ``fast`` it is enough, as is
+    the size the server states. Otherwise only a digest the server sends (sha256 ETag /
+    X-Linked-Etag, Content-MD5 ...) can prove the bytes, and without one the file is
+    fetched again.
     """
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return False, None, f"has {actual} bytes, expected {size}"
     answer = probe(url, allow_http=allow_http, session=session, timeout=timeout)
     if answer is None:
         return False, None, "is not recorded, and the server would not describe its file"
-    size, claims = answer
+    stated, claims = answer
     sizes = {int(c.value) for c in claims if c.algorithm == "size"}
-    sizes |= {size} if size is not None else set()
+    sizes |= {n for n in (stated, size) if n is not None}
     digests = sorted({c for c in claims if c.algorithm != "size"}, key=lambda c: c.source)
-    actual = path.stat().st_size
-    if any(s != actual for s in sizes):
-        return (
-            False,
-            None,
-            f"has {actual} bytes, the server's file {next(n for n in sizes if n != actual)}",
-        )
+    wrong = [n for n in sizes if n != actual]
+    if wrong:
+        return False, None, f"has {actual} bytes, the server's file has {wrong[0]}"
     if fast and sizes:
         return True, None, ""
     if not digests:
@@ -502,9 +503,10 @@ def fetch(
 
     ``size``/``sha256`` bind any bytes; ``accept_size``/``accept_sha256`` (a record of an
     earlier download) only decide whether a file already in place can be kept. A file in
-    place with none of these is kept as it is, unless ``verify_unknown``: then the server
-    is asked what the file is (``check_unknown``) and it is fetched again unless the answer
-    proves it (offline, it is kept).
+    place with no sha256 to check it against is kept on its size (or, with no size, as it
+    is), unless ``verify_unknown``: then the server is asked what the file is
+    (``check_unknown``; with ``fast`` a known size is still enough) and it is fetched again
+    unless the answer proves it (offline, it is kept).
     """
     dest = Path(dest)
     label = label or dest.name
@@ -523,12 +525,14 @@ def fetch(
         if dest.exists() and not force:
             keep_size = size if size is not None else accept_size
             keep_sha = sha256 or normalise_sha256(accept_sha256)
-            if verify_unknown and keep_size is None and keep_sha is None and not offline():
+            unproved = keep_sha is None and (keep_size is None or not fast)
+            if verify_unknown and unproved and not offline():
                 request_url, allow_http = effective_url(url, mirror)
                 usable, digest, why = check_unknown(
                     dest,
                     request_url,
                     fast,
+                    size=keep_size,
                     allow_http=allow_http,
                     session=connection(),
                     timeout=timeout,
