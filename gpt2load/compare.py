@@ -2,7 +2,9 @@
 
 The usual question is "did fine-tuning help, and how much better is starting
 from GPT-2 than from scratch?"; the samples answer it by eye, the loss and
-perplexity on a held-out text answer it with a number.
+perplexity on a held-out text answer it with a number. That number depends on
+how much history each prediction sees, so every model is scored with the same
+window: the smallest context among them, unless ``eval_context`` says otherwise.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import gc
 import html
 import os
+import re
 import shutil
-import textwrap
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_EVAL_TEXT = Path("data") / "shakespeare" / "val.bin"
+# Narrower than this, side-by-side columns are unreadable: models are stacked instead.
+MIN_COLUMN = 20
+GAP = " | "
 
 
 @dataclass
@@ -26,6 +32,7 @@ class ModelResult:
     samples: list[str]
     loss: float | None = None
     perplexity: float | None = None
+    context_length: int | None = None
 
 
 @dataclass
@@ -34,6 +41,8 @@ class Comparison:
     settings: dict[str, object]
     eval_text: str | None
     results: list[ModelResult] = field(default_factory=list)
+    eval_window: int | None = None  # tokens per scoring window, the same for every model
+    eval_tokens: int | None = None  # targets scored per model
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,108 @@ class Sampling:
     seed: int = 0
 
 
+# ------------------------------------------------------------------ text for display
+# Bidirectional overrides and isolates reorder what a terminal shows after them.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def clean_text(text: str) -> str:
+    """Generated text made safe to display: no control characters but newlines and tabs.
+
+    A model can emit any byte, escape sequences (``\\x1b[2J``) included, which a
+    terminal would obey; carriage returns and line/paragraph separators become
+    newlines, other control characters and bidi overrides are dropped.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\u2028", "\n").replace("\u2029", "\n")
+    return "".join(
+        ch
+        for ch in text
+        if ch in "\n\t" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS)
+    )
+
+
+def char_width(ch: str) -> int:
+    """Terminal cells ``ch`` takes: 2 for wide East Asian characters, 0 for combining marks."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    return sum(char_width(ch) for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
+
+
+def _split_to_width(word: str, width: int) -> list[str]:
+    """A word longer than the line, cut into pieces of at most ``width`` cells."""
+    pieces, current, used = [], "", 0
+    for ch in word:
+        w = char_width(ch)
+        if current and used + w > width:
+            pieces.append(current)
+            current, used = "", 0
+        current += ch
+        used += w
+    pieces.append(current)
+    return pieces
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` display cells; newlines kept, words broken only when too long.
+
+    Like ``textwrap.wrap`` but measuring what a terminal shows, not ``len``: a CJK
+    character takes two cells and a combining accent none.
+    """
+    width = max(1, width)
+    lines: list[str] = []
+    for paragraph in clean_text(text).split("\n"):
+        paragraph = paragraph.expandtabs(4)
+        out: list[str] = []
+        current, used = "", 0
+        for token in re.findall(r"\S+|\s+", paragraph):
+            w = display_width(token)
+            if token.isspace():
+                if used + w <= width and (current or not out):
+                    current, used = current + token, used + w  # kept: between words, or indent
+                elif current.strip():
+                    out.append(current.rstrip())
+                    current, used = "", 0
+                continue
+            if used + w <= width:
+                current, used = current + token, used + w
+                continue
+            if current.strip():
+                out.append(current.rstrip())
+            current, used = "", 0
+            pieces = _split_to_width(token, width)
+            out.extend(pieces[:-1])
+            current, used = pieces[-1], display_width(pieces[-1])
+        if current.strip() or not out:
+            out.append(current.rstrip())
+        lines.extend(out)
+    return lines
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line of at most ``width`` cells, keeping its informative end."""
+    text = " ".join(clean_text(text).split())
+    if display_width(text) <= width:
+        return text
+    kept, used = "", 1  # 1: the ellipsis
+    for ch in reversed(text):
+        if used + char_width(ch) > width:
+            break
+        kept, used = ch + kept, used + char_width(ch)
+    return "…" + kept
+
+
+# ------------------------------------------------------------------ running the models
 def compare_models(
     models: list[str],
     prompts: list[str],
@@ -55,25 +166,51 @@ def compare_models(
     dtype: str | None = None,
     source: str | None = None,
     on_model_done=None,
+    eval_context: int | None = None,
 ) -> Comparison:
-    """Generate and score with each model in turn (one in memory at a time)."""
+    """Generate and score with each model in turn (one in memory at a time).
+
+    Losses are computed over windows of ``eval_context`` tokens, by default the
+    smallest context among the models, so each model sees the same history.
+    """
     import torch
 
-    from .commands._common import encode_prompt, load_model
+    from .commands._common import encode_prompt, load_resolved
     from .evaluation import evaluate_tokens, read_eval_tokens
-    from .generation import generate
+    from .formats import inspect_checkpoint
+    from .generation import check_sampling_args, generate
+    from .loading import resolve
 
     if not models:
         raise ValueError("give at least one model to compare")
     if not prompts:
         raise ValueError("give at least one prompt (--prompt or --prompts-file)")
+    check_sampling_args(
+        sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed
+    )
+    if eval_context is not None and eval_context < 1:
+        raise ValueError(f"--eval-context must be >= 1, got {eval_context}")
+    paths = [resolve(name, source=source) for name in models]
+    window = None
+    if eval_text is not None:
+        # From the headers alone, so the window is known before any model is scored.
+        contexts = [inspect_checkpoint(p).config.context_length for p in paths]
+        smallest = min(contexts)
+        if eval_context is not None and eval_context > smallest:
+            name = models[contexts.index(smallest)]
+            raise ValueError(
+                f"--eval-context {eval_context} is longer than the context of {name} "
+                f"({smallest} tokens); every model must see the same window"
+            )
+        window = eval_context or smallest
     comparison = Comparison(
         prompts=prompts,
         settings=dict(sampling.__dict__),
         eval_text=str(eval_text) if eval_text is not None else None,
+        eval_window=window,
     )
-    for name in models:
-        model, tokenizer, path = load_model(name, device, dtype, source)
+    for name, path in zip(models, paths, strict=True):
+        model, tokenizer = load_resolved(path, device, dtype)
         dev = model.tok_emb.weight.device
         samples = []
         for prompt in prompts:
@@ -86,14 +223,21 @@ def compare_models(
                 top_k=sampling.top_k,
                 top_p=sampling.top_p,
                 seed=sampling.seed,
+                vocab_limit=tokenizer.n_vocab,
             )
-            samples.append(prompt + tokenizer.decode(out[0, idx.size(1) :].tolist()))
+            samples.append(clean_text(prompt + tokenizer.decode(out[0, idx.size(1) :].tolist())))
         result = ModelResult(
-            name=name, path=str(path), parameters=model.num_parameters(), samples=samples
+            name=name,
+            path=str(path),
+            parameters=model.num_parameters(),
+            samples=samples,
+            context_length=model.config.context_length,
         )
         if eval_text is not None:
-            scored = evaluate_tokens(model, read_eval_tokens(eval_text, tokenizer), eval_tokens)
+            tokens = read_eval_tokens(eval_text, tokenizer)
+            scored = evaluate_tokens(model, tokens, eval_tokens, window=window)
             result.loss, result.perplexity = scored.loss, scored.perplexity
+            comparison.eval_tokens = scored.tokens
         comparison.results.append(result)
         if on_model_done is not None:
             on_model_done(result)
@@ -104,45 +248,76 @@ def compare_models(
     return comparison
 
 
+# ------------------------------------------------------------------ rendering
 def _score_line(result: ModelResult) -> str:
     if result.loss is None:
         return f"{result.parameters / 1e6:.1f}M params"
     return f"loss {result.loss:.3f}  ppl {result.perplexity:.2f}  ({result.parameters / 1e6:.1f}M)"
 
 
-def render_columns(comparison: Comparison, width: int | None = None) -> str:
-    """One column per model, each sample wrapped to fit the terminal."""
-    width = width or shutil.get_terminal_size((120, 24)).columns
-    n = len(comparison.results)
-    gap = " | "
-    col = max(10, (width - len(gap) * (n - 1)) // n)
+def _eval_note(comparison: Comparison) -> str | None:
+    """Which text the losses are on and with which window, in words."""
+    if not comparison.eval_text:
+        return None
+    note = f"loss and perplexity on {comparison.eval_text}"
+    if comparison.eval_tokens is not None:
+        note += f", {comparison.eval_tokens:,} tokens"
+    if comparison.eval_window is not None:
+        note += f", every model scored in windows of {comparison.eval_window} tokens"
+    return note
 
-    def wrap(text: str) -> list[str]:
-        lines: list[str] = []
-        for paragraph in text.split("\n"):
-            lines.extend(textwrap.wrap(paragraph, col, replace_whitespace=False) or [""])
-        return lines
+
+def render_columns(comparison: Comparison, width: int | None = None) -> str:
+    """One column per model, each sample wrapped to fit the terminal.
+
+    When the columns would be narrower than ``MIN_COLUMN`` cells, the models are
+    stacked one below the other instead, each text using the whole width.
+    """
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = max(width, 1)
+    n = len(comparison.results)
+    col = (width - len(GAP) * (n - 1)) // n
+    if n > 1 and col < MIN_COLUMN:
+        return _render_stacked(comparison, width)
 
     def row(cells: list[list[str]]) -> list[str]:
         height = max(len(c) for c in cells)
         return [
-            gap.join(c[i].ljust(col) if i < len(c) else " " * col for c in cells).rstrip()
+            GAP.join(pad(c[i] if i < len(c) else "", col) for c in cells).rstrip()
             for i in range(height)
         ]
 
-    def label(name: str) -> list[str]:
-        # Long paths keep their informative end ("runs/shakespeare/best"), on one line.
-        return [name if len(name) <= col else "…" + name[-(col - 1) :]]
-
-    out = row([label(r.name) for r in comparison.results])
-    out += row([wrap(_score_line(r)) for r in comparison.results])
-    if comparison.eval_text:
-        out.append(f"(loss and perplexity on {comparison.eval_text})")
+    rule = min(width, col * n + len(GAP) * (n - 1))
+    # Long paths keep their informative end ("runs/shakespeare/best"), on one line.
+    out = row([[shorten(r.name, col)] for r in comparison.results])
+    out += row([wrap(_score_line(r), col) for r in comparison.results])
+    note = _eval_note(comparison)
+    if note:
+        out += wrap(f"({note})", width)
     for p, prompt in enumerate(comparison.prompts):
-        out.append("=" * min(width, col * n + len(gap) * (n - 1)))
-        out.append(f"prompt {p + 1}: {prompt!r}")
-        out.append("-" * min(width, col * n + len(gap) * (n - 1)))
-        out += row([wrap(r.samples[p]) for r in comparison.results])
+        out.append("=" * rule)
+        out += wrap(f"prompt {p + 1}: {prompt!r}", width)
+        out.append("-" * rule)
+        out += row([wrap(r.samples[p], col) for r in comparison.results])
+    return "\n".join(out)
+
+
+def _render_stacked(comparison: Comparison, width: int) -> str:
+    """Models one below the other: for terminals too narrow for a column each."""
+    out: list[str] = []
+    tags = [f"[{i + 1}]" for i in range(len(comparison.results))]
+    for tag, r in zip(tags, comparison.results, strict=True):
+        out.append(shorten(f"{tag} {r.name}", width))
+        out += wrap(f"    {_score_line(r)}", width)
+    note = _eval_note(comparison)
+    if note:
+        out += wrap(f"({note})", width)
+    for p, prompt in enumerate(comparison.prompts):
+        out.append("=" * width)
+        out += wrap(f"prompt {p + 1}: {prompt!r}", width)
+        for tag, r in zip(tags, comparison.results, strict=True):
+            out.append(shorten(f"--- {tag} {r.name}", width))
+            out += wrap(r.samples[p], width)
     return "\n".join(out)
 
 
@@ -152,10 +327,13 @@ def _settings_line(comparison: Comparison) -> str:
 
 def render_markdown(comparison: Comparison) -> str:
     def cell(text: str) -> str:
-        return html.escape(text).replace("|", "&#124;").replace("\n", "<br>")
+        return html.escape(clean_text(text)).replace("|", "&#124;").replace("\n", "<br>")
 
     names = [cell(r.name) for r in comparison.results]
     lines = ["# Model comparison", "", f"Sampling: {_settings_line(comparison)}", ""]
+    note = _eval_note(comparison)
+    if note:
+        lines += [f"Scores: {cell(note)}.", ""]
     lines += ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     lines.append(
         "| parameters | " + " | ".join(f"{r.parameters:,}" for r in comparison.results) + " |"
@@ -177,7 +355,10 @@ def render_markdown(comparison: Comparison) -> str:
 
 def render_html(comparison: Comparison) -> str:
     """A self-contained page: no scripts, no external styles or fonts."""
-    e = html.escape
+
+    def e(text: str) -> str:
+        return html.escape(clean_text(text))
+
     n = len(comparison.results)
     head = "".join(
         f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div></th>"
@@ -189,11 +370,8 @@ def render_html(comparison: Comparison) -> str:
         + "</tr>"
         for p, prompt in enumerate(comparison.prompts)
     )
-    eval_note = (
-        f"<p>Loss and perplexity on <code>{e(comparison.eval_text)}</code>.</p>"
-        if comparison.eval_text
-        else ""
-    )
+    note = _eval_note(comparison)
+    eval_note = f"<p>Scores: {e(note)}.</p>" if note else ""
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%;"

@@ -17,7 +17,8 @@ from .model import GPT
 class EvalResult:
     loss: float
     perplexity: float
-    tokens: int
+    tokens: int  # targets scored
+    window: int  # tokens per window (the context each prediction could see at most)
 
 
 def read_eval_tokens(path: str | os.PathLike[str], tokenizer) -> np.ndarray:
@@ -25,7 +26,7 @@ def read_eval_tokens(path: str | os.PathLike[str], tokenizer) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"evaluation text not found: {path}")
-    if path.suffix == ".bin":
+    if path.suffix.lower() == ".bin":
         tokens = np.fromfile(path, dtype=np.uint16).astype(np.int64)
     else:
         text = path.read_text(encoding="utf-8")
@@ -37,19 +38,40 @@ def read_eval_tokens(path: str | os.PathLike[str], tokenizer) -> np.ndarray:
 
 @torch.inference_mode()
 def evaluate_tokens(
-    model: GPT, tokens: np.ndarray, max_tokens: int | None = None, batch_size: int = 4
+    model: GPT,
+    tokens: np.ndarray,
+    max_tokens: int | None = None,
+    batch_size: int = 4,
+    window: int | None = None,
 ) -> EvalResult:
-    """Mean next-token loss over consecutive windows of the model's context.
+    """Mean next-token loss over consecutive windows of ``window`` tokens.
 
-    Windows do not overlap, which makes the figure cheap and identical for every
-    model of the same context; the first tokens of each window see less history,
-    as in the training loss.
+    ``window`` defaults to the model's context. Windows do not overlap, which
+    makes the figure cheap; the first tokens of each window see less history, as
+    in the training loss. The loss depends on the window, so models are only
+    comparable when scored with the same one (``compare`` makes sure of that).
     """
+    context = model.config.context_length
+    if window is None:
+        window = context
+    if not 1 <= window <= context:
+        raise ValueError(
+            f"evaluation window must be between 1 and the model's context ({context}), got {window}"
+        )
     if max_tokens is not None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         tokens = tokens[: max_tokens + 1]
-    window = model.config.context_length
+    if len(tokens) < 2:
+        raise ValueError(f"{len(tokens)} token(s) to score; at least 2 are needed")
+    top = int(tokens.max())
+    if top >= model.config.vocab_size:
+        raise ValueError(
+            f"the evaluation text holds token id {top}, beyond this model's vocabulary "
+            f"({model.config.vocab_size} tokens)"
+        )
     device = model.tok_emb.weight.device
-    data = torch.from_numpy(np.ascontiguousarray(tokens))
+    data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
     n_targets = len(data) - 1
     n_full, tail = divmod(n_targets, window)
     # Full windows go in batches; a shorter tail window goes alone at the end.
@@ -75,4 +97,6 @@ def evaluate_tokens(
     finally:
         model.train(was_training)
     mean = total_loss / total_count
-    return EvalResult(loss=mean, perplexity=math.exp(min(mean, 700.0)), tokens=total_count)
+    return EvalResult(
+        loss=mean, perplexity=math.exp(min(mean, 700.0)), tokens=total_count, window=window
+    )

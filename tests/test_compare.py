@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 import torch
 
 from gpt2load.cli import main
-from gpt2load.compare import Comparison, ModelResult, render_columns
+from gpt2load.compare import (
+    Comparison,
+    ModelResult,
+    clean_text,
+    render_columns,
+    render_html,
+    render_markdown,
+)
 from gpt2load.evaluation import evaluate_tokens, read_eval_tokens
 from tests.conftest import TINY_CONFIGS, random_model
 from tests.test_cli_generate import make_checkpoint
@@ -47,6 +55,74 @@ def test_columns_fit_the_width() -> None:
     text = render_columns(comparison, width=60)
     assert all(len(line) <= 60 for line in text.splitlines())
     assert "upon" in text and "a time" in text
+
+
+def cells(text: str) -> int:
+    """Terminal cells of ``text``, measured independently of gpt2load.compare."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _comparison(samples: list[str], names: list[str] | None = None) -> Comparison:
+    names = names or [f"model-{i}" for i in range(len(samples))]
+    return Comparison(
+        prompts=["Once"],
+        settings={"seed": 0},
+        eval_text="val.txt",
+        eval_window=40,
+        eval_tokens=1234,
+        results=[
+            ModelResult(n, n, 10, [s], loss=3.0 + i, perplexity=20.0 + i)
+            for i, (n, s) in enumerate(zip(names, samples, strict=True))
+        ],
+    )
+
+
+WIDE = "Once 日本語のテキストは二つのセルを使います。" * 4 + " café naïve e\u0301e"
+
+
+def test_columns_measure_display_width_not_characters() -> None:
+    text = render_columns(_comparison([WIDE, "Once upon a time " * 8]), width=80)
+    lines = text.splitlines()
+    assert all(cells(line) <= 80 for line in lines), max(lines, key=cells)
+    # The gap between the columns sits at the same cell on every line of the sample rows.
+    gaps = {cells(line.split(" | ")[0]) for line in lines if " | " in line}
+    assert len(gaps) == 1, gaps
+    assert "日本語" in text and "upon" in text
+
+
+def test_narrow_terminals_stack_the_models() -> None:
+    names = ["runs/shakespeare/best", "runs/scratch/best", "gpt2"]
+    comparison = _comparison([WIDE, "Once upon a time " * 8, "Once more " * 20], names)
+    for width in (30, 45, 59):  # (59 - 6) // 3 = 17 cells a column: too narrow
+        text = render_columns(comparison, width=width)
+        lines = text.splitlines()
+        assert all(cells(line) <= width for line in lines), (width, max(lines, key=cells))
+        assert not any(" | " in line for line in lines)  # no columns
+        headings = [line for line in lines if line.startswith(("--- [", "…"))]
+        assert len(headings) == 3, lines
+        for i, (name, heading) in enumerate(zip(names, headings, strict=True)):
+            full = f"--- [{i + 1}] {name}"  # a long one keeps its end
+            assert heading == full or (heading[0] == "…" and full.endswith(heading[1:]))
+        assert "windows of 40 tokens" in " ".join(lines)
+    wide = render_columns(comparison, width=120).splitlines()
+    assert any(line.count(" | ") == 2 for line in wide)  # side by side when there is room
+
+
+def test_control_characters_never_reach_the_terminal_or_the_reports() -> None:
+    sample = "Once\x1b[2J\x1b]0;pwned\x07 upon\r\na\u202etime\x00\x85 end\tTab"
+    assert clean_text(sample) == "Once[2J]0;pwned upon\natime end\tTab"
+    comparison = _comparison([sample, "Once"])
+    for text, allowed in (
+        (render_columns(comparison, width=100), "\n"),  # tabs become spaces on the terminal
+        (render_columns(comparison, width=20), "\n"),
+        (render_markdown(comparison), "\n\t"),
+        (render_html(comparison), "\n\t"),
+    ):
+        bad = [c for c in text if unicodedata.category(c) == "Cc" and c not in allowed]
+        assert not bad and "\u202e" not in text, bad
 
 
 def test_compare_two_models_side_by_side(

@@ -64,13 +64,22 @@ def load_model(
     model_or_path: str, device: str | None, dtype: str | None, source: str | None
 ) -> tuple[GPT, tiktoken.Encoding, Path]:
     """Resolve (downloading if named), load, and find the tokenizer that goes with the files."""
-    from ..formats import load_checkpoint
     from ..loading import resolve
-    from ..tokenizer import get_tokenizer
 
     path = resolve(model_or_path, source=source)
+    model, tokenizer = load_resolved(path, device, dtype)
+    return model, tokenizer, path
+
+
+def load_resolved(
+    path: Path, device: str | None, dtype: str | None
+) -> tuple[GPT, tiktoken.Encoding]:
+    """Load a checkpoint that is already on disk, with the tokenizer that goes with its files."""
+    from ..formats import load_checkpoint
+    from ..tokenizer import get_tokenizer
+
     model = load_checkpoint(path, device=device or default_device(), dtype=dtype)
-    return model, get_tokenizer(path), path
+    return model, get_tokenizer(path)
 
 
 def encode_prompt(tokenizer: tiktoken.Encoding, text: str, device: torch.device) -> torch.Tensor:

@@ -25,13 +25,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: data/shakespeare/val.bin when prepared)",
     )
     parser.add_argument("--eval-tokens", type=int, default=None, help="score at most this many")
+    parser.add_argument(
+        "--eval-context",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score every model with windows of N tokens (default: the smallest context among "
+        "the models, so that each prediction sees the same history in every model)",
+    )
     parser.add_argument("--no-eval", action="store_true", help="skip scoring")
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="also write the comparison to report.md or report.html")
+    parser.add_argument(
+        "--out", help="also write the comparison to report.md or report.html (.htm)"
+    )
     parser.add_argument("--source", choices=SOURCES, default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
@@ -63,10 +73,17 @@ def run(args: argparse.Namespace) -> int:
         render_html,
         render_markdown,
     )
+    from ..generation import check_sampling_args
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".md", ".html", ".htm"):
         raise ValueError(f"--out {out}: use a .md or .html file name")
+    check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    if args.eval_tokens is not None and args.eval_tokens < 1:
+        raise ValueError(f"--eval-tokens must be >= 1, got {args.eval_tokens}")
+    if args.eval_context is not None and args.eval_context < 1:
+        raise ValueError(f"--eval-context must be >= 1, got {args.eval_context}")
+    prompts = _prompts(args)
     eval_text = None
     if not args.no_eval:
         if args.eval_text:
@@ -84,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     comparison = compare_models(
         args.models,
-        _prompts(args),
+        prompts,
         sampling,
         eval_text=eval_text,
         eval_tokens=args.eval_tokens,
+        eval_context=args.eval_context,
         device=args.device,
         dtype=args.dtype,
         source=args.source,
@@ -97,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         from ..fileio import atomic_write_text
 
-        page = render_markdown(comparison) if out.suffix == ".md" else render_html(comparison)
+        markdown = out.suffix.lower() == ".md"
+        page = render_markdown(comparison) if markdown else render_html(comparison)
         atomic_write_text(out, page)
         print(f"wrote {out}", file=sys.stderr)
     return 0
