@@ -18,9 +18,6 @@ from .model import GPT
 
 # torch.Generator takes a signed or unsigned 64-bit seed; one range for every command.
 MAX_SEED = 2**63
-# Copying a lean-loaded 124M model's transposed weights (about 0.1 s on 2 cores) pays for
-# itself after about 25 CPU decoding steps; shorter generations keep the views.
-CONTIGUOUS_FROM_TOKENS = 32
 
 
 def check_sampling_args(
@@ -107,8 +104,6 @@ def stream(
     generator = None
     if seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
-    if idx.device.type == "cpu" and max_new_tokens >= CONTIGUOUS_FROM_TOKENS:
-        model.make_contiguous()
     was_training = model.training
     model.eval()
     try:

@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_matmul
 from .config import GPTConfig
 
 LAYER_NORM_EPS = 1e-5
-# Below this many rows a CPU matmul is bound by reading the weights (see ``Linear``).
-FEW_ROWS = 128
 
 
 class LayerNorm(nn.Module):
@@ -37,34 +36,11 @@ class LayerNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, same state dict) with a faster path for few rows on the CPU.
-
-    Generating on the CPU multiplies one row (or a few) by every weight matrix,
-    so each step is bound by reading the weights (0.5 GB per token for 124M).
-    For such shapes MKL's ``x @ W.T`` kernel, and its matrix-vector kernel for a
-    single row, read at about half the bandwidth of ``W @ x.T`` with at least two
-    columns, which runs on every core. So few rows are multiplied the other way
-    round, a single row paired with a copy of itself: a decoding step of the
-    124M model takes about 0.6x the time on 2 cores. Larger inputs (prompts,
-    training batches) are compute-bound and take the usual path.
-    """
+    """``nn.Linear`` (same parameters, same state dict) whose float32 CPU matmuls run on
+    oneDNN, about twice as fast as MKL's on non-Intel CPUs (see :mod:`gpt2load.cpu_matmul`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if (
-            x.device.type != "cpu"
-            or not 0 < rows < FEW_ROWS
-            or not self.weight.is_contiguous()  # transposed views: x @ W.T is the fast way
-            or torch.is_grad_enabled()
-        ):
-            return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, -1).contiguous()
-        cols = (flat if rows > 1 else flat.repeat(2, 1)).t()  # [in, rows], rows contiguous
-        if self.bias is None:
-            out = torch.mm(self.weight, cols)
-        else:
-            out = torch.addmm(self.bias.unsqueeze(1), self.weight, cols)
-        return out[:, :rows].t().reshape(*x.shape[:-1], -1)
+        return cpu_matmul.linear(x, self.weight, self.bias)
 
 
 class GELU(nn.Module):
@@ -229,25 +205,6 @@ class GPT(nn.Module):
                     residual_std if name.endswith(("out_proj.weight", "layers.2.weight")) else 0.02
                 )
                 param.normal_(0.0, std, generator=generator)
-
-    @torch.no_grad()
-    def make_contiguous(self) -> int:
-        """Copy weights that are strided views into contiguous memory; returns the bytes copied.
-
-        A default load keeps Hugging Face and OpenAI weights as transposed views
-        of the file (a load in hundredths of a second), but a CPU decoding step
-        reads contiguous weights faster (see :class:`Linear`), so long generations
-        call this first. The Parameter objects stay the same (only their data is
-        replaced), so an optimizer holding them keeps working.
-        """
-        copied = 0
-        if torch.is_inference_mode_enabled():
-            return copied  # data made here would be inference tensors, unusable for training
-        for param in self.parameters():
-            if not param.is_contiguous():
-                param.data = param.data.contiguous()
-                copied += param.numel() * param.element_size()
-        return copied
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (the tied head counts once, as in GPT-2's published sizes)."""

@@ -450,8 +450,8 @@ def bench_train_step(args: argparse.Namespace) -> Row:
     from finetune.config import TrainConfig
     from finetune.data import open_prepared
     from finetune.device import resolve_dtype, select_device
+    from finetune.modelinit import init_model
     from finetune.train import Trainer
-    from gpt2load.loading import load
 
     fixtures = build_fixtures(args.cache, args.model)
     batch, block = 4, 256
@@ -467,6 +467,7 @@ def bench_train_step(args: argparse.Namespace) -> Row:
         cpu = not args.device.startswith("cuda")
         cfg = TrainConfig(
             out=str(Path(tmp) / "run"),
+            init=str(fixtures / "hub"),
             data=[str(data_dir)],
             batch_size=batch,
             block_size=block,
@@ -479,7 +480,7 @@ def bench_train_step(args: argparse.Namespace) -> Row:
         )
         info = select_device(args.device, cpu)
         amp = resolve_dtype(cfg.dtype, info)
-        ours = load(fixtures / "hub")
+        ours = init_model(cfg, log=print_none)  # as finetune loads it (contiguous fp32 copies)
         trainer = Trainer(cfg, ours, open_prepared(data_dir), info, log=lambda _: None)
 
         peer = _hf_model(fixtures / "hub", args.device).train()
