@@ -11,7 +11,10 @@ bf16 or tf32 shortcut); results differ from MKL's only by summation order.
 The kernel is ``torch.ops.mkldnn._linear_pointwise``, the one torch.compile's
 CPU backend uses; it has no autograd formula, so :class:`_OneDnnLinear` gives it
 one, made of the same kernel. Where it is missing (a PyTorch built without
-oneDNN) or refuses the inputs, :func:`linear` is ``F.linear``.
+oneDNN), :func:`linear` is ``F.linear``; so it is for weights that are neither
+contiguous nor a transposed contiguous matrix (the query/key/value slices of a
+fused ``c_attn`` kept as views of the file), which oneDNN would first reorder,
+at many times the cost of the product.
 """
 
 from __future__ import annotations
@@ -73,10 +76,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         or weight.dtype != torch.float32
         or torch.is_autocast_enabled("cpu")
         or x.numel() == 0
+        or not (weight.is_contiguous() or weight.t().is_contiguous())
         or _kernel() is None
     ):
         return F.linear(x, weight, bias)
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x.reshape(-1, x.shape[-1]).contiguous()  # odd strides would cost a reorder
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):

@@ -129,16 +129,19 @@ def test_dropout_only_in_training_mode() -> None:
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 128, 300])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "view"])
-def test_linear_equals_f_linear_with_gradients(rows: int, bias: bool, transposed: bool) -> None:
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "qkv_slice"])
+def test_linear_equals_f_linear_with_gradients(rows: int, bias: bool, layout: str) -> None:
     """The CPU float32 path (oneDNN) gives F.linear's outputs and gradients, also for weights
-    that are transposed views (a lean load of Hugging Face's layout)."""
+    that are views of a lean load of Hugging Face's layout (transposed, or a QKV slice)."""
     from gpt2load.model import Linear
 
     torch.manual_seed(0)
     layer = Linear(48, 72, bias=bias)
-    if transposed:
+    if layout == "transposed":  # Conv1D [in, out] storage, as a lean load keeps it
         layer.weight = torch.nn.Parameter(layer.weight.detach().t().contiguous().t())
+    elif layout == "qkv_slice":  # one third of a fused c_attn [in, 3*out], as a view
+        fused = torch.randn(48, 3 * 72)
+        layer.weight = torch.nn.Parameter(fused[:, 72:144].t())
     x = torch.randn(2, rows, 48, requires_grad=True)
     got = layer(x)
     (got * torch.linspace(-1, 1, 72)).sum().backward()
