@@ -12,6 +12,7 @@ import torch
 
 from gpt2load.config import GPTConfig
 from gpt2load.model import GPT
+from tests.http_server import serve_file_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GPT2LOAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -104,3 +105,9 @@ def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000)
     meta = {"train_tokens": train_tokens, "val_tokens": val_tokens, "max_token_id": 299}
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server with Range support and fault switches (``tests.http_server``)."""
+    yield from serve_file_server()

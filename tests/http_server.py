@@ -396,3 +396,16 @@ def isolate_downloads(monkeypatch: Any, workdir: Path) -> None:
     for name in ("HF_ENDPOINT", "GPT2LOAD_OFFLINE", "HF_HUB_OFFLINE", "GPT2LOAD_WEIGHTS_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(workdir)
+
+
+# Stand-ins for OpenAI's tokenizer files: the real ones are 1.5 MB and may be absent here.
+FAKE_TOKENIZER = {"encoder.json": b'{"!": 0, "<|endoftext|>": 50256}', "vocab.bpe": b"#v\nh e\n"}
+
+
+def fake_tokenizer_facts(monkeypatch: Any) -> None:
+    """Make the published sizes and sha256 of the tokenizer files those of ``FAKE_TOKENIZER``."""
+    from gpt2load import releases
+
+    for name, data in FAKE_TOKENIZER.items():
+        facts = (len(data), hashlib.sha256(data).hexdigest())
+        monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)

@@ -11,7 +11,7 @@ import pytest
 
 from gpt2load.downloads import ChecksumError, DownloadError, download_file, transfer
 from gpt2load.downloads.hosts import effective_url, scheme_allowed
-from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
+from tests.http_server import Fault, FileServer, isolate_downloads
 
 ORIGIN = "https://origin.invalid"  # never resolvable: only the mirror can answer
 DATA = os.urandom(200_000)  # several transfer chunks, so a cut lands mid-file
@@ -21,11 +21,6 @@ SHA = hashlib.sha256(DATA).hexdigest()
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_downloads(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
 
 
 def fetch(server: FileServer, dest: Path, fault: Fault | None = None, **kwargs) -> Path:

@@ -4,7 +4,6 @@ unusable --device), --fast and --quiet as a user types them, and what --help pro
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,22 +20,19 @@ from gpt2load.downloads.lock import exclusive_lock
 from gpt2load.downloads.manifest import LOCK_NAME
 from gpt2load.native import save_native
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
-from tests.http_server import UNREACHABLE_MIRROR, FileServer, isolate_downloads, serve_file_server
-
-FAKE_TOKENIZER = {"encoder.json": b'{"!": 0, "<|endoftext|>": 50256}', "vocab.bpe": b"#v\nh e\n"}
+from tests.http_server import (
+    FAKE_TOKENIZER,
+    UNREACHABLE_MIRROR,
+    FileServer,
+    fake_tokenizer_facts,
+    isolate_downloads,
+)
 
 
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_downloads(monkeypatch, tmp_path)
-    for name, data in FAKE_TOKENIZER.items():
-        facts = (len(data), hashlib.sha256(data).hexdigest())
-        monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
+    fake_tokenizer_facts(monkeypatch)
 
 
 def serve_release(server: FileServer, model: str, source: str) -> dict[str, bytes]:

@@ -16,9 +16,14 @@ from gpt2load.cli import main
 from gpt2load.downloads import DownloadError, download, download_file, transfer
 from gpt2load.downloads.manifest import read_record
 from tests.conftest import SHAKESPEARE_TXT
-from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
+from tests.http_server import (
+    FAKE_TOKENIZER,
+    Fault,
+    FileServer,
+    fake_tokenizer_facts,
+    isolate_downloads,
+)
 
-FAKE_TOKENIZER = {"encoder.json": b'{"!": 0, "<|endoftext|>": 50256}', "vocab.bpe": b"#v\nh e\n"}
 ORIGIN = "https://origin.invalid"
 DATA = os.urandom(100_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -27,14 +32,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_downloads(monkeypatch, tmp_path)
-    for name, data in FAKE_TOKENIZER.items():
-        facts = (len(data), hashlib.sha256(data).hexdigest())
-        monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
+    fake_tokenizer_facts(monkeypatch)
 
 
 # -- HF_ENDPOINT -----------------------------------------------------------------------------

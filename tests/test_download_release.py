@@ -17,23 +17,19 @@ from gpt2load.cli import main
 from gpt2load.downloads import ChecksumError, DownloadError, download
 from gpt2load.downloads.manifest import RECORD_NAME, read_record
 from tests.conftest import REPO_ROOT, TOKENIZER_DIR
-from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
-
-# Stand-ins for OpenAI's tokenizer files: the real ones are 1.5 MB and may be absent here.
-FAKE_TOKENIZER = {"encoder.json": b'{"!": 0, "<|endoftext|>": 50256}', "vocab.bpe": b"#v\nh e\n"}
+from tests.http_server import (
+    FAKE_TOKENIZER,
+    Fault,
+    FileServer,
+    fake_tokenizer_facts,
+    isolate_downloads,
+)
 
 
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_downloads(monkeypatch, tmp_path)
-    for name, data in FAKE_TOKENIZER.items():
-        facts = (len(data), hashlib.sha256(data).hexdigest())
-        monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
+    fake_tokenizer_facts(monkeypatch)
 
 
 def serve_release(

@@ -11,7 +11,7 @@ import pytest
 
 from gpt2load import tokenizer as tokenizer_module
 from gpt2load.tokenizer import StreamDecoder, TokenizerNotFoundError, get_tokenizer
-from tests.http_server import Fault, FileServer, isolate_downloads, serve_file_server
+from tests.http_server import Fault, FileServer, isolate_downloads
 
 KNOWN_IDS = [15496, 11, 314, 1101, 257, 3303, 2746, 11]  # "Hello, I'm a language model,"
 ENCODINGS = "/gpt-2/encodings/main"  # where OpenAI publishes the two files
@@ -21,11 +21,6 @@ ENCODINGS = "/gpt-2/encodings/main"  # where OpenAI publishes the two files
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_downloads(monkeypatch, tmp_path)  # the default mirror is a closed local port
     monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
 
 
 def serve_tokenizer(server: FileServer, tokenizer_dir: Path, **faults: Fault) -> None:

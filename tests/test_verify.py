@@ -24,7 +24,7 @@ from gpt2load.verify import (
     verify,
 )
 from tests.conftest import TINY_CONFIGS, random_model
-from tests.http_server import FileServer, isolate_downloads, serve_file_server
+from tests.http_server import FileServer, isolate_downloads
 
 
 class CharTokenizer:
@@ -63,11 +63,6 @@ def model() -> GPT:
 @pytest.fixture
 def answer(model: GPT) -> KnownAnswer:
     return own_greedy_answer(model, PROMPT, 12)
-
-
-@pytest.fixture
-def server():
-    yield from serve_file_server()
 
 
 @pytest.fixture
