@@ -147,6 +147,17 @@ def _sample_tokenizer(cfg: TrainConfig, dist: DistContext, info: DeviceInfo, log
     return tokenizer
 
 
+def _run_data(cfg: TrainConfig, log: Log) -> PreparedData:
+    """The run's prepared data (prepared now unless cached), as its settings say."""
+    return resolve_data(
+        cfg.data,
+        cfg.data_dir,
+        val_fraction=cfg.val_fraction,
+        tokenizer_dir=cfg.tokenizer_dir,
+        log=log,
+    )
+
+
 def start(
     cfg: TrainConfig,
     *,
@@ -184,13 +195,7 @@ def _start(
         _prepare_run_dir(run_dir, cfg.overwrite and dist.is_main)
     _check_memory(cfg, info, planned, log, dist)
     with dist.main_first():
-        data = resolve_data(
-            cfg.data,
-            cfg.data_dir,
-            val_fraction=cfg.val_fraction,
-            tokenizer_dir=cfg.tokenizer_dir,
-            log=log,
-        )
+        data = _run_data(cfg, log)
     check_fits_context(data, cfg.block_size)
     with dist.main_first():
         model = init_model(cfg, log)
@@ -324,13 +329,7 @@ def _resume_data(cfg: TrainConfig, state: dict[str, Any], log: Log) -> PreparedD
             f"data: {dataset} no longer holds this run's tokens (prepared again from other "
             f"or edited sources since); preparing the run's sources again"
         )
-    data = resolve_data(
-        cfg.data,
-        cfg.data_dir,
-        val_fraction=cfg.val_fraction,
-        tokenizer_dir=cfg.tokenizer_dir,
-        log=log,
-    )
+    data = _run_data(cfg, log)
     if recorded is not None and data_key(data) != recorded:
         sources = " ".join(cfg.data)
         raise DataError(
