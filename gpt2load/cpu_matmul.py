@@ -11,10 +11,12 @@ bf16 or tf32 shortcut); results differ from MKL's only by summation order.
 The kernel is ``torch.ops.mkldnn._linear_pointwise``, the one torch.compile's
 CPU backend uses; it has no autograd formula, so :class:`_OneDnnLinear` gives it
 one, made of the same kernel. Where it is missing (a PyTorch built without
-oneDNN), :func:`linear` is ``F.linear``; so it is for weights that are neither
-contiguous nor a transposed contiguous matrix (the query/key/value slices of a
-fused ``c_attn`` kept as views of the file), which oneDNN would first reorder,
-at many times the cost of the product.
+oneDNN), :func:`linear` is ``F.linear``; so it is while ``torch.compile`` traces
+(Inductor cannot lower this op inside a graph with gradients and chooses its own
+matmuls), and for weights that are neither contiguous nor a transposed
+contiguous matrix (the query/key/value slices of a fused ``c_attn`` kept as
+views of the file), which oneDNN would first reorder, at many times the cost of
+the product.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ def _kernel() -> Any:
         return None
     try:
         op = torch.ops.mkldnn._linear_pointwise
-        probe = op(torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4), "none", [], "")
-    except (AttributeError, RuntimeError):
+        cpu = {"device": "cpu", "dtype": torch.float32}  # whatever the default device is
+        probe = op(
+            torch.ones(2, 3, **cpu), torch.ones(4, 3, **cpu), torch.zeros(4, **cpu), "none", [], ""
+        )
+    except Exception:  # a missing op, a build without the kernel: any failure means "use F.linear"
         return None
     return op if torch.equal(probe, torch.full((2, 4), 3.0)) else None
 
@@ -54,6 +59,7 @@ class _OneDnnLinear(torch.autograd.Function):
         return _matmul_t(x, weight, bias)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernel has no formula of its own
     def backward(  # type: ignore[override]
         ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -75,6 +81,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         or x.dtype != torch.float32
         or weight.dtype != torch.float32
         or torch.is_autocast_enabled("cpu")
+        or torch.compiler.is_compiling()  # Inductor fuses F.linear itself and rejects this op
         or x.numel() == 0
         or not (weight.is_contiguous() or weight.t().is_contiguous())
         or _kernel() is None

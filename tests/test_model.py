@@ -127,24 +127,52 @@ def test_dropout_only_in_training_mode() -> None:
     assert not torch.equal(model(idx), model(idx))
 
 
+@pytest.fixture
+def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shapes of every product that went through the oneDNN kernel, for the test to inspect."""
+    from gpt2load import cpu_matmul
+
+    if cpu_matmul._kernel() is None:
+        pytest.skip("this PyTorch has no oneDNN linear kernel: Linear is F.linear everywhere")
+    calls: list[tuple[int, ...]] = []
+    real = cpu_matmul._matmul_t
+
+    def spy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(cpu_matmul, "_matmul_t", spy)
+    return calls
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5, 128, 300])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("layout", ["contiguous", "transposed", "qkv_slice"])
-def test_linear_equals_f_linear_with_gradients(rows: int, bias: bool, layout: str) -> None:
-    """The CPU float32 path (oneDNN) gives F.linear's outputs and gradients, also for weights
-    that are views of a lean load of Hugging Face's layout (transposed, or a QKV slice)."""
+@pytest.mark.parametrize(
+    ("layout", "through_onednn"),
+    [("contiguous", True), ("transposed", True), ("qkv_slice_falls_back", False)],
+)
+def test_linear_equals_f_linear_with_gradients(
+    rows: int, bias: bool, layout: str, through_onednn: bool, onednn_calls: list
+) -> None:
+    """The CPU float32 path (oneDNN) gives F.linear's outputs and gradients for the weights a
+    lean load of Hugging Face's layout leaves (transposed views); a QKV slice of a fused c_attn,
+    which oneDNN would have to reorder first, takes F.linear itself."""
     from gpt2load.model import Linear
 
     torch.manual_seed(0)
     layer = Linear(48, 72, bias=bias)
     if layout == "transposed":  # Conv1D [in, out] storage, as a lean load keeps it
         layer.weight = torch.nn.Parameter(layer.weight.detach().t().contiguous().t())
-    elif layout == "qkv_slice":  # one third of a fused c_attn [in, 3*out], as a view
+    elif layout == "qkv_slice_falls_back":  # one third of a fused c_attn [in, 3*out], as a view
         fused = torch.randn(48, 3 * 72)
         layer.weight = torch.nn.Parameter(fused[:, 72:144].t())
     x = torch.randn(2, rows, 48, requires_grad=True)
     got = layer(x)
     (got * torch.linspace(-1, 1, 72)).sum().backward()
+    # Forward, then the input's and the weight's gradients: three products, all through oneDNN.
+    assert onednn_calls == (
+        [(2 * rows, 48), (2 * rows, 72), (72, 2 * rows)] if through_onednn else []
+    )
     grads = [t.grad.clone() for t in (x, layer.weight, layer.bias) if t is not None]
     for t in (x, layer.weight, layer.bias):
         if t is not None:
@@ -160,3 +188,34 @@ def test_linear_equals_f_linear_with_gradients(rows: int, bias: bool, layout: st
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6 * scale)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_refuses_a_second_derivative_rather_than_giving_a_wrong_one() -> None:
+    from gpt2load import cpu_matmul
+    from gpt2load.model import Linear
+
+    if cpu_matmul._kernel() is None:
+        pytest.skip("this PyTorch has no oneDNN linear kernel: Linear is F.linear everywhere")
+    layer = Linear(8, 6)
+    x = torch.randn(3, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_on_the_cpu() -> None:
+    """torch.compile traces F.linear, not the oneDNN op (Inductor cannot lower it with gradients):
+    the compiled model gives the eager loss and gradients."""
+    config = TINY_CONFIGS["tiny"]
+    model = random_model(config)
+    idx = torch.randint(0, config.vocab_size, (2, config.context_length))
+    _, eager_loss = model(idx, idx)
+    eager_loss.backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _, compiled_loss = torch.compile(model)(idx, idx)
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, expected, rtol=1e-4, atol=1e-5)
