@@ -181,6 +181,7 @@ def read_trainer_state(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != TRAINER_FORMAT:
         raise CheckpointError(f"{path} is not a finetune trainer state")
+    state["loaded_from"] = str(path)  # for errors about its contents, later
     return state
 
 

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -445,6 +446,10 @@ GROUP_TITLES = {
 }
 
 
+# "(default: ...)" written into a field's help, for commands that set a default of their own.
+_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     *,
@@ -463,6 +468,7 @@ def add_config_flags(
     leaves the "(default: ...)" out where the real default is not the field's
     (``resume``: the run's own setting).
     """
+    overridden = set(defaults or {})
     defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
     groups: dict[str, argparse._ArgumentGroup] = {}
     skip = set(exclude)
@@ -481,7 +487,10 @@ def add_config_flags(
         base, optional, is_list = _field_kind(f)
         default = defaults.get(name)
         shown = "" if default in (None, [], "") or not show_defaults else f" (default: {default!r})"
-        help_text = f.metadata["help"].replace("%", "%%") + shown.replace("%", "%%")
+        described = f.metadata["help"]
+        if name in overridden:  # the command's own default replaces the field's explanation of it
+            described = _OWN_DEFAULT.sub("", described)
+        help_text = described.replace("%", "%%") + shown.replace("%", "%%")
         if name in quiet:
             help_text = argparse.SUPPRESS
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}

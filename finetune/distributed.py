@@ -383,11 +383,25 @@ def full_optimizer_state(
 
 
 def load_optimizer_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any], fsdp: bool
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: Mapping[str, Any],
+    fsdp: bool,
+    source: str = "the checkpoint",
 ) -> None:
-    """Load a single-process-layout optimizer state (see :func:`full_optimizer_state`)."""
+    """Load a single-process-layout optimizer state (see :func:`full_optimizer_state`).
+
+    ``source`` names the file in the error when the state belongs to another model.
+    """
+    mismatch = (
+        f"the optimizer state in {source} belongs to another model layout (other parameter "
+        "groups or shapes); resume it with the model it was saved with, or start a new run"
+    )
     if not fsdp:
-        optimizer.load_state_dict(state)
+        try:
+            optimizer.load_state_dict(state)
+        except ValueError as exc:
+            raise ConfigError(f"{mismatch}: {exc}") from None
         return
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -401,7 +415,7 @@ def load_optimizer_state(
     if len(saved_groups) != len(groups) or any(
         len(s["params"]) != len(g) for s, g in zip(saved_groups, groups, strict=True)
     ):
-        raise ConfigError("the checkpoint's optimizer state belongs to another model layout")
+        raise ConfigError(mismatch)
     by_name = {
         "state": {flat[int(i)]: value for i, value in state["state"].items()},
         "param_groups": [

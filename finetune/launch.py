@@ -46,7 +46,7 @@ from .data import (
 from .device import DeviceInfo, check_memory, estimate_memory, resolve_dtype, select_device
 from .distributed import DistContext, process_group
 from .metrics import METRICS_FILE, PLOT_FILE
-from .modelinit import check_planned, init_model, planned_config
+from .modelinit import check_block_size, check_planned, init_model, planned_config
 from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
 
 Log = Callable[[str], None]
@@ -361,11 +361,7 @@ def _resume(
             f"trainer state belongs to {describe_shape(recorded)}"
         )
     _check_memory(cfg, info, model_config, log, dist)
-    if cfg.block_size > model_config.context_length:
-        raise CheckpointError(
-            f"--block-size {cfg.block_size} is longer than the model's context of "
-            f"{model_config.context_length}"
-        )
+    check_block_size(cfg, model_config)
     with dist.main_first():
         data = _resume_data(cfg, state, log)
     check_fits_context(data, cfg.block_size)

@@ -187,7 +187,8 @@ class Trainer:
 
     # ------------------------------------------------------------ state
     def _restore(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"], self.fsdp)
+        source = state.get("loaded_from", "the trainer state")
+        load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"], self.fsdp, source)
         settings = dict(vars(self._schedule))
         self.scheduler.load_state_dict(state["scheduler"])
         # The schedule's settings come from the (possibly extended) config, not the file,
@@ -452,6 +453,7 @@ class Trainer:
                 temperature=cfg.temperature,
                 top_k=cfg.top_k,
                 seed=cfg.seed,
+                vocab_limit=self.tokenizer.n_vocab,  # a padded vocab's extra rows are no tokens
             )
         return self.tokenizer.decode(out[0, len(ids) :].tolist(), errors="replace")
 

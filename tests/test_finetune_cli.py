@@ -71,6 +71,19 @@ def test_every_field_is_a_flag_with_its_help_text() -> None:
     assert set(ISSUE_FLAGS) <= options
 
 
+@pytest.mark.parametrize("command", ["shakespeare", "pretrain"])
+def test_help_states_each_default_once(command: str) -> None:
+    """A command's own default (shakespeare's dropout 0.1) replaces the field's general one."""
+    sub = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices[command]
+    helps = {a.dest: a.help for a in sub._actions if a.help and a.help != argparse.SUPPRESS}
+    for dest, text in helps.items():
+        assert text.count("(default") <= 1, (command, dest, text)
+    if command == "shakespeare":
+        assert helps["dropout"].endswith("(default: 0.1)")
+
+
 def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text('max_iters = 7\nlr = 0.01\ndata = ["a.txt"]\nwandb-tags = ["x", "y"]\n')

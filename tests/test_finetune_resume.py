@@ -118,3 +118,21 @@ def test_resume_refusals_through_the_command_line(
     changed.write_text("max_iters = 5\nseed = 9\n")
     assert cli.main(["resume", str(run), "--config", str(changed)]) == 2
     assert "--seed (the run has 0) cannot change" in capsys.readouterr().err
+
+
+def test_resume_names_the_trainer_file_whose_optimizer_state_does_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
+    assert cli.main(train) == 0
+    trainer_pt = run / "last" / "trainer.pt"
+    state = torch.load(trainer_pt, weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"].pop()  # one parameter short
+    torch.save(state, trainer_pt)
+    capsys.readouterr()
+    assert cli.main(["resume", str(run), "--max-iters", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"the optimizer state in {trainer_pt} belongs to another model layout" in err
+    assert _steps(run) == [1, 2]

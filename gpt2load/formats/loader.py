@@ -95,9 +95,10 @@ def load_checkpoint(
 
     By default transposed and split weights (Hugging Face, OpenAI) also stay strided
     views of the file instead of being copied: the load then costs a few hundredths of
-    a second for 124M and almost no memory, which is what inference wants; a
-    transposed ``nn.Linear`` weight multiplies as fast as a copy for batches, though
-    a CPU decoding step reads contiguous weights faster (see ``gpt2load.model.Linear``).
+    a second for 124M and almost no memory, which is what inference wants. On the
+    CPU a transposed weight multiplies as fast as a copy (``gpt2load.cpu_matmul``
+    reads either layout); the query/key/value thirds of a fused ``c_attn`` are
+    slices that take ``F.linear``'s slower path instead.
     ``contiguous=True`` copies them into ``nn.Linear``'s own layout, once: what
     training wants (``finetune`` asks for it), and code that calls ``.view()`` on
     parameters needs it.
