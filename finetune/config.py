@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .device import DTYPE_ALIASES
 from .errors import ConfigError
 
 
@@ -68,7 +70,7 @@ class TrainConfig:
     tokenizer_dir: str | None = _f(
         None,
         "folder with GPT-2's encoder.json + vocab.bpe (default: $GPT2LOAD_TOKENIZER_DIR, "
-        "then tiktoken's gpt2)",
+        "else downloaded once into weights/tokenizer)",
         group="data",
         metavar="DIR",
     )
@@ -93,7 +95,12 @@ class TrainConfig:
         1024, "tokens per training sequence (at most the model's context)", minimum=1
     )
     batch_size: int = _f(8, "sequences per micro-batch", minimum=1)
-    grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", minimum=1)
+    grad_accum: int | None = _f(
+        None,
+        "micro-batches per optimizer step, over all processes (gradient accumulation; "
+        "default: one per process, so 1 without torchrun)",
+        minimum=1,
+    )
     max_iters: int = _f(2000, "optimizer steps to train for", minimum=1)
     lr: float | None = _f(
         None,
@@ -153,6 +160,7 @@ class TrainConfig:
         "auto: bf16 where supported, else fp16 with a grad scaler on GPUs, fp32 on CPU",
         group="device",
         choices=("auto", "bfloat16", "float16", "float32"),
+        aliases=DTYPE_ALIASES,
     )
     compile: bool = _f(False, "torch.compile the model", group="device")
     memory_check: bool = _f(
@@ -330,6 +338,13 @@ def _check_scalar(name: str, base: type, value: Any, source: str) -> Any:
     raise TypeError(f"unsupported config type {base}")  # pragma: no cover
 
 
+def _unalias(f: dataclasses.Field, value: Any) -> Any:
+    """The canonical spelling of a choice typed another common way (``bf16`` for ``bfloat16``),
+    so every command accepts what ``gpt2load --dtype`` accepts."""
+    aliases = f.metadata.get("aliases") or {}
+    return aliases.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+
 def coerce_value(name: str, value: Any, *, source: str = "config") -> Any:
     """Check one value against its field's type, choices and minimum; return it normalised."""
     key = name.replace("-", "_")
@@ -355,6 +370,7 @@ def coerce_value(name: str, value: Any, *, source: str = "config") -> Any:
     if isinstance(value, os.PathLike) and base is str:
         value = os.fspath(value)
     value = _check_scalar(key, base, value, source)
+    value = _unalias(f, value)
     choices = f.metadata.get("choices") or ()
     if choices and value not in choices:
         raise ConfigError(f"{source}: {key} must be one of {', '.join(choices)}; got {value!r}")
@@ -504,6 +520,8 @@ def add_config_flags(
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
                 kwargs.pop("metavar")
+                if f.metadata.get("aliases"):
+                    kwargs["type"] = functools.partial(_unalias, f)
             if is_list:
                 kwargs["nargs"] = "+"
         group.add_argument(_flag(name), **kwargs)

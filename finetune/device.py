@@ -17,6 +17,9 @@ from gpt2load.config import GPTConfig
 
 from .errors import DeviceError
 
+# Other spellings of --dtype's choices, as gpt2load's --dtype accepts them.
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
 GIB = 1024**3
 NO_GPU_EXIT_CODE = 2
 
@@ -136,11 +139,12 @@ def resolve_dtype(dtype: str, info: DeviceInfo) -> torch.dtype:
             return torch.bfloat16 if info.bf16 else torch.float16
         return torch.float32
     resolved = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if dtype not in resolved:
+    name = DTYPE_ALIASES.get(dtype.strip().lower(), dtype.strip().lower())
+    if name not in resolved:
         raise DeviceError(f"unknown --dtype {dtype!r}: use auto, bfloat16, float16 or float32")
-    if resolved[dtype] is torch.bfloat16 and not info.bf16:
+    if resolved[name] is torch.bfloat16 and not info.bf16:
         raise DeviceError(f"{info.name} does not support bfloat16; use --dtype float16")
-    return resolved[dtype]
+    return resolved[name]
 
 
 # ----------------------------------------------------------------- memory

@@ -25,16 +25,20 @@ included, and ``gpt2load.load(run/best)`` reads it like any other.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import ConfigError, DistributedNotSupported
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 # Rank 0 alone writes checkpoints and may prepare data while the others wait in a
 # collective; gpt2-xl's 19 GB of weights and optimizer state can take minutes to write,
@@ -68,6 +72,11 @@ class DistContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
+
+    def with_grad_accum(self, cfg: TrainConfig) -> TrainConfig:
+        """``cfg`` with ``--grad-accum`` decided: left out, it is one micro-batch per process,
+        so plain ``torchrun`` commands run as given and a run records the real number."""
+        return cfg if cfg.grad_accum is not None else cfg.replace(grad_accum=self.world_size)
 
     def local_grad_accum(self, grad_accum: int) -> int:
         """Micro-batches this rank runs per optimizer step (the global count split evenly).
@@ -224,6 +233,10 @@ def process_group(ctx: DistContext, device: torch.device, backend: str = "auto")
         yield
     finally:
         if owned and dist.is_initialized():
+            # The run's DDP wrapper sits in reference cycles (trainer <-> callbacks); free it
+            # while its group exists, or its reducer is torn down at exit against a destroyed
+            # group and gloo aborts the process ("terminate called without an active exception").
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -172,6 +172,7 @@ def start(
     """
     cfg.validate()
     dist = DistContext.from_env()
+    cfg = dist.with_grad_accum(cfg)
     if not dist.is_main:
         log = _silent
     info = check_device(cfg, log, dist)

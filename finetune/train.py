@@ -102,9 +102,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         resume_state: dict[str, Any] | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.device = device
         self.dist = dist or DistContext()
+        self.cfg = cfg = self.dist.with_grad_accum(cfg)
+        self.device = device
         self.data = data
         self.tokenizer = tokenizer
         self.callbacks = list(callbacks)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -398,7 +399,7 @@ def bench_load_tf(args: argparse.Namespace) -> Row:
 _PIPELINE_FIRST_TOKEN = """
 import sys
 from transformers import pipeline
-generator = pipeline("text-generation", model=sys.argv[1], device="cpu")
+generator = pipeline("text-generation", model=sys.argv[1], device=sys.argv[3])
 out = generator(sys.argv[2], max_new_tokens=1, do_sample=False)
 print(out[0]["generated_text"])
 """
@@ -413,10 +414,9 @@ def bench_cold_start(args: argparse.Namespace) -> Row:
     prompt = "Every effort moves"
     repeats = 1 if args.quick else 5
     ours_cmd = [sys.executable, "-m", "gpt2load", "generate", folder, "--prompt", prompt]
-    ours_cmd += ["--max-new-tokens", "1", "--temperature", "0"]
-    ours_s, peer_s, ours_out, peer_out = paired_process_medians(
-        ours_cmd, [sys.executable, "-c", _PIPELINE_FIRST_TOKEN, folder, prompt], repeats
-    )
+    ours_cmd += ["--max-new-tokens", "1", "--temperature", "0", "--device", args.device]
+    peer_cmd = [sys.executable, "-c", _PIPELINE_FIRST_TOKEN, folder, prompt, args.device]
+    ours_s, peer_s, ours_out, peer_out = paired_process_medians(ours_cmd, peer_cmd, repeats)
     if ours_out.strip() != peer_out.strip():
         raise RuntimeError(f"the first tokens differ: {ours_out!r} vs {peer_out!r}")
     return Row(
@@ -440,10 +440,13 @@ def _hf_model(folder: Path, device: str, dropout: float = 0.0):
     ).to(device)
 
 
-def bench_train_step(args: argparse.Namespace) -> Row:
-    """One optimizer step at batch 4 x 256 with AdamW: finetune's ``Trainer.train_step``
-    against the same step on ``GPT2LMHeadModel`` (fused AdamW, as the HF Trainer's default).
-    fp32 on the CPU, bf16 autocast on GPUs that have it."""
+def _train_step_pair(
+    args: argparse.Namespace, batch: int, block: int, compiled: bool
+) -> tuple[float, float, Any, Any]:
+    """Median seconds of one optimizer step (AdamW, grad clip) for finetune's
+    ``Trainer.train_step`` and for the same step on ``GPT2LMHeadModel`` (fused AdamW, as the
+    HF Trainer's default), both under ``torch.compile`` when ``compiled``; fp32 on the CPU,
+    bf16 autocast on GPUs that have it. Returns (ours_s, peer_s, dtype, device info)."""
     import numpy as np
     import torch
 
@@ -454,7 +457,6 @@ def bench_train_step(args: argparse.Namespace) -> Row:
     from finetune.train import Trainer
 
     fixtures = build_fixtures(args.cache, args.model)
-    batch, block = 4, 256
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
@@ -474,6 +476,7 @@ def bench_train_step(args: argparse.Namespace) -> Row:
             dropout=0.0,
             force_cpu=cpu,
             device=args.device,
+            compile=compiled,
             progress=False,
             sample_interval=0,
             wandb=False,
@@ -492,6 +495,7 @@ def bench_train_step(args: argparse.Namespace) -> Row:
             betas=(0.9, 0.95),
             fused=True,
         )
+        forward = torch.compile(peer) if compiled else peer
         x = torch.from_numpy(
             np.fromfile(data_dir / "train.bin", dtype=np.uint16)[: batch * block].astype(np.int64)
         ).view(batch, block)
@@ -499,16 +503,24 @@ def bench_train_step(args: argparse.Namespace) -> Row:
 
         def peer_step() -> None:
             with torch.autocast(device_type=info.type, dtype=amp, enabled=amp is not torch.float32):
-                loss = peer(input_ids=x, labels=x).loss
+                loss = forward(input_ids=x, labels=x).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         repeats = 3 if args.quick else 9
+        warmup = 3 if compiled else 2  # compilation happens in the first calls
         ours_s, peer_s = paired_medians(
-            trainer.train_step, peer_step, repeats, warmup=2, sync=_sync(args.device)
+            trainer.train_step, peer_step, repeats, warmup=warmup, sync=_sync(args.device)
         )
+    return ours_s, peer_s, amp, info
+
+
+def bench_train_step(args: argparse.Namespace) -> Row:
+    """One optimizer step at batch 4 x 256 with AdamW (see :func:`_train_step_pair`)."""
+    batch, block = 4, 256
+    ours_s, peer_s, amp, _ = _train_step_pair(args, batch, block, compiled=False)
     tokens = batch * block
     return Row(
         key="train_step",
@@ -521,6 +533,40 @@ def bench_train_step(args: argparse.Namespace) -> Row:
         peer_value=tokens / peer_s,
         target=1.1,
         higher_is_better=True,
+    )
+
+
+MFU_GOAL = 0.45  # of the GPU's dense bf16 peak, for 124M at context 1024 (nanoGPT: about a third)
+
+
+def bench_train_mfu(args: argparse.Namespace) -> Row:
+    """Model FLOPs utilisation of training on a GPU: bf16 autocast and ``torch.compile``, batch
+    12 x 1024 (nanoGPT's), both sides compiled. The ratio compares with transformers; the row
+    also needs ours at or above :data:`MFU_GOAL` of the GPU's peak."""
+    if not args.device.startswith("cuda"):
+        raise Skip("MFU is a GPU figure (bf16 peak FLOP/s): run with --device cuda")
+    from finetune.device import flops_per_token
+
+    batch, block = 12, 1024
+    ours_s, peer_s, amp, info = _train_step_pair(args, batch, block, compiled=True)
+    if info.peak_flops is None:
+        raise Skip(f"the bf16 peak of {info.name} is not in finetune.device's table")
+    flops_per_step = flops_per_token(model_config(args.model), block) * batch * block
+    ours_mfu = flops_per_step / ours_s / info.peak_flops
+    peer_mfu = flops_per_step / peer_s / info.peak_flops
+    return Row(
+        key="train_mfu",
+        name=f"training MFU, {args.model}, batch {batch} x {block}, "
+        f"{str(amp).removeprefix('torch.')}, torch.compile, {info.name}",
+        ours="finetune Trainer.train_step --compile",
+        peer="GPT2LMHeadModel compiled + fused AdamW",
+        unit="% MFU",
+        ours_value=100 * ours_mfu,
+        peer_value=100 * peer_mfu,
+        target=1.0,
+        higher_is_better=True,
+        notes={"mfu_goal_percent": 100 * MFU_GOAL},
+        extra_ok=ours_mfu >= MFU_GOAL,
     )
 
 
@@ -657,6 +703,7 @@ ROWS: dict[str, Callable[[argparse.Namespace], Row]] = {
     "load_tf": bench_load_tf,
     "cold_start": bench_cold_start,
     "train_step": bench_train_step,
+    "train_mfu": bench_train_mfu,
     "generate": bench_generate,
     "prepare": bench_prepare,
     "kv_cache": bench_kv_cache,

@@ -2,20 +2,45 @@
 
 The finetune CLI writes checkpoints from rank 0 only, so the weights the other
 rank holds can only be seen from inside the process; this worker saves them as
-``OUT/rank{N}.pt`` after the last step for the test to compare.
+``OUT/rank{N}.pt`` after the last step for the test to compare. It also records
+every gradient all-reduce DDP makes (a communication hook around the default
+one) as ``OUT/rank{N}-syncs.json``: [step, bucket] pairs, so the test can see
+that each bucket is synced once per optimizer step, not once per micro-batch.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from finetune.config import TrainConfig
 from finetune.launch import start
+
+SYNCS: list[tuple[int, int]] = []  # (optimizer step, DDP bucket) of every gradient all-reduce
+STEP = {"now": 1}
+
+
+def counting_wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    ddp = REAL_WRAP_DDP(model, device)
+
+    # No annotations: DDP checks them, and this module's are strings (__future__ annotations).
+    def hook(state, bucket):  # noqa: ANN001, ANN202
+        SYNCS.append((STEP["now"], bucket.index()))
+        return allreduce_hook(state, bucket)
+
+    ddp.register_comm_hook(None, hook)
+    return ddp
+
+
+TRAIN = importlib.import_module("finetune.train")  # the module; finetune.train is also a function
+REAL_WRAP_DDP = TRAIN.wrap_ddp
+TRAIN.wrap_ddp = counting_wrap_ddp
 
 
 def main() -> int:
@@ -24,7 +49,9 @@ def main() -> int:
     rank = int(os.environ["RANK"])
 
     def dump_at_end(trainer, record) -> None:  # noqa: ANN001 - a finetune Callback
+        STEP["now"] = record["step"] + 1
         if record["step"] == cfg.max_iters:
+            (out / f"rank{rank}-syncs.json").write_text(json.dumps(SYNCS))
             state = {k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()}
             torch.save(state, out / f"rank{rank}.pt")
 

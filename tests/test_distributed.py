@@ -1,8 +1,9 @@
 """Data-parallel training: two real processes under torchrun, gloo on the CPU.
 
-Each launch trains the tiny model with a global batch of 2 micro-batches per
-step, split 1 + 1 over the ranks; a single process with the same global batch
-is the reference for every loss, and the ranks' weights must stay identical.
+Each launch trains the tiny model with a global batch of 4 micro-batches per
+step, split 2 + 2 over the ranks (so each rank accumulates, and must sync only
+on its last micro-batch); a single process with the same global batch is the
+reference for every loss, and the ranks' weights must stay identical.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _config(root: Path, out: str, **overrides: object) -> TrainConfig:
         "data": [str(root / "ds")],
         "data_dir": str(root / "data"),
         "batch_size": 4,
-        "grad_accum": 2,
+        "grad_accum": 4,
         "max_iters": 6,
         "lr": 3e-3,
         "warmup_iters": 2,
@@ -122,6 +123,20 @@ def test_ranks_hold_identical_weights(ddp_run: Path) -> None:
         assert torch.equal(tensor, rank0[name]), f"checkpoint {name} is not rank 0's"
 
 
+def test_each_rank_syncs_gradients_once_per_optimizer_step(ddp_run: Path) -> None:
+    """Two micro-batches per rank and step: DDP all-reduces every gradient bucket once per step
+    (after the last micro-batch), never for the first."""
+    for rank in (0, 1):
+        syncs = json.loads((ddp_run / f"rank{rank}-syncs.json").read_text())
+        by_step: dict[int, list[int]] = {}
+        for step, bucket in syncs:
+            by_step.setdefault(step, []).append(bucket)
+        assert sorted(by_step) == list(range(1, 7)), f"rank {rank} synced outside steps 1-6"
+        buckets = sorted(by_step[1])
+        assert buckets and buckets == sorted(set(buckets)), f"rank {rank}: a bucket synced twice"
+        assert all(sorted(b) == buckets for b in by_step.values()), by_step
+
+
 def test_losses_match_a_single_process_with_the_same_global_batch(
     ddp_run: Path, single_run: Path
 ) -> None:
@@ -141,17 +156,22 @@ def test_a_ranks_checkpoint_resumes_in_one_process(ddp_run: Path, single_run: Pa
     _assert_same_losses(_losses(ddp_run / "ddp"), _losses(single_run))
 
 
-def test_fsdp_through_the_cli_matches_a_single_process(ddp_run: Path, single_run: Path) -> None:
-    """The user's own command: ``torchrun -m finetune pretrain ... --fsdp``."""
+def test_fsdp_through_the_cli_matches_a_single_process(ddp_run: Path) -> None:
+    """The user's own command: ``torchrun -m finetune pretrain ... --fsdp``, with no
+    --grad-accum: one micro-batch per process, so 2 per step, like a single process given 2."""
     cfg = _config(ddp_run, "fsdp")
     flags = (
         f"--data {cfg.data[0]} --data-dir {cfg.data_dir} --out {cfg.out} --init scratch "
-        "--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --grad-accum 2 "
+        "--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 "
         "--max-iters 6 --lr 3e-3 --warmup-iters 2 --lr-schedule constant --eval-interval 3 --save-interval 3 "
         "--sample-interval 0 --force-cpu --no-progress --seed 0 --fsdp"
     ).split()
     proc = _torchrun(["-m", "finetune", "pretrain", *flags], cwd=ddp_run)
     assert "FSDP (sharded)" in proc.stdout
-    _assert_same_losses(_losses(Path(cfg.out)), _losses(single_run)[:6])
+    assert "--grad-accum 2 is split 1 per process" in proc.stdout
+    assert "grad_accum = 2" in (Path(cfg.out) / "config.toml").read_text()
+    reference = start(_config(ddp_run, "single-accum2", grad_accum=2), log=_quiet)
+    assert reference.status == "completed"
+    _assert_same_losses(_losses(Path(cfg.out)), _losses(ddp_run / "single-accum2"))
     # The sharded run's checkpoint is whole: it loads like any other.
     assert load(Path(cfg.out) / "best").config.n_layer == 2

@@ -296,3 +296,14 @@ def test_config_defaults_are_consistent() -> None:
     shakespeare = build_config("shakespeare", {})
     shakespeare.replace(data=["x"]).validate()  # the command's defaults make a valid run
     assert TrainConfig.from_dict(tomllib.loads(to_toml(shakespeare))) == shakespeare
+
+
+def test_dtype_takes_the_spellings_gpt2load_takes(tmp_path: Path) -> None:
+    for spelling, canonical in (("bf16", "bfloat16"), ("FP16", "float16"), ("fp32", "float32")):
+        flags = vars(_parser().parse_args(["--dtype", spelling]))
+        assert build_config("pretrain", flags).dtype == canonical
+    toml = tmp_path / "run.toml"
+    toml.write_text('dtype = "bf16"\n')
+    assert build_config("pretrain", {}, toml).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--dtype", "int8"])
