@@ -311,35 +311,89 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 # ------------------------------------------------------------------ W&B
-@pytest.mark.slow
-def test_wandb_offline_writes_a_run_folder_with_the_metrics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _wandb_offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No W&B login anywhere (no key, an empty netrc, no WANDB_MODE): what a new user has."""
     pytest.importorskip("wandb")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    netrc = tmp_path / "empty-netrc"
+    netrc.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     wandb_dir = tmp_path / "wandb-home"
-    monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return wandb_dir
+
+
+def _offline_blob(wandb_dir: Path) -> bytes:
+    runs = list((wandb_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    return next(runs[0].glob("run-*.wandb")).read_bytes()
+
+
+@pytest.mark.slow
+def test_wandb_without_a_login_logs_offline_with_metrics_config_and_tags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wandb_dir = _wandb_offline_env(tmp_path, monkeypatch)
     messages: list[str] = []
     cfg = tiny_config(
         tmp_path,
         max_iters=4,
         eval_interval=2,
         wandb=True,
-        wandb_project="finetune-test",
-        wandb_tags=["test"],
+        wandb_project="finetune-test-project",
+        wandb_tags=["tag-xyz-7"],
+        weight_decay=0.0731,
     )
     result = start(cfg, log=messages.append)
     assert result.status == "completed"
-    runs = list((wandb_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    assert any("no W&B login found, logging offline" in m for m in messages)
     assert any("wandb sync" in m for m in messages)
-    blob = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"train/loss", b"val/loss", b"train/lr", b"perf/tokens_per_s", b"train/eval_loss"):
-        assert key in blob
+    blob = _offline_blob(wandb_dir)
+    for key in (
+        b"train/loss",
+        b"val/loss",
+        b"train/lr",
+        b"train/grad_norm",
+        b"perf/tokens_per_s",
+        b"train/eval_loss",
+    ):
+        assert key in blob, key
     last = read_metrics(Path(cfg.out))[-1]
     assert json.dumps(last["val_loss"]).encode() in blob  # the logged value itself
+    assert b"finetune-test-project" in blob and b"tag-xyz-7" in blob
+    assert b"weight_decay" in blob and b"0.0731" in blob  # the whole config, values included
+
+
+@pytest.mark.slow
+def test_wandb_logs_the_samples_as_a_table(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wandb_dir = _wandb_offline_env(tmp_path, monkeypatch)
+    cfg = tiny_config(
+        tmp_path,
+        max_iters=4,
+        eval_interval=4,
+        sample_interval=2,
+        sample_tokens=8,
+        sample_prompt="ROMEO-PROMPT-9:",
+        tokenizer_dir=str(tokenizer_dir),
+        wandb=True,
+    )
+    assert start(cfg, log=_quiet).status == "completed"
+    blob = _offline_blob(wandb_dir)
+    assert b"samples" in blob and b"table-file" in blob
+    tables = list(
+        (wandb_dir / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json")
+    )
+    assert len(tables) == 2  # logged whole at steps 2 and 4
+    final = max(tables, key=lambda p: int(p.name.split("_")[1]))
+    table = json.loads(final.read_text())
+    assert table["columns"] == ["step", "prompt", "sample"]
+    assert [row[0] for row in table["data"]] == [2, 4]
+    assert all(row[1] == "ROMEO-PROMPT-9:" and row[2] for row in table["data"])
 
 
 def test_wandb_failure_never_stops_training(
