@@ -246,6 +246,9 @@ def tokenizer_id(encoding: Any) -> str:
     return f"{encoding.name}/{encoding.n_vocab}"
 
 
+GPT2_TOKENIZER_ID = "gpt2/50257"  # tokenizer_id(gpt2load.get_tokenizer()), whatever its files
+
+
 # ------------------------------------------------------------------- prepare
 def open_prepared(folder: str | os.PathLike[str]) -> PreparedData:
     """A prepared folder (``train.bin`` + ``val.bin``), with or without our ``meta.json``."""
@@ -344,12 +347,11 @@ def prepare_text(
     if all(f.stat().st_size == 0 for f in files):
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
-    if encoding is None:
-        from gpt2load.tokenizer import get_tokenizer
-
-        encoding = get_tokenizer(tokenizer_dir)
     hashes = [file_sha256(f) for f in files]
-    key = source_key(hashes, val_fraction, tokenizer_id(encoding))
+    # GPT-2's tokenizer files are checked against their published hashes, so its id is known
+    # without them: a cached preparation is found even where no tokenizer is at hand.
+    ident = tokenizer_id(encoding) if encoding is not None else GPT2_TOKENIZER_ID
+    key = source_key(hashes, val_fraction, ident)
     folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files))
     if not force and (hit := _cached(folder, key)) is not None:
         log(
@@ -369,6 +371,10 @@ def prepare_text(
     if not docs:
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
+    if encoding is None:
+        from gpt2load.tokenizer import get_tokenizer
+
+        encoding = get_tokenizer(tokenizer_dir)
     train_docs, val_docs = split_documents(docs, val_fraction)
     train, val = encode_splits(encoding, [train_docs, val_docs], threads)
     folder.mkdir(parents=True, exist_ok=True)

@@ -161,15 +161,18 @@ def get_tokenizer(
     except (DownloadError, OSError, ValueError, requests.RequestException) as exc:
         with contextlib.suppress(OSError):
             cache.rmdir()  # only when the failed attempt left it empty
-        where = f" in {Path(folder)}" if folder is not None else ""
+        looked = [str(Path(folder))] if folder is not None else []
+        env_dir = os.environ.get(TOKENIZER_DIR_ENV, "").strip()
+        looked.append(f"${TOKENIZER_DIR_ENV} ({env_dir or 'not set'})")
         raise TokenizerNotFoundError(
-            f"no GPT-2 tokenizer available: no {ENCODER_JSON} + {VOCAB_BPE} (or "
-            f"{HF_NAMES[ENCODER_JSON]} + {HF_NAMES[VOCAB_BPE]}){where} or in "
-            f"${TOKENIZER_DIR_ENV}, and downloading them into {cache} failed: {exc}. Either put "
-            f"{ENCODER_JSON} and {VOCAB_BPE} in the model folder or point {TOKENIZER_DIR_ENV} at "
-            f"a folder holding them (`gpt2load download gpt2` adds them to its folder), or allow "
-            f"the download: network access to openaipublic.blob.core.windows.net, or "
-            f"{MIRROR_ENV}=URL for a mirror serving /gpt-2/encodings/main/."
+            f"no GPT-2 tokenizer available: {ENCODER_JSON} + {VOCAB_BPE} (or "
+            f"{HF_NAMES[ENCODER_JSON]} + {HF_NAMES[VOCAB_BPE]}) are not in "
+            f"{' nor '.join(looked)}, and downloading them into {cache} failed: {exc}. "
+            f"Give a folder holding the two files (a model folder, `finetune --tokenizer-dir "
+            f"DIR`, or {TOKENIZER_DIR_ENV}=DIR; `gpt2load download gpt2` adds them to its "
+            f"folder), or allow the download: network access to "
+            f"openaipublic.blob.core.windows.net, or {MIRROR_ENV}=URL for a mirror serving "
+            f"/gpt-2/encodings/main/."
         ) from exc
     return _encoding_from_files((target / ENCODER_JSON).resolve(), (target / VOCAB_BPE).resolve())
 

@@ -228,3 +228,27 @@ def test_prepare_command_on_files(tmp_path: Path, tokenizer_dir: Path) -> None:
     meta = json.loads((tmp_path / "d" / "n" / "meta.json").read_text())
     assert meta["val_fraction"] == 0.25 and meta["train_tokens"] == 3 * meta["val_tokens"] > 0
     assert cli.main(["prepare", str(tmp_path / "absent.txt"), "--data-dir", str(tmp_path)]) == 2
+
+
+def test_a_prepared_source_trains_without_any_tokenizer_at_hand(
+    tmp_path: Path,
+    tokenizer_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once text is prepared, training needs no tokenizer (only samples do): with none found
+    and no network, the run trains and says it skips samples."""
+    text = tmp_path / "notes.txt"
+    text.write_text("A line of plain words for a tiny model to learn. " * 300)
+    common = ["--data", str(text), "--data-dir", str(tmp_path / "data")]
+    assert cli.main(["prepare", *common[1:2], "--data-dir", common[3], "--tokenizer-dir",
+                     str(tokenizer_dir)]) == 0  # fmt: skip
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
+    monkeypatch.setenv("GPT2LOAD_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    capsys.readouterr()
+    flags = "--init scratch --n-layer 1 --n-head 2 --n-embd 16 --block-size 16 --batch-size 2 "
+    flags += "--max-iters 2 --eval-interval 2 --sample-interval 1 --force-cpu --no-progress"
+    assert cli.main(["pretrain", *common, "--out", str(tmp_path / "run"), *flags.split()]) == 0
+    out = capsys.readouterr().out
+    assert "using prepared" in out and "no tokenizer for samples" in out

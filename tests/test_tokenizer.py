@@ -122,8 +122,10 @@ def test_no_files_and_no_network_names_both_fixes(tmp_path: Path) -> None:
     with pytest.raises(TokenizerNotFoundError) as info:
         get_tokenizer(tmp_path / "model", progress=False)
     message = str(info.value)
-    assert "encoder.json and vocab.bpe in the model folder" in message
-    assert "GPT2LOAD_TOKENIZER_DIR" in message
+    assert f"are not in {tmp_path / 'model'} nor $GPT2LOAD_TOKENIZER_DIR (not set)" in message
+    assert (
+        "a model folder, `finetune --tokenizer-dir DIR`, or GPT2LOAD_TOKENIZER_DIR=DIR" in message
+    )
     assert "allow the download" in message and "GPT2LOAD_MIRROR" in message
     assert "127.0.0.1:9/gpt-2/encodings/main/encoder.json" in message  # what was tried
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").rglob("*"))
@@ -133,5 +135,5 @@ def test_downloads_switched_off_name_both_fixes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
-    with pytest.raises(TokenizerNotFoundError, match="switched off.*in the model folder"):
+    with pytest.raises(TokenizerNotFoundError, match="switched off.*a model folder"):
         get_tokenizer(tmp_path, progress=False)
