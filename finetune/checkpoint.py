@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,14 @@ def write_checkpoint(
     info: dict[str, Any],
     model_metadata: dict[str, Any] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> Path:
     """Write ``run_dir/name`` (model, trainer state, info) as one atomic swap.
 
     ``model_state``, when given, is written instead of ``model.state_dict()``:
     under FSDP the module only holds this rank's shards, and the whole state
-    has been gathered for rank 0.
+    has been gathered for rank 0. ``extra_files`` (name -> source) are copied in,
+    so that the tokenizer travels with the weights and the folder works alone.
     """
     if model_state is not None:
         model = _GatheredModel(model.config, model_state)  # type: ignore[arg-type]
@@ -123,6 +126,8 @@ def write_checkpoint(
         with atomic_path(tmp / TRAINER_FILE) as path:
             torch.save(state, path)
         atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=2, default=str) + "\n")
+        for filename, source in (extra_files or {}).items():
+            shutil.copyfile(source, tmp / filename)
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -309,7 +309,20 @@ class Trainer:
             info,
             metadata,
             model_state=model_state,
+            extra_files=self._tokenizer_files(),
         )
+
+    def _tokenizer_files(self) -> dict[str, Path]:
+        """GPT-2's tokenizer files, if at hand, for a checkpoint that works alone
+        (``gpt2load generate RUN/best`` offline); a missing tokenizer is no reason to fail."""
+        from gpt2load.tokenizer import ENCODER_JSON, VOCAB_BPE, local_tokenizer_files
+
+        init = Path(self.cfg.init).expanduser()
+        for place in (self.cfg.tokenizer_dir, init if init.exists() else None):
+            pair = local_tokenizer_files(place)
+            if pair is not None:
+                return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]}
+        return {}
 
     # ------------------------------------------------------------ output
     def log(self, message: str) -> None:

@@ -63,6 +63,17 @@ def _candidates(path: str | os.PathLike[str] | None) -> list[Path]:
     return candidates
 
 
+def local_tokenizer_files(path: str | os.PathLike[str] | None = None) -> tuple[Path, Path] | None:
+    """(encoder, merges) files that :func:`get_tokenizer` would read for ``path`` without any
+    download (a folder of ours, ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache); None when
+    there are none. For copying them beside a checkpoint so the folder is complete."""
+    for folder in [*_candidates(path), cache_dir()]:
+        pair = _pair_in(folder)
+        if pair is not None:
+            return pair[0].resolve(), pair[1].resolve()
+    return None
+
+
 def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
     """The folder holding ``encoder.json`` + ``vocab.bpe`` (or ``vocab.json`` + ``merges.txt``)
     for ``path`` (a file or folder), else ``$GPT2LOAD_TOKENIZER_DIR``; None when neither has them.

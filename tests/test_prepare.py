@@ -252,3 +252,8 @@ def test_a_prepared_source_trains_without_any_tokenizer_at_hand(
     assert cli.main(["pretrain", *common, "--out", str(tmp_path / "run"), *flags.split()]) == 0
     out = capsys.readouterr().out
     assert "using prepared" in out and "no tokenizer for samples" in out
+    assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir()) == [
+        "info.json",
+        "model.safetensors",
+        "trainer.pt",
+    ]

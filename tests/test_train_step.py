@@ -150,3 +150,21 @@ def test_no_mfu_without_a_known_peak_or_in_float32(tmp_path: Path) -> None:
     result = start(tiny_config(tmp_path, max_iters=2, eval_interval=2), log=_quiet)
     assert result.status == "completed"
     assert all("mfu" not in r for r in read_metrics(tmp_path / "run"))
+
+
+def test_checkpoints_carry_the_tokenizer_so_they_work_alone(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpt2load.tokenizer import get_tokenizer
+
+    cfg = tiny_config(tmp_path, max_iters=2, eval_interval=2, tokenizer_dir=str(tokenizer_dir))
+    assert start(cfg, log=_quiet).status == "completed"
+    for name in ("best", "last"):
+        folder = Path(cfg.out) / name
+        for filename in ("encoder.json", "vocab.bpe"):
+            assert (folder / filename).read_bytes() == (tokenizer_dir / filename).read_bytes()
+    expected = get_tokenizer(tokenizer_dir).encode("ROMEO: Thou art")
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
+    monkeypatch.setenv("GPT2LOAD_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    assert get_tokenizer(Path(cfg.out) / "best").encode("ROMEO: Thou art") == expected
