@@ -207,8 +207,6 @@ def _start(
     cfg = cfg.replace(
         n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd
     )
-    if planned_config(cfg) is None:
-        _check_memory(cfg, info, model.config, log, dist)
     trainer = Trainer(
         cfg,
         model,

@@ -13,7 +13,14 @@ from gpt2load.config import VOCAB_SIZE, GPTConfig, canonical_name, is_model_name
 from gpt2load.model import GPT, MultiHeadAttention
 from gpt2load.native import NATIVE_FILENAME, NATIVE_FORMAT
 
-from .checkpoint import BEST, LAST, CheckpointError, describe_shape, load_model_weights
+from .checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    describe_shape,
+    load_model_weights,
+    same_shape,
+)
 from .config import SCRATCH_SHAPE, TrainConfig
 from .errors import WeightsDownloadError
 
@@ -59,18 +66,33 @@ def _native_file(path: Path) -> Path | None:
     return file if meta.get("format") == NATIVE_FORMAT and "config" in meta else None
 
 
-def planned_config(cfg: TrainConfig) -> GPTConfig | None:
-    """The model's shape before anything is downloaded or loaded, when it can be known."""
+def planned_config(cfg: TrainConfig) -> GPTConfig:
+    """The model's shape before anything is downloaded or loaded (a named model's is its
+    preset; a checkpoint's is read from its headers), so bad settings fail first."""
     if cfg.is_scratch:
         return scratch_config(cfg)
     path = init_path(cfg.init)
-    if path is None and is_model_name(cfg.init):
-        return preset(cfg.init)
-    if path is not None and (native := _native_file(path)) is not None:
+    if path is None:
+        if is_model_name(cfg.init):
+            return preset(cfg.init)
+        raise _no_such_init(cfg.init)
+    if (native := _native_file(path)) is not None:
         from .checkpoint import read_model_config
 
         return read_model_config(native.parent)
-    return None
+    from gpt2load.formats.checkpoint import open_checkpoint
+
+    try:  # headers and names only: no tensor is read
+        return open_checkpoint(path).plan.config
+    except (ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
+
+
+def _no_such_init(init: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"--init {init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, "
+        f"gpt2-large, gpt2-xl) nor an existing checkpoint"
+    )
 
 
 def check_shape_flags(cfg: TrainConfig, config: GPTConfig, source: str) -> None:
@@ -101,11 +123,24 @@ def download_failed(init: str, exc: BaseException) -> WeightsDownloadError:
     )
 
 
-def check_planned(cfg: TrainConfig, config: GPTConfig | None) -> None:
+def check_named_size(name: str, config: GPTConfig) -> None:
+    """Weights fetched for a GPT-2 name must be that size: a mirror or a hand-copied folder can
+    hold another model, and the published checksums do not cover every file of every host."""
+    expected = preset(name)
+    if not same_shape(config, expected):
+        from gpt2load.downloads.fetch import weights_root
+
+        folder = weights_root() / canonical_name(name)
+        raise CheckpointError(
+            f"--init {name}: the weights found for it ({describe_shape(config)}) are not "
+            f"{canonical_name(name)} ({describe_shape(expected)}). Delete {folder} and let it "
+            f"download again, or pass the folder holding them as --init to train them as they are"
+        )
+
+
+def check_planned(cfg: TrainConfig, config: GPTConfig) -> None:
     """What can be refused from the planned shape alone, before data or weights are fetched:
     shape flags that disagree with trained weights, a context longer than the model's."""
-    if config is None:
-        return
     if not cfg.is_scratch:
         check_shape_flags(cfg, config, cfg.init)
     check_block_size(cfg, config)
@@ -140,10 +175,7 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
     else:
         path = init_path(cfg.init)
         if path is None and not is_model_name(cfg.init):
-            raise FileNotFoundError(
-                f"--init {cfg.init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, "
-                f"gpt2-large, gpt2-xl) nor an existing checkpoint"
-            )
+            raise _no_such_init(cfg.init)
         native = _native_file(path) if path is not None else None
         if native is not None:
             from .checkpoint import read_model_config
@@ -163,6 +195,8 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
                 raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
             except DownloadError as exc:
                 raise download_failed(cfg.init, exc) from exc
+            if path is None:
+                check_named_size(cfg.init, model.config)
             check_shape_flags(cfg, model.config, cfg.init)
         log(
             f"model: {cfg.init} ({describe_shape(model.config)}), "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from .config import PRESETS, canonical_name, is_model_name
+from .config import PRESETS, canonical_name, is_model_name, preset
 from .downloads import default_dir
 from .downloads.digests import sha256_file
 from .downloads.manifest import RECORD_NAME, Record, RecordedFile, read_record
@@ -106,7 +106,7 @@ def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
     sources = [check_source(source)] if source else list(SOURCES)
     for src in sources:
         folder = default_dir(model, src)
-        if folder.is_dir():
+        if folder.is_dir() and any(folder.iterdir()):  # an empty one is a failed download
             return folder.resolve()
     looked = ", ".join(str(default_dir(model, s)) for s in sources)
     raise FileNotFoundError(
@@ -290,6 +290,8 @@ def verify(
         report = VerifyReport(str(path))
         evidence = check_files(report, path)
         model = _load(report, path, device)
+        if model is not None and not Path(target).expanduser().exists():
+            _check_named_size(report, str(target), model)
     if model is None:
         return report
     if not check_tensors(report, model):
@@ -319,6 +321,19 @@ def _load(report: VerifyReport, path: Path, device: str | torch.device) -> GPT |
     shape = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}"
     report.add("load", True, f"{shape}, vocab {config.vocab_size}, context {config.context_length}")
     return model
+
+
+def _check_named_size(report: VerifyReport, name: str, model: GPT) -> None:
+    """A folder found by a model's name must hold that model: hashes are not published for
+    every file of every host, and a mirror or a copied folder can hold anything."""
+    expected = preset(name)
+    keys = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size")
+    wrong = [
+        f"{k} {getattr(model.config, k)} (expected {getattr(expected, k)})"
+        for k in keys
+        if getattr(model.config, k) != getattr(expected, k)
+    ]
+    report.add(f"size of {canonical_name(name)}", not wrong, ", ".join(wrong) or "as published")
 
 
 def _tokenizer(report: VerifyReport, path: Path | None) -> Tokenizer | None:

@@ -168,7 +168,7 @@ def test_server_vouching_for_other_bytes_is_rejected(server: FileServer, tmp_pat
 
 
 def test_size_disagreement_is_caught_from_the_headers(server: FileServer, tmp_path: Path) -> None:
-    message = f"expected {len(DATA) + 1} bytes .*Content-Length says {len(DATA)}"
+    message = f"the expected size is {len(DATA) + 1} bytes, .*Content-Length says {len(DATA)}"
     with pytest.raises(ChecksumError, match=message):
         fetch(server, tmp_path / "data.bin", size=len(DATA) + 1)
     assert leftovers(tmp_path) == []

@@ -75,7 +75,9 @@ def test_failed_download_in_a_real_process(tmp_path: Path) -> None:
     assert result.returncode == 2
     line = one_error_line(result.stderr, "download")
     assert "giving up on http://127.0.0.1:9/" in line and "(Connection refused)" in line
+    assert "--mirror" in line and "GPT2LOAD_WEIGHTS_DIR" in line  # the ways round
     assert result.stdout == ""
+    assert not (tmp_path / "weights").exists()  # no empty folder to mistake for a download
 
 
 def test_failed_download_on_first_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,7 +93,7 @@ def test_checksum_failure_is_one_line(
     serve_release(server, "gpt2", "hf")  # random bytes where 548,105,171 published ones belong
     assert main(["download", "gpt2", "--mirror", server.url, "--quiet"]) == 2
     line = one_error_line(capsys.readouterr().err, "download")
-    assert "expected 548105171 bytes" in line
+    assert "the expected size is 548105171 bytes" in line
 
 
 @pytest.fixture

@@ -79,3 +79,60 @@ def test_a_download_error_from_anywhere_exits_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "host unreachable after 3 tries" in err
     assert "GPT2LOAD_MIRROR" in err
+
+
+def test_a_missing_init_is_said_before_data_is_prepared(
+    tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("some text to prepare " * 50)
+    data_dir = tmp_path / "data"
+    err = _run(capsys, "--data", str(text), "--data-dir", str(data_dir), "--init", "nowhere/x")
+    assert "--init 'nowhere/x' is neither scratch, a GPT-2 name" in err
+    assert not data_dir.exists() and not (tmp_path / "runs").exists()
+
+
+def test_any_checkpoint_layout_is_sized_up_before_data_is_prepared(
+    tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Hugging Face file, not a finetune one: its shape still comes from its headers."""
+    from gpt2load.config import GPTConfig
+
+    from .checkpoint_factory import random_hf_state_dict, write_hf_safetensors
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, context_length=64, vocab_size=50257)
+    write_hf_safetensors(tmp_path / "hf", random_hf_state_dict(config), config)
+    text = tmp_path / "t.txt"
+    text.write_text("some text to prepare " * 50)
+    data_dir = tmp_path / "data"
+    common = ["--data", str(text), "--data-dir", str(data_dir), "--init", str(tmp_path / "hf")]
+    err = _run(capsys, *common, "--block-size", "128")
+    assert "--block-size 128 is longer than the model's context of 64" in err
+    err = _run(capsys, *common, "--n-embd", "64", "--block-size", "32")
+    assert "--n-embd 64 (the checkpoint has 32)" in err
+    assert not data_dir.exists()
+
+
+def test_weights_of_another_size_under_a_models_name_are_refused(
+    tmp_path: Path,
+    offline_weights: Path,
+    tokenizer_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mirror or a copied folder can put any model where gpt2-medium belongs."""
+    import shutil
+
+    from gpt2load.config import GPTConfig
+
+    from .checkpoint_factory import random_hf_state_dict, write_hf_safetensors
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, context_length=1024, vocab_size=50257)
+    folder = offline_weights / "gpt2-medium" / "hf"
+    write_hf_safetensors(folder, random_hf_state_dict(config), config)
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(tokenizer_dir / name, folder / name)
+    data = make_dataset(tmp_path / "ds")
+    err = _run(capsys, "--data", str(data), "--init", "gpt2-medium", "--block-size", "32")
+    assert "--init gpt2-medium: the weights found for it (n_layer=2" in err
+    assert "are not gpt2-medium (n_layer=24" in err and "Delete" in err
+    assert not (tmp_path / "runs" / "pretrain" / "last").exists()

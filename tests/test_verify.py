@@ -199,10 +199,24 @@ def test_model_names_find_the_download_folder(model: GPT, tmp_path: Path) -> Non
         locate("355M")
     folder = tmp_path / "weights" / "gpt2-medium" / "openai"
     folder.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="gpt2load download gpt2-medium"):
+        locate("gpt2-medium")  # an empty folder is what a failed download leaves
+    (folder / "checkpoint").write_text("x")
     assert locate("gpt2-medium") == folder
     assert locate("gpt2-medium", source="openai") == folder
     with pytest.raises(FileNotFoundError):
         locate("gpt2-medium", source="hf")
+
+
+def test_a_folder_found_by_name_must_hold_that_size(model: GPT, tmp_path: Path) -> None:
+    folder = tmp_path / "weights" / "gpt2-medium" / "hf"
+    save_native(model, folder)
+    report = verify("gpt2-medium", known_answer=None)
+    assert not report.ok
+    failed = report.failures
+    assert [c.name for c in failed] == ["size of gpt2-medium"]
+    assert "n_layer 2 (expected 24)" in failed[0].detail
+    assert verify(folder, known_answer=None).ok  # by its path it is just a checkpoint
 
 
 def test_cli_exit_codes(downloaded: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,17 +73,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..downloads import download
+    from ..downloads.transfer import ChecksumError, DownloadError
 
     # A DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2.
-    folder = download(
-        args.model,
-        source=args.source,
-        dir=args.dir,
-        mirror=args.mirror,
-        force=args.force,
-        fast=args.fast,
-        manifest=args.manifest,
-        progress=not args.quiet,
-    )
+    try:
+        folder = download(
+            args.model,
+            source=args.source,
+            dir=args.dir,
+            mirror=args.mirror,
+            force=args.force,
+            fast=args.fast,
+            manifest=args.manifest,
+            progress=not args.quiet,
+        )
+    except ChecksumError:
+        raise  # wrong bytes: the message says what arrived, and they were deleted
+    except DownloadError as exc:  # the host could not be reached or refused: the ways round
+        raise DownloadError(
+            f"{str(exc).rstrip('.')}. Try again later (partial files resume), pass --mirror URL "
+            f"(or set GPT2LOAD_MIRROR) for a reachable mirror, or copy the weights folder from "
+            f"a machine that has it and point GPT2LOAD_WEIGHTS_DIR at its weights/"
+        ) from exc
     print(folder)
     return 0

@@ -19,6 +19,7 @@ already in place are used, a missing one is an error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,37 @@ def download(
         safe_relative_path(spec.path, "path", folder=folder)
     if not force and _in_place(folder, files, fast):
         return folder
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    options = dict(
+        mirror=mirror,
+        force=force,
+        fast=fast,
+        need_sha256=True,  # for the record
+        verify_unknown=True,
+        progress=progress,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+    )
+    try:
+        _fetch_all(name, label, files, folder, options)
+    except BaseException:
+        # A download that failed before writing anything leaves no empty folder behind for
+        # `verify gpt2` or `load("gpt2")` to take for a download (partial files stay, so
+        # that the next run resumes them).
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    return folder
+
+
+def _fetch_all(
+    name: str, label: str, files: tuple[FileSpec, ...], folder: Path, options: dict[str, Any]
+) -> None:
+    """The locked part of :func:`download`: every file in turn, the record after each."""
+    progress, force = options["progress"], options["force"]
     wait_note = make_note(progress, always=True)
     with exclusive_lock(folder / LOCK_NAME, on_wait=wait_note), requests.Session() as session:
         session.headers["User-Agent"] = USER_AGENT
@@ -185,18 +216,7 @@ def download(
         except ValueError as exc:
             make_note(progress)(f"ignoring {RECORD_NAME}: {exc}")
             previous = None
-        options = dict(
-            mirror=mirror,
-            force=force,
-            fast=fast,
-            need_sha256=True,  # for the record
-            verify_unknown=True,
-            progress=progress,
-            retries=retries,
-            backoff=backoff,
-            timeout=timeout,
-            session=session,
-        )
+        options = {**options, "session": session}
         done: dict[str, RecordedFile] = {}
         written = previous
         for spec in files:
@@ -206,7 +226,6 @@ def download(
             if record != written:
                 write_record(folder, record)
                 written = record
-    return folder
 
 
 def _usable_entry(spec: FileSpec, previous: Record | None) -> RecordedFile | None:

@@ -194,7 +194,7 @@ class Transfer:
         self.label = label
         self.allow_http = allow_http
         self.total = size
-        self.total_source = "expected"
+        self.total_source = "the expected size"
         self.session = session
         self.timeout = timeout
         self.retries = retries
@@ -256,7 +256,7 @@ class Transfer:
             self.total, self.total_source = total, source
         elif self.total != total:
             raise ChecksumError(
-                f"{self.label}: size mismatch: expected {self.total} bytes ({self.total_source}), "
+                f"{self.label}: size mismatch: {self.total_source} is {self.total} bytes, "
                 f"but {source} says {total} bytes, from {self.url}"
             )
 
