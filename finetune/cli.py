@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from gpt2load.cli import parse_command_line, warnings_as_lines
+
 from .config import (
     FIXED_ON_RESUME,
     SUBCOMMAND_DEFAULTS,
@@ -163,7 +165,8 @@ def _who() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
+    warnings_as_lines(f"finetune {args.command}")
     from .errors import FinetuneError
 
     user_errors = (FinetuneError, FileNotFoundError)

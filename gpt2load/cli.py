@@ -12,6 +12,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import commands
@@ -81,9 +82,36 @@ def check_device(spec: str | None) -> None:
             raise CLIError(f"--device {spec}: no {device.type} device is available here")
 
 
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """``parser.parse_args``, except that a mistyped flag after a command is reported by that
+    command's parser, with its own usage line, rather than by the top-level one."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = getattr(args, "command", None)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                action.choices[command].error(f"unrecognized arguments: {' '.join(extras)}")
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def warnings_as_lines(program: str) -> None:
+    """Show Python warnings (a guessed head count, a folder written without a tokenizer) as
+    one ``PROGRAM: warning: ...`` line, not with the source file and line that raised them."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = " ".join(str(message).split())
+        print(f"{program}: warning: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
+    warnings_as_lines(f"gpt2load {args.command}")
     try:
         check_device(getattr(args, "device", None))
         return int(args.func(args) or 0)

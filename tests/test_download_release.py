@@ -218,6 +218,9 @@ def test_custom_manifest(server: FileServer, tmp_path: Path) -> None:
     record = read_record(folder)
     assert record is not None and record.source == "custom"
     assert record.file("sub/c.json").sha256 == hashlib.sha256(extra).hexdigest()
+    # A model's alias names the same folder as the model itself, as for built-in releases.
+    again = download("124M", manifest=manifest, mirror=server.url, progress=False)
+    assert again == tmp_path / "weights" / "gpt2" / "custom"
 
 
 @pytest.mark.parametrize(

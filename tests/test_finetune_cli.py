@@ -307,3 +307,17 @@ def test_dtype_takes_the_spellings_gpt2load_takes(tmp_path: Path) -> None:
     assert build_config("pretrain", {}, toml).dtype == "bfloat16"
     with pytest.raises(SystemExit):
         _parser().parse_args(["--dtype", "int8"])
+
+
+def test_a_mistyped_flag_is_reported_by_its_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from gpt2load.cli import main as gpt2load_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pretrain", "--max-iter", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "finetune pretrain: error: unrecognized arguments: --max-iter 3" in err
+    assert err.startswith("usage: finetune pretrain")
+    with pytest.raises(SystemExit):
+        gpt2load_main(["generate", "gpt2", "--promt", "x"])
+    assert "gpt2load generate: error: unrecognized arguments: --promt x" in capsys.readouterr().err

@@ -202,11 +202,22 @@ def test_book_file_at_a_published_width_needs_no_config(tmp_path: Path) -> None:
         assert (model(idx) - reference_logits(state, config, idx)).abs().max().item() <= TOLERANCE
 
 
-def test_book_file_at_an_odd_width_warns_about_the_head_count(tmp_path: Path) -> None:
+def test_book_file_at_an_odd_width_warns_about_the_head_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = CONFIGS["head7"]
     path = write_rasbt(tmp_path / "x.pth", random_hf_state_dict(config), config, config_json=False)
     with pytest.warns(UserWarning, match="does not store the number of attention heads"):
         load_checkpoint(path)
+    # The command line shows it as one line, not Python's file:line: UserWarning form.
+    from gpt2load.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["info", str(path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gpt2load info: warning: ")
+    assert "does not store the number of attention heads" in err[0] and "UserWarning" not in err[0]
     (tmp_path / "config.json").write_text(json.dumps(book_config_dict(config)))
     assert load_checkpoint(path).config == config
 

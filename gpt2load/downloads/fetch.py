@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 
+from ..config import canonical_name, is_model_name
 from ..releases import DEFAULT_SOURCE, FileSpec, release
 from .digests import normalise_sha256, sha256_file
 from .hosts import effective_url
@@ -132,7 +133,7 @@ def _check_label(model: str) -> str:
     """A custom manifest's model name becomes a folder name: keep it to one plain part."""
     if not model or model in (".", "..") or any(c in model for c in "/\\\0:"):
         raise ValueError(f"model name {model!r} cannot name a folder; use letters, digits, - or _")
-    return model
+    return canonical_name(model) if is_model_name(model) else model  # 124M: weights/gpt2/...
 
 
 def download(
