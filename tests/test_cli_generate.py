@@ -122,3 +122,42 @@ def test_padded_vocabulary_never_emits_ids_the_tokenizer_lacks(
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.splitlines()[0] == tokenizer.decode(expected)
     assert "error" not in chat.stdout
+
+
+def test_generate_streams_each_token_as_it_is_produced(
+    tmp_path: Path, tokenizer_dir, monkeypatch
+) -> None:
+    """Text reaches stdout (written and flushed) between one decoding step and the next, not
+    at the end: the order of model calls, writes and flushes shows it."""
+    from gpt2load.cli import main
+    from gpt2load.model import GPT
+
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    events: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            events.append("write" if text else "empty")
+            return len(text)
+
+        def flush(self) -> None:
+            events.append("flush")
+
+    real_forward = GPT.forward
+
+    def counted_forward(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        events.append("step")
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", counted_forward)
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    argv = ["generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "10"]
+    assert main([*argv, "--temperature", "0", "--device", "cpu"]) == 0
+    steps = [i for i, e in enumerate(events) if e == "step"]
+    assert len(steps) >= 9  # one model call per new token (the last needs none)
+    # Between consecutive steps, the token just chosen was flushed out.
+    flushed_between = sum(
+        "flush" in events[a:b] for a, b in zip(steps[:-1], steps[1:], strict=True)
+    )
+    assert flushed_between == len(steps) - 1
+    assert events.index("write") < steps[0]  # the prompt first, before any model call

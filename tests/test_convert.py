@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def test_openai_export_without_tokenizer_warns_loudly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("GPT2LOAD_WEIGHTS_DIR", str(tmp_path / "weights"))  # an empty cache
     from gpt2load.native import save_native
 
     save_native(random_model(TINY_CONFIGS["small_vocab"]), tmp_path / "bare")
@@ -120,6 +122,13 @@ def test_openai_export_without_tokenizer_warns_loudly(
         warnings.simplefilter("error", MissingTokenizerWarning)
         written = convert(tmp_path / "bare", tmp_path / "third", "openai")
     assert (tmp_path / "third" / "encoder.json").read_text() == '{"!": 0}'
+    # Without the variable, the tokenizer download cache (weights/tokenizer) serves as well.
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR")
+    shutil.copytree(tokenizer, tmp_path / "weights" / "tokenizer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingTokenizerWarning)
+        convert(tmp_path / "bare", tmp_path / "fourth", "openai")
+    assert (tmp_path / "fourth" / "vocab.bpe").read_text() == "#version: 0.2\n"
 
 
 def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path: Path) -> None:

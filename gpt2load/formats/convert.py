@@ -178,15 +178,20 @@ class MissingTokenizerWarning(UserWarning):
 
 
 def _tokenizer_for_openai(source_folder: Path) -> dict[str, Path]:
-    """The OpenAI layout includes the tokenizer: from ``$GPT2LOAD_TOKENIZER_DIR``, or a warning.
+    """The OpenAI layout includes the tokenizer: from ``$GPT2LOAD_TOKENIZER_DIR`` or the
+    tokenizer download cache (``weights/tokenizer``), or a warning.
 
     The weights alone still make a valid checkpoint (gpt2load and TensorFlow read it),
     so the conversion goes on, but loudly: the folder is not the complete release layout.
     """
+    from ..tokenizer import cache_dir
+
     env = os.environ.get(TOKENIZER_DIR_ENV, "").strip()
-    tokenizer = _find_tokenizer([Path(env).expanduser()]) if env else {}
+    places = ([Path(env).expanduser()] if env else []) + [cache_dir()]  # no download here
+    tokenizer = _find_tokenizer(places)
     if not tokenizer:
-        looked = f"{source_folder}" + (f" or ${TOKENIZER_DIR_ENV} ({env})" if env else "")
+        looked = f"{source_folder}" + (f", ${TOKENIZER_DIR_ENV} ({env})" if env else "")
+        looked += f" or {cache_dir()}"
         warnings.warn(
             f"no tokenizer files (encoder.json + vocab.bpe, or vocab.json + merges.txt) in "
             f"{looked}: the OpenAI folder is written WITHOUT them, so it is not the complete "
