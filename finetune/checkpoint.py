@@ -127,7 +127,10 @@ def write_checkpoint(
             torch.save(state, path)
         atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=2, default=str) + "\n")
         for filename, source in (extra_files or {}).items():
-            shutil.copyfile(source, tmp / filename)
+            try:  # a convenience beside the weights: never the reason a save fails
+                shutil.copyfile(source, tmp / filename)
+            except OSError:
+                (tmp / filename).unlink(missing_ok=True)
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)

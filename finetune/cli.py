@@ -166,26 +166,12 @@ def _who() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_command_line(parser, argv)
-    warnings_as_lines(f"finetune {args.command}")
     from .errors import FinetuneError
 
     user_errors = (FinetuneError, FileNotFoundError)
     try:
-        if args.command == "prepare":
-            return _prepare(args)
-        from . import launch
-
-        if args.command == "resume":
-            changes = load_toml(args.config) if args.config is not None else {}
-            changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
-            changes.update(
-                coerce_values(_flags(args, ("command", "run_dir", "config")), source="command line")
-            )
-            result = launch.resume(args.run_dir, changes)
-        else:
-            cfg = build_config(args.command, _flags(args, ("command", "config")), args.config)
-            result = launch.start(cfg)
-        return result.exit_code
+        with warnings_as_lines(f"{_who()}finetune {args.command}"):
+            return _run(args)
     except KeyboardInterrupt:
         print(f"\n{_who()}finetune: aborted", file=sys.stderr)
         return 130
@@ -207,6 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "prepare":
+        return _prepare(args)
+    from . import launch
+
+    if args.command == "resume":
+        changes = load_toml(args.config) if args.config is not None else {}
+        changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
+        changes.update(
+            coerce_values(_flags(args, ("command", "run_dir", "config")), source="command line")
+        )
+        result = launch.resume(args.run_dir, changes)
+    else:
+        cfg = build_config(args.command, _flags(args, ("command", "config")), args.config)
+        result = launch.start(cfg)
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -207,6 +207,8 @@ def _start(
     cfg = cfg.replace(
         n_layer=model.config.n_layer, n_head=model.config.n_head, n_embd=model.config.n_embd
     )
+    if planned is None:  # a checkpoint without headers: its size is known only now
+        _check_memory(cfg, info, model.config, log, dist)
     trainer = Trainer(
         cfg,
         model,
@@ -237,6 +239,8 @@ def resume(
     """
     run_dir = Path(run_dir).expanduser()
     overrides = dict(overrides or {})
+    if "grad_accum" in overrides and overrides["grad_accum"] is None:
+        del overrides["grad_accum"]  # "the default" of a run that exists is its own number
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     folder = find_checkpoint(run_dir, LAST)
@@ -253,6 +257,7 @@ def resume(
     cfg.validate()
     _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
     dist = DistContext.from_env()
+    cfg = dist.with_grad_accum(cfg)
     if not dist.is_main:
         log = _silent
     for note in cfg.warnings():

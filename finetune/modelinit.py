@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,9 +67,10 @@ def _native_file(path: Path) -> Path | None:
     return file if meta.get("format") == NATIVE_FORMAT and "config" in meta else None
 
 
-def planned_config(cfg: TrainConfig) -> GPTConfig:
+def planned_config(cfg: TrainConfig) -> GPTConfig | None:
     """The model's shape before anything is downloaded or loaded (a named model's is its
-    preset; a checkpoint's is read from its headers), so bad settings fail first."""
+    preset; a checkpoint's is read from its headers), so bad settings fail first. None for a
+    pre-1.6 PyTorch pickle, which has no headers to read: it is checked once loaded."""
     if cfg.is_scratch:
         return scratch_config(cfg)
     path = init_path(cfg.init)
@@ -80,12 +82,27 @@ def planned_config(cfg: TrainConfig) -> GPTConfig:
         from .checkpoint import read_model_config
 
         return read_model_config(native.parent)
+    if _legacy_pickles_only(path):
+        return None  # torch.load would read it whole; sized up once loaded instead
     from gpt2load.formats.checkpoint import open_checkpoint
 
     try:  # headers and names only: no tensor is read
         return open_checkpoint(path).plan.config
     except (ValueError, KeyError, OSError) as exc:
         raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
+
+
+_PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+def _legacy_pickles_only(path: Path) -> bool:
+    """Whether the weights at ``path`` are PyTorch pickles in the pre-zip format (no mmap):
+    reading their shapes means reading them whole, which planning must not do."""
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    if any(f.suffix == ".safetensors" for f in files):
+        return False
+    pickles = [f for f in files if f.suffix in _PICKLE_SUFFIXES]
+    return bool(pickles) and not all(zipfile.is_zipfile(f) for f in pickles)
 
 
 def _no_such_init(init: str) -> FileNotFoundError:
@@ -138,9 +155,11 @@ def check_named_size(name: str, config: GPTConfig) -> None:
         )
 
 
-def check_planned(cfg: TrainConfig, config: GPTConfig) -> None:
+def check_planned(cfg: TrainConfig, config: GPTConfig | None) -> None:
     """What can be refused from the planned shape alone, before data or weights are fetched:
     shape flags that disagree with trained weights, a context longer than the model's."""
+    if config is None:
+        return
     if not cfg.is_scratch:
         check_shape_flags(cfg, config, cfg.init)
     check_block_size(cfg, config)

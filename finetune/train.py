@@ -315,10 +315,17 @@ class Trainer:
     def _tokenizer_files(self) -> dict[str, Path]:
         """GPT-2's tokenizer files, if at hand, for a checkpoint that works alone
         (``gpt2load generate RUN/best`` offline); a missing tokenizer is no reason to fail."""
+        from gpt2load.config import is_model_name
         from gpt2load.tokenizer import ENCODER_JSON, VOCAB_BPE, local_tokenizer_files
+        from gpt2load.verify import locate
 
-        init = Path(self.cfg.init).expanduser()
-        for place in (self.cfg.tokenizer_dir, init if init.exists() else None):
+        init: Path | None = Path(self.cfg.init).expanduser()
+        if not init.exists():  # a model's name: its download folder holds the files
+            try:
+                init = locate(self.cfg.init) if is_model_name(self.cfg.init) else None
+            except FileNotFoundError:
+                init = None
+        for place in (self.cfg.tokenizer_dir, init):
             pair = local_tokenizer_files(place)
             if pair is not None:
                 return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]}

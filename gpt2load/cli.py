@@ -9,11 +9,12 @@ Command modules keep heavy imports (torch, tensorflow) inside ``run`` so that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import commands
 
@@ -97,24 +98,31 @@ def parse_command_line(
     return args
 
 
-def warnings_as_lines(program: str) -> None:
+@contextlib.contextmanager
+def warnings_as_lines(program: str) -> Iterator[None]:
     """Show Python warnings (a guessed head count, a folder written without a tokenizer) as
-    one ``PROGRAM: warning: ...`` line, not with the source file and line that raised them."""
+    one ``PROGRAM: warning: ...`` line, not with the source file and line that raised them;
+    only while the command runs, so a caller's own warning display is left as it was."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         text = " ".join(str(message).split())
         print(f"{program}: warning: {text}", file=file or sys.stderr)
 
+    before = warnings.showwarning
     warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_command_line(parser, argv)
-    warnings_as_lines(f"gpt2load {args.command}")
     try:
         check_device(getattr(args, "device", None))
-        return int(args.func(args) or 0)
+        with warnings_as_lines(f"gpt2load {args.command}"):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

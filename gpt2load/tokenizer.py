@@ -69,8 +69,14 @@ def local_tokenizer_files(path: str | os.PathLike[str] | None = None) -> tuple[P
     there are none. For copying them beside a checkpoint so the folder is complete."""
     for folder in [*_candidates(path), cache_dir()]:
         pair = _pair_in(folder)
-        if pair is not None:
-            return pair[0].resolve(), pair[1].resolve()
+        if pair is None:
+            continue
+        try:  # a pair that get_tokenizer would refuse is no pair to copy
+            _check_file(pair[0], ENCODER_JSON)
+            _check_file(pair[1], VOCAB_BPE)
+        except (OSError, ValueError):
+            continue
+        return pair[0].resolve(), pair[1].resolve()
     return None
 
 

@@ -328,6 +328,30 @@ def test_a_waiter_takes_over_a_removed_lock_file(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_waiter_survives_the_holder_removing_the_folder(tmp_path: Path) -> None:
+    """A download that fails removes the empty folder it made, lock file and all; one waiting
+    on that lock then takes it over in a folder of its own instead of failing."""
+    folder = tmp_path / "weights" / "m" / "hf"
+    path = folder / "x.lock"
+    waiting = threading.Event()
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            with exclusive_lock(path, on_wait=lambda _: waiting.set(), poll_seconds=0.01):
+                assert path.exists()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            errors.append(exc)
+
+    with exclusive_lock(path):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert waiting.wait(timeout=30)
+    folder.rmdir()  # what a failed download does after releasing its lock
+    thread.join(timeout=30)
+    assert errors == [] and not thread.is_alive()
+
+
 def test_lock_wait_is_reported_without_progress(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], server: FileServer
 ) -> None:

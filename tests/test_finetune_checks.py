@@ -136,3 +136,28 @@ def test_weights_of_another_size_under_a_models_name_are_refused(
     assert "--init gpt2-medium: the weights found for it (n_layer=2" in err
     assert "are not gpt2-medium (n_layer=24" in err and "Delete" in err
     assert not (tmp_path / "runs" / "pretrain" / "last").exists()
+
+
+def test_a_pre_zip_pickle_is_sized_up_only_once_loaded(tmp_path: Path) -> None:
+    """PyTorch's old pickle format has no headers: planning would read it whole, so it does not
+    (the zip format, memory-mapped, is planned from its headers like the others)."""
+    import torch
+
+    from finetune.config import TrainConfig
+    from finetune.modelinit import init_model, planned_config
+    from gpt2load.config import GPTConfig
+
+    from .checkpoint_factory import random_hf_state_dict, write_hf_bin
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, context_length=64, vocab_size=50257)
+    state = random_hf_state_dict(config)
+    zipped = write_hf_bin(tmp_path / "zip", state, config)
+    legacy = write_hf_bin(tmp_path / "legacy", state, config)
+    torch.save(torch.load(legacy), legacy, _use_new_zipfile_serialization=False)
+
+    def cfg(folder: Path) -> TrainConfig:
+        return TrainConfig(init=str(folder), block_size=32, out=str(tmp_path / "run"))
+
+    assert planned_config(cfg(zipped.parent)) == config
+    assert planned_config(cfg(legacy.parent)) is None
+    assert init_model(cfg(legacy.parent), log=lambda _: None).config.n_embd == 32

@@ -136,3 +136,13 @@ def test_resume_names_the_trainer_file_whose_optimizer_state_does_not_fit(
     err = capsys.readouterr().err
     assert f"the optimizer state in {trainer_pt} belongs to another model layout" in err
     assert _steps(run) == [1, 2]
+
+
+def test_resume_without_a_grad_accum_keeps_the_runs_own(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
+    assert cli.main([*train, "--grad-accum", "3"]) == 0
+    assert cli.main(["resume", str(run), "--grad-accum", "none", "--max-iters", "3"]) == 0
+    assert read_trainer_state(run / "last")["config"]["grad_accum"] == 3
+    assert _steps(run) == [1, 2, 3]

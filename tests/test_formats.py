@@ -214,7 +214,9 @@ def test_book_file_at_an_odd_width_warns_about_the_head_count(
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        before = warnings.showwarning
         assert main(["info", str(path)]) == 0
+        assert warnings.showwarning is before  # only while the command ran
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpt2load info: warning: ")
     assert "does not store the number of attention heads" in err[0] and "UserWarning" not in err[0]

@@ -238,6 +238,11 @@ def test_a_prepared_source_trains_without_any_tokenizer_at_hand(
 ) -> None:
     """Once text is prepared, training needs no tokenizer (only samples do): with none found
     and no network, the run trains and says it skips samples."""
+    from finetune.data import GPT2_TOKENIZER_ID, tokenizer_id
+    from gpt2load.tokenizer import get_tokenizer
+
+    # The cache key's tokenizer part, known without the files, is what the files give.
+    assert GPT2_TOKENIZER_ID == tokenizer_id(get_tokenizer(tokenizer_dir))
     text = tmp_path / "notes.txt"
     text.write_text("A line of plain words for a tiny model to learn. " * 300)
     common = ["--data", str(text), "--data-dir", str(tmp_path / "data")]

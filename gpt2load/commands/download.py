@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..downloads import download
-    from ..downloads.transfer import ChecksumError, DownloadError
+    from ..downloads.transfer import DownloadError, RetriesExhaustedError
 
     # A DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2.
     try:
@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
             manifest=args.manifest,
             progress=not args.quiet,
         )
-    except ChecksumError:
-        raise  # wrong bytes: the message says what arrived, and they were deleted
-    except DownloadError as exc:  # the host could not be reached or refused: the ways round
+    except RetriesExhaustedError as exc:  # the host could not be reached: the ways round
         raise DownloadError(
             f"{str(exc).rstrip('.')}. Try again later (partial files resume), pass --mirror URL "
             f"(or set GPT2LOAD_MIRROR) for a reachable mirror, or copy the weights folder from "

@@ -58,9 +58,10 @@ def exclusive_lock(
     ``on_wait`` is told once, with a message, when the lock is busy.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     told = False
     while True:
+        # Each try: a holder that failed may have removed the (empty) folder on its way out.
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not _try_lock(fd):

@@ -55,6 +55,10 @@ class ChecksumError(DownloadError):
     """The bytes received are not the expected ones; they were deleted."""
 
 
+class RetriesExhaustedError(DownloadError):
+    """The host kept failing (unreachable, timeouts, 5xx) through every retry."""
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -241,7 +245,7 @@ class Transfer:
                     kept = (
                         f"; {have} bytes are kept in {self.part} for the next run" if have else ""
                     )
-                    raise DownloadError(
+                    raise RetriesExhaustedError(
                         f"{self.label}: giving up on {self.url} after {failures} failed "
                         f"attempts ({reason}){kept}"
                     ) from exc
