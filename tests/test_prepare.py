@@ -242,7 +242,7 @@ def test_a_prepared_source_trains_without_any_tokenizer_at_hand(
     from gpt2load.tokenizer import get_tokenizer
 
     # The cache key's tokenizer part, known without the files, is what the files give.
-    assert GPT2_TOKENIZER_ID == tokenizer_id(get_tokenizer(tokenizer_dir))
+    assert tokenizer_id(get_tokenizer(tokenizer_dir)) == GPT2_TOKENIZER_ID
     text = tmp_path / "notes.txt"
     text.write_text("A line of plain words for a tiny model to learn. " * 300)
     common = ["--data", str(text), "--data-dir", str(tmp_path / "data")]
