@@ -88,6 +88,15 @@ def tokenizer(tokenizer_dir: Path):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"
     path.mkdir()

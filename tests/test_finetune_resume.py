@@ -22,12 +22,16 @@ TINY_FLAGS = (
 TINY = TINY_FLAGS.split()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _two_step_run(tmp_path: Path, *flags: str) -> Path:
+    """A finished 2-step run of the tiny model on a made-up dataset."""
+    data = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
+    assert cli.main([*train, *flags]) == 0
+    return run
 
 
 def _steps(run: Path) -> list[int]:
@@ -81,10 +85,7 @@ def test_resume_trains_on_the_runs_own_tokens_or_refuses(
 def test_resume_refusals_through_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = make_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
-    assert cli.main(train) == 0
+    run = _two_step_run(tmp_path)
     capsys.readouterr()
 
     def refused(*flags: str) -> str:
@@ -123,10 +124,7 @@ def test_resume_refusals_through_the_command_line(
 def test_resume_names_the_trainer_file_whose_optimizer_state_does_not_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = make_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
-    assert cli.main(train) == 0
+    run = _two_step_run(tmp_path)
     trainer_pt = run / "last" / "trainer.pt"
     state = torch.load(trainer_pt, weights_only=True)
     state["optimizer"]["param_groups"][0]["params"].pop()  # one parameter short
@@ -139,10 +137,7 @@ def test_resume_names_the_trainer_file_whose_optimizer_state_does_not_fit(
 
 
 def test_resume_without_a_grad_accum_keeps_the_runs_own(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
-    assert cli.main([*train, "--grad-accum", "3"]) == 0
+    run = _two_step_run(tmp_path, "--grad-accum", "3")
     assert cli.main(["resume", str(run), "--grad-accum", "none", "--max-iters", "3"]) == 0
     assert read_trainer_state(run / "last")["config"]["grad_accum"] == 3
     assert _steps(run) == [1, 2, 3]

@@ -18,13 +18,7 @@ from gpt2load.model import GPT
 
 from .test_train import _quiet, read_metrics, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trainer(tmp_path: Path, device: DeviceInfo | None = None, **overrides) -> Trainer:
