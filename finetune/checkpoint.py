@@ -216,8 +216,7 @@ def describe_shape(config: GPTConfig) -> str:
 
 
 def same_shape(a: GPTConfig, b: GPTConfig) -> bool:
-    keys = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size", "qkv_bias")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
+    return not a.shape_differences(b)
 
 
 def load_model_weights(model: GPT, folder: Path) -> None:

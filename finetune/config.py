@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .device import DTYPE_ALIASES
 from .errors import ConfigError
+
+# Other spellings of --dtype's choices, as gpt2load's --dtype accepts them.
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
 
 
 def _f(default: Any, help: str, *, group: str = "training", choices: Sequence[Any] = (), **kw):

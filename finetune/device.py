@@ -15,10 +15,8 @@ import torch
 
 from gpt2load.config import GPTConfig
 
+from .config import DTYPE_ALIASES
 from .errors import DeviceError
-
-# Other spellings of --dtype's choices, as gpt2load's --dtype accepts them.
-DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
 
 GIB = 1024**3
 NO_GPU_EXIT_CODE = 2

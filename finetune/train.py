@@ -9,6 +9,7 @@ never stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -309,12 +310,14 @@ class Trainer:
             info,
             metadata,
             model_state=model_state,
-            extra_files=self._tokenizer_files(),
+            extra_files=self._tokenizer_files,
         )
 
+    @functools.cached_property
     def _tokenizer_files(self) -> dict[str, Path]:
         """GPT-2's tokenizer files, if at hand, for a checkpoint that works alone
-        (``gpt2load generate RUN/best`` offline); a missing tokenizer is no reason to fail."""
+        (``gpt2load generate RUN/best`` offline); a missing tokenizer is no reason to fail.
+        Looked up (and hash-checked) at the first save, not at every one."""
         from gpt2load.config import is_model_name
         from gpt2load.tokenizer import ENCODER_JSON, VOCAB_BPE, local_tokenizer_files
         from gpt2load.verify import locate

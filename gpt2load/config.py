@@ -60,6 +60,19 @@ class GPTConfig:
     def replace(self, **changes: Any) -> GPTConfig:
         return dataclasses.replace(self, **changes)
 
+    def shape_differences(self, other: GPTConfig) -> list[str]:
+        """``"n_layer 2 (expected 24)"`` for each size setting in which ``self`` differs from
+        ``other``; empty when the same weights fit both (dropout is no part of the shape)."""
+        return [
+            f"{k} {getattr(self, k)} (expected {getattr(other, k)})"
+            for k in SHAPE_FIELDS
+            if getattr(self, k) != getattr(other, k)
+        ]
+
+
+# The settings that decide which weights a model has (and so which checkpoints fit it).
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size", "qkv_bias")
+
 
 PRESETS: dict[str, GPTConfig] = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),

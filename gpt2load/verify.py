@@ -326,13 +326,7 @@ def _load(report: VerifyReport, path: Path, device: str | torch.device) -> GPT |
 def _check_named_size(report: VerifyReport, name: str, model: GPT) -> None:
     """A folder found by a model's name must hold that model: hashes are not published for
     every file of every host, and a mirror or a copied folder can hold anything."""
-    expected = preset(name)
-    keys = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size")
-    wrong = [
-        f"{k} {getattr(model.config, k)} (expected {getattr(expected, k)})"
-        for k in keys
-        if getattr(model.config, k) != getattr(expected, k)
-    ]
+    wrong = model.config.shape_differences(preset(name))
     report.add(f"size of {canonical_name(name)}", not wrong, ", ".join(wrong) or "as published")
 
 

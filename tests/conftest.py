@@ -12,7 +12,7 @@ import torch
 
 from gpt2load.config import GPTConfig
 from gpt2load.model import GPT
-from tests.http_server import serve_file_server
+from tests.http_server import fake_tokenizer_facts, isolate_downloads, serve_file_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GPT2LOAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -114,6 +114,14 @@ def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000)
     meta = {"train_tokens": train_tokens, "val_tokens": val_tokens, "max_token_id": 299}
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
+
+
+@pytest.fixture
+def hermetic_releases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Downloads that reach no real host (see ``isolate_downloads``), with the tokenizer's
+    published facts made those of ``FAKE_TOKENIZER``, so whole releases can be served."""
+    isolate_downloads(monkeypatch, tmp_path)
+    fake_tokenizer_facts(monkeypatch)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -409,3 +410,25 @@ def fake_tokenizer_facts(monkeypatch: Any) -> None:
     for name, data in FAKE_TOKENIZER.items():
         facts = (len(data), hashlib.sha256(data).hexdigest())
         monkeypatch.setitem(releases.TOKENIZER_FACTS, name, facts)
+
+
+def serve_release(
+    server: FileServer,
+    model: str,
+    source: str,
+    *,
+    first: int = 2_000,
+    step: int = 10_000,
+    hub: bool = True,
+) -> dict[str, bytes]:
+    """Serve every file of a built-in release at its real path (random bytes of growing sizes,
+    ``FAKE_TOKENIZER`` for the tokenizer); returns path -> bytes. ``hub=False`` leaves out the
+    headers a hub sends (digests, linked size)."""
+    from gpt2load import releases
+
+    contents: dict[str, bytes] = {}
+    for spec in releases.release(model, source).files:
+        data = FAKE_TOKENIZER.get(spec.path) or os.urandom(first + len(contents) * step)
+        server.add_url(spec.url, data, None if hub else Fault())
+        contents[spec.path] = data
+    return contents

@@ -14,34 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2load import releases
 from gpt2load.cli import main
 from gpt2load.downloads.lock import exclusive_lock
 from gpt2load.downloads.manifest import LOCK_NAME
 from gpt2load.native import save_native
+from tests import http_server
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
 from tests.http_server import (
-    FAKE_TOKENIZER,
     UNREACHABLE_MIRROR,
     FileServer,
-    fake_tokenizer_facts,
-    isolate_downloads,
 )
 
-
-@pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_downloads(monkeypatch, tmp_path)
-    fake_tokenizer_facts(monkeypatch)
+pytestmark = pytest.mark.usefixtures("hermetic_releases")
 
 
 def serve_release(server: FileServer, model: str, source: str) -> dict[str, bytes]:
-    contents = {}
-    for spec in releases.release(model, source).files:
-        data = FAKE_TOKENIZER.get(spec.path) or os.urandom(2_000 + len(contents) * 7_000)
-        server.add_url(spec.url, data)
-        contents[spec.path] = data
-    return contents
+    return http_server.serve_release(server, model, source, step=7_000)
 
 
 def one_error_line(err: str, command: str, *, after_notes: bool = False) -> str:

@@ -20,8 +20,6 @@ from tests.http_server import (
     FAKE_TOKENIZER,
     Fault,
     FileServer,
-    fake_tokenizer_facts,
-    isolate_downloads,
 )
 
 ORIGIN = "https://origin.invalid"
@@ -29,10 +27,7 @@ DATA = os.urandom(100_000)
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_downloads(monkeypatch, tmp_path)
-    fake_tokenizer_facts(monkeypatch)
+pytestmark = pytest.mark.usefixtures("hermetic_releases")
 
 
 # -- HF_ENDPOINT -----------------------------------------------------------------------------

@@ -16,32 +16,18 @@ from gpt2load import releases
 from gpt2load.cli import main
 from gpt2load.downloads import ChecksumError, DownloadError, download
 from gpt2load.downloads.manifest import RECORD_NAME, read_record
+from tests import http_server
 from tests.conftest import REPO_ROOT, TOKENIZER_DIR
 from tests.http_server import (
-    FAKE_TOKENIZER,
     Fault,
     FileServer,
-    fake_tokenizer_facts,
-    isolate_downloads,
 )
 
-
-@pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_downloads(monkeypatch, tmp_path)
-    fake_tokenizer_facts(monkeypatch)
+pytestmark = pytest.mark.usefixtures("hermetic_releases")
 
 
-def serve_release(
-    server: FileServer, model: str, source: str, hub: bool = True
-) -> dict[str, bytes]:
-    """Serve every file of a built-in release at its real path; returns path -> bytes."""
-    contents = {}
-    for spec in releases.release(model, source).files:
-        data = FAKE_TOKENIZER.get(spec.path) or os.urandom(3_000 + len(contents) * 40_000)
-        server.add_url(spec.url, data, None if hub else Fault())
-        contents[spec.path] = data
-    return contents
+def serve_release(server: FileServer, model: str, source: str, hub: bool = True) -> dict:
+    return http_server.serve_release(server, model, source, first=3_000, step=40_000, hub=hub)
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
@@ -120,7 +106,8 @@ def test_rerun_replaces_only_a_changed_file(server: FileServer) -> None:
     contents = serve_release(server, "gpt2-large", "openai")
     folder = download("gpt2-large", source="openai", mirror=server.url, progress=False)
     damaged = folder / "model.ckpt.index"
-    damaged.write_bytes(b"\0" + damaged.read_bytes()[1:])  # same size: only the hash tells
+    data = damaged.read_bytes()
+    damaged.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # same size: only the hash tells
     server.reset_log()
     download("gpt2-large", source="openai", mirror=server.url, progress=False)
     assert [r.path for r in server.log()] == ["/gpt-2/models/774M/model.ckpt.index"]

@@ -21,6 +21,13 @@ def offline_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return weights
 
 
+def _unprepared_text(tmp_path: Path) -> tuple[Path, Path]:
+    """A text file and the data folder it would be prepared into (not created yet)."""
+    text = tmp_path / "t.txt"
+    text.write_text("some text to prepare " * 50)
+    return text, tmp_path / "data"
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     base = ["pretrain", "--force-cpu", "--no-progress", "--sample-interval", "0"]
     assert cli.main([*base, *argv]) == 2
@@ -30,9 +37,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 def test_shape_and_context_are_checked_before_data_or_weights(
     tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = tmp_path / "t.txt"
-    text.write_text("some text to prepare " * 50)
-    data_dir = tmp_path / "data"
+    text, data_dir = _unprepared_text(tmp_path)
     common = ["--data", str(text), "--data-dir", str(data_dir), "--init", "gpt2"]
 
     err = _run(capsys, *common, "--block-size", "2048")
@@ -84,9 +89,7 @@ def test_a_download_error_from_anywhere_exits_2(
 def test_a_missing_init_is_said_before_data_is_prepared(
     tmp_path: Path, offline_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = tmp_path / "t.txt"
-    text.write_text("some text to prepare " * 50)
-    data_dir = tmp_path / "data"
+    text, data_dir = _unprepared_text(tmp_path)
     err = _run(capsys, "--data", str(text), "--data-dir", str(data_dir), "--init", "nowhere/x")
     assert "--init 'nowhere/x' is neither scratch, a GPT-2 name" in err
     assert not data_dir.exists() and not (tmp_path / "runs").exists()
@@ -102,9 +105,7 @@ def test_any_checkpoint_layout_is_sized_up_before_data_is_prepared(
 
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, context_length=64, vocab_size=50257)
     write_hf_safetensors(tmp_path / "hf", random_hf_state_dict(config), config)
-    text = tmp_path / "t.txt"
-    text.write_text("some text to prepare " * 50)
-    data_dir = tmp_path / "data"
+    text, data_dir = _unprepared_text(tmp_path)
     common = ["--data", str(text), "--data-dir", str(data_dir), "--init", str(tmp_path / "hf")]
     err = _run(capsys, *common, "--block-size", "128")
     assert "--block-size 128 is longer than the model's context of 64" in err
