@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import pkgutil
 import sys
@@ -49,6 +50,61 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     if transfer is not None:
         types.append(transfer.DownloadError)
     return tuple(types)
+
+
+# What the operating system says when the disk, the permissions or a path a user gave are
+# wrong: theirs to fix, so one line naming the file, with what to do (not a traceback).
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space and run again (a partial download resumes)",
+    errno.EDQUOT: "the disk quota is used up: free space and run again",
+    errno.EFBIG: "the file outgrew what this process may write (ulimit -f) or the file "
+    "system holds: raise the limit or choose another disk (a partial download resumes)",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.EACCES: "no permission: choose a folder you can write to, or change its permissions",
+    errno.EPERM: "not permitted: choose a folder you can write to, or change its permissions",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.EISDIR: "a folder is there, where a file was expected",
+    errno.EEXIST: "something else is already there",
+    errno.ENAMETOOLONG: "the name is longer than the file system allows",
+    errno.ELOOP: "symbolic links are in the way (or loop); gpt2load writes through no link",
+    errno.EMLINK: "the folder holds too many entries",
+}
+
+
+def _os_error_line(exc: OSError) -> str | None:
+    """One line for an OSError of the kinds in ``_OS_ERROR_ADVICE``; None for the others."""
+    if exc.errno not in _OS_ERROR_ADVICE:
+        return None
+    from .fileio import UnsafePathError  # stdlib only: cheap
+
+    what = exc.strerror or str(exc)
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    text = f"{where}: {what}" if where else what
+    if isinstance(exc, UnsafePathError):  # its own words say what to do
+        return text
+    return f"{text} ({_OS_ERROR_ADVICE[exc.errno]})"
+
+
+def user_error_line(exc: BaseException) -> str | None:
+    """The one line to show for an error that is the user's to fix; None for a bug.
+
+    Credentials in any URL in it are redacted (a mirror may be given as user:pw@host).
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        line = _os_error_line(exc)
+    elif isinstance(exc, _user_error_types()):
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        line = str(message)
+    else:
+        line = None
+    if line is None:
+        return None
+    line = " ".join(line.split("\n"))
+    if "://" in line:  # imported only then: gpt2load.downloads loads requests
+        from .downloads.hosts import redact
+
+        line = redact(line)
+    return line
 
 
 def check_device(spec: str | None) -> None:
@@ -129,10 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
-        if not isinstance(exc, _user_error_types()):
+        line = user_error_line(exc)
+        if line is None:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        line = " ".join(str(message).split("\n"))
         print(f"gpt2load {args.command}: error: {line}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import hashlib
 import os
 import socket
@@ -64,6 +65,13 @@ class Fault:
     claimed_sha256: the sha256 that ``sha256_etag``/``hub_redirect`` announce instead of
         the true one (a server vouching for other bytes).
     headers: extra headers on every data response.
+    etag / last_modified: the validators sent on data responses, as real hosts send them.
+        ``AUTO`` (the default): an ETag from the bytes (an MD5, in quotes, as S3 and Azure
+        send) and a Last-Modified that moves on whenever ``add`` replaces the path's bytes;
+        None: not sent; any other string: sent as it is. ``sha256_etag`` takes precedence.
+        A request's ``If-Range`` is honoured as HTTP says: the Range is served only when
+        ``If-Range`` equals the current ETag or Last-Modified, else the whole file (200).
+    ignore_if_range: serve the Range whatever ``If-Range`` says (a broken server).
     """
 
     status: int | None = None
@@ -84,6 +92,13 @@ class Fault:
     hub_redirect: bool = False
     claimed_sha256: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    etag: str | None = "auto"
+    last_modified: str | None = "auto"
+    ignore_if_range: bool = False
+
+
+AUTO = "auto"  # Fault.etag / Fault.last_modified: derived from the bytes and their version
+_EPOCH = 1_600_000_000  # Last-Modified of a path's first version; each replacement is 1 s later
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,7 @@ class FileServer:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.versions: dict[str, int] = {}  # how often each path's bytes were set
         self.faults: dict[str, Fault] = {}
         self.requests: list[Request] = []
         self.bytes_sent = 0
@@ -115,6 +131,7 @@ class FileServer:
             raise ValueError(f"paths start with '/': {path!r}")
         with self._lock:
             self.files[path] = bytes(data)
+            self.versions[path] = self.versions.get(path, 0) + 1
             if fault is not None:
                 self.faults[path] = fault
         return path
@@ -251,10 +268,12 @@ class _Handler(BaseHTTPRequestHandler):
                 wanted = path.removeprefix("/_cdn/")
                 origin = next((p for p, d in owner.files.items() if _sha256(d) == wanted), None)
                 data = owner.files.get(origin) if origin else None
+                version = owner.versions.get(origin, 0) if origin else 0
                 fault = owner.faults.get(origin, Fault()) if origin else Fault()
                 redirected = True
             else:
                 data = owner.files.get(path)
+                version = owner.versions.get(path, 0)
                 fault = owner.faults.get(path, Fault())
                 redirected = False
             sends_data = redirected or not fault.hub_redirect
@@ -288,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        self._send_data(data, fault, announced_sha, head, action)
+        self._send_data(data, fault, announced_sha, head, action, version)
 
     def _next_action(self, fault: Fault, sends_data: bool) -> str:
         """Decide (under the owner's lock) what this request gets, running the counters down."""
@@ -310,11 +329,18 @@ class _Handler(BaseHTTPRequestHandler):
             return "stall"
         return "ok"
 
-    def _byte_range(self, size: int, fault: Fault) -> tuple[int, int] | None | str:
+    def _byte_range(
+        self, size: int, fault: Fault, etag: str | None, last_modified: str | None
+    ) -> tuple[int, int] | None | str:
         """(start, end exclusive) of a satisfiable Range, None for the whole file, 'bad' for 416."""
         header = self.headers.get("Range")
         if not header or fault.ignore_range or not header.startswith("bytes="):
             return None
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and not fault.ignore_if_range:
+            current = {v for v in (etag, last_modified) if v}
+            if if_range.strip() not in current or if_range.strip().startswith("W/"):
+                return None  # another version (or no validator): the whole file
         spec = header.removeprefix("bytes=")
         if "," in spec:
             return None  # multiple ranges: answer with the whole file, as HTTP allows
@@ -328,10 +354,18 @@ class _Handler(BaseHTTPRequestHandler):
         return start, end
 
     def _send_data(
-        self, data: bytes, fault: Fault, announced_sha: str, head: bool, action: str
+        self, data: bytes, fault: Fault, announced_sha: str, head: bool, action: str, version: int
     ) -> None:
         size = len(data)
-        byte_range = self._byte_range(size, fault)
+        etag = fault.etag
+        if fault.sha256_etag:
+            etag = f'"{announced_sha}"'
+        elif etag == AUTO:
+            etag = f'"{hashlib.md5(data).hexdigest()}"'
+        last_modified = fault.last_modified
+        if last_modified == AUTO:
+            last_modified = email.utils.formatdate(_EPOCH + version, usegmt=True)
+        byte_range = self._byte_range(size, fault, etag, last_modified)
         if byte_range == "bad":
             self._empty(416, {"Content-Range": f"bytes */{size}"})
             return
@@ -350,8 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.content_md5 and status == 200:
             md5 = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
             self.send_header("Content-MD5", md5)
-        if fault.sha256_etag:
-            self.send_header("ETag", f'"{announced_sha}"')
+        if etag is not None:
+            self.send_header("ETag", etag)
+        if last_modified is not None:
+            self.send_header("Last-Modified", last_modified)
         for key, value in fault.headers.items():
             self.send_header(key, value)
         self.end_headers()

@@ -29,10 +29,11 @@ import requests
 from ..config import canonical_name, is_model_name
 from ..releases import DEFAULT_SOURCE, FileSpec, release
 from .digests import normalise_sha256, sha256_file
-from .hosts import effective_url
+from .hosts import effective_url, redact
 from .lock import exclusive_lock
 from .manifest import (
     LOCK_NAME,
+    PART_INFO_SUFFIX,
     RECORD_NAME,
     Record,
     RecordedFile,
@@ -176,6 +177,7 @@ def download(
     for spec in files:  # a bad URL or name must fail before the folder or the lock exists
         effective_url(spec.url, mirror)
         safe_relative_path(spec.path, "path", folder=folder)
+    _check_room_for_names(folder, files)
     if not force and _in_place(folder, files, fast):
         return folder
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
@@ -202,6 +204,44 @@ def download(
                 path.rmdir()
         raise
     return folder
+
+
+def _check_room_for_names(folder: Path, files: tuple[FileSpec, ...]) -> None:
+    """Refuse, before anything is made, a folder that is not one, and names the file system
+    cannot hold (the leaf with room for its ``.part.json`` beside it), so such a download
+    fails with the name rather than midway with half a folder.
+    """
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        where = "is" if existing == folder else f"is in the way at {existing}, which is"
+        raise ValueError(f"the download folder {folder} {where} not a folder")
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        name_max, path_max = 255, 4096
+    for spec in files:
+        parts = spec.path.split("/")
+        for i, part in enumerate(parts):
+            room = len(PART_INFO_SUFFIX) if i == len(parts) - 1 else 0
+            length = len(os.fsencode(part)) + room
+            if length > name_max:
+                raise ValueError(
+                    f"path {spec.path!r}: the name {part[:40]!r}... is {length - room} bytes; "
+                    f"this file system holds names of at most {name_max} bytes"
+                    + (
+                        f" ({name_max - room} for a file, which needs a {PART_INFO_SUFFIX} "
+                        f"beside it while it downloads)"
+                        if room
+                        else ""
+                    )
+                )
+        full = len(os.fsencode(str(folder / spec.path))) + len(PART_INFO_SUFFIX)
+        if full >= path_max:
+            raise ValueError(
+                f"path {spec.path!r} in {folder} is {full} bytes long with its "
+                f"{PART_INFO_SUFFIX}; this file system allows paths of fewer than {path_max}"
+            )
 
 
 def _fetch_all(
@@ -232,7 +272,7 @@ def _fetch_all(
 def _usable_entry(spec: FileSpec, previous: Record | None) -> RecordedFile | None:
     """The record's entry for ``spec``, if it describes the file that ``spec`` names."""
     old = previous.file(spec.path) if previous is not None else None
-    if old is None or old.url != spec.url:
+    if old is None or redact(old.url) != redact(spec.url):
         return None  # recorded from another URL: says nothing about this file
     if (spec.size is not None and old.size != spec.size) or (
         spec.sha256 is not None and old.sha256 != spec.sha256
@@ -296,7 +336,7 @@ def _fetch_one(
     assert result.sha256 is not None
     return RecordedFile(
         path=spec.path,
-        url=spec.url,
+        url=redact(spec.url),  # the record is a file anyone may read: no credentials
         size=result.size,
         sha256=result.sha256,
         expected_size=spec.size,

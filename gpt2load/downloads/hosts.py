@@ -9,21 +9,36 @@ explicitly; anything else must be https, so nothing silently travels in clear.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 MIRROR_ENV = "GPT2LOAD_MIRROR"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co"})
 
+# scheme://USERINFO@ : from "//" to the last "@" before the path, as urlsplit reads it.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'\"<>]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``.
+
+    Credentials in a URL (``https://user:pw@host/...``, a mirror or ``$GPT2LOAD_MIRROR``
+    given that way) are still sent to the host, but they must never reach a terminal,
+    a log or ``manifest.json``: every URL that is shown or stored passes through here
+    (a whole message may be passed; each URL in it is redacted).
+    """
+    return _USERINFO.sub(r"\1***@", text)
+
 
 def _check_base(base: str, what: str) -> tuple[str, str, str]:
     parts = urlsplit(base.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(
-            f"{what} must be an http(s) URL such as https://mirror.example, got {base!r}"
+            f"{what} must be an http(s) URL such as https://mirror.example, got {redact(base)!r}"
         )
     if parts.query or parts.fragment:
-        raise ValueError(f"{what} must not carry a query or fragment, got {base!r}")
+        raise ValueError(f"{what} must not carry a query or fragment, got {redact(base)!r}")
     return parts.scheme, parts.netloc, parts.path.rstrip("/")
 
 
@@ -43,7 +58,7 @@ def effective_url(url: str, mirror: str | None = None) -> tuple[str, bool]:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {redact(url)!r}")
     env_mirror = os.environ.get(MIRROR_ENV, "").strip()
     hf_endpoint = os.environ.get(HF_ENDPOINT_ENV, "").strip()
     if mirror:
@@ -54,7 +69,7 @@ def effective_url(url: str, mirror: str | None = None) -> tuple[str, bool]:
         return rewrite_host(url, hf_endpoint, HF_ENDPOINT_ENV), True
     if parts.scheme != "https":
         raise ValueError(
-            f"refusing plain http for {url}: downloads use https unless a mirror is chosen "
+            f"refusing plain http for {redact(url)}: downloads use https unless a mirror is chosen "
             f"explicitly (--mirror http://host or {MIRROR_ENV}=http://host)"
         )
     return url, False

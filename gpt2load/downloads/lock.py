@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..fileio import open_fd_nofollow
+
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
@@ -55,14 +57,16 @@ def exclusive_lock(
 ) -> Iterator[Path]:
     """Hold an exclusive lock on ``path`` (created if missing), waiting for any other holder.
 
-    ``on_wait`` is told once, with a message, when the lock is busy.
+    ``on_wait`` is told once, with a message, when the lock is busy. A symbolic link (or
+    anything but a regular file) at ``path`` is refused with ``UnsafePathError``: following
+    it would create or lock a file outside the folder.
     """
     path = Path(path)
     told = False
     while True:
         # Each try: a holder that failed may have removed the (empty) folder on its way out.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_fd_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not _try_lock(fd):
                 if on_wait is not None and not told:
@@ -93,7 +97,7 @@ def _is_current(fd: int, path: Path) -> bool:
     if not _REMOVABLE_WHILE_OPEN:
         return True
     try:
-        on_disk = os.stat(path)
+        on_disk = os.lstat(path)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)

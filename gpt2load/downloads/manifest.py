@@ -22,11 +22,13 @@ from urllib.parse import urlsplit
 from ..fileio import atomic_write_text
 from ..releases import FileSpec
 from .digests import normalise_sha256
+from .hosts import redact
 
 RECORD_NAME = "manifest.json"
 RECORD_FORMAT = "gpt2load-download/1"
 LOCK_NAME = ".gpt2load-download.lock"
 PART_SUFFIX = ".part"
+PART_INFO_SUFFIX = ".part.json"  # which version of the file FILE.part holds (its validator)
 _MANIFEST_KEYS = {"url", "path", "size", "sha256"}
 
 
@@ -54,7 +56,7 @@ def safe_relative_path(
             f"no '.', '..' or empty parts"
         )
     leaf = PurePosixPath(name).name
-    if name in (RECORD_NAME, LOCK_NAME) or leaf.endswith(PART_SUFFIX):
+    if name in (RECORD_NAME, LOCK_NAME) or leaf.endswith((PART_SUFFIX, PART_INFO_SUFFIX)):
         raise ValueError(f"{what} {name!r} is reserved for gpt2load's own bookkeeping")
     if folder is not None:
         root = Path(folder).resolve()
@@ -78,7 +80,8 @@ def _entry(raw: object, index: int, where: str) -> FileSpec:
         )
     url = raw.get("url")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"{label}.url must be an http(s) URL, got {url!r}")
+        shown = redact(url) if isinstance(url, str) else url
+        raise ValueError(f"{label}.url must be an http(s) URL, got {shown!r}")
     path = raw.get("path")
     if path is None:  # default: the last part of the URL's path, checked like any other name
         path = PurePosixPath(urlsplit(url).path).name
@@ -104,6 +107,16 @@ def parse_manifest(data: object, where: str = "manifest") -> tuple[FileSpec, ...
         if spec.path in seen:
             raise ValueError(f"{where}: path {spec.path!r} appears more than once")
         seen.add(spec.path)
+    # "a" and "a/b": "a" would have to be a file and a folder at once
+    folders = {
+        str(parent): spec.path for spec in files for parent in PurePosixPath(spec.path).parents
+    }
+    for spec in files:
+        if spec.path in folders:
+            raise ValueError(
+                f"{where}: path {spec.path!r} is a file, but {folders[spec.path]!r} needs a "
+                f"folder of that name; rename one of them"
+            )
     return files
 
 

@@ -1,8 +1,12 @@
 """Fetching one URL into one file: resumed, retried, verified, and only then put in place.
 
 Bytes arrive in ``FILE.part``. A dropped connection keeps them, and the next
-attempt asks for the rest with an HTTP Range request; a server that answers with
-the whole file instead is simply read from the start. When every byte is there,
+attempt asks for the rest with an HTTP Range request, made conditional with
+``If-Range`` on the ETag (or Last-Modified) of the response that started the part,
+recorded beside it in ``FILE.part.json``: a server whose file changed meanwhile
+answers with the whole new file, which is read from the start, so a file is never
+stitched from two versions. A part with no such record is resumed only when a
+known sha256 will check the result. When every byte is there,
 the part is checked against the expected size and sha256 and against every digest
 the server sent, and renamed onto ``FILE`` only if all agree, so a reader never
 sees a half-written or wrong file under the real name.
@@ -12,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -26,9 +31,10 @@ import requests
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..fileio import atomic_write_text, open_nofollow_for_writing, regular_size
 from .digests import Claim, hash_file, header_claims, normalise_sha256, sha256_file
-from .hosts import effective_url, scheme_allowed
-from .manifest import PART_SUFFIX
+from .hosts import effective_url, redact, scheme_allowed
+from .manifest import PART_INFO_SUFFIX, PART_SUFFIX
 
 logger = logging.getLogger("gpt2load.download")
 
@@ -48,7 +54,11 @@ Note = Callable[[str], None]
 
 
 class DownloadError(RuntimeError):
-    """A download failed; the message names the file and the URL."""
+    """A download failed; the message names the file and the URL (credentials redacted)."""
+
+    def __init__(self, message: str) -> None:
+        # Every download message names a URL; a user:password in one must not be shown.
+        super().__init__(redact(str(message)))
 
 
 class ChecksumError(DownloadError):
@@ -87,6 +97,7 @@ def make_note(progress: bool, always: bool = False) -> Note:
     """
 
     def note(message: str) -> None:
+        message = redact(message)
         if progress:
             tqdm.write(message, file=sys.stderr)
         elif always:
@@ -142,6 +153,75 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
+@dataclass(frozen=True)
+class Validator:
+    """What identifies one version of the server's file: a strong ETag, else Last-Modified.
+
+    Sent back as ``If-Range`` when resuming, so that a server whose file changed answers
+    with the whole new file (200) instead of the rest of a different one (206).
+    """
+
+    url: str  # redacted: the record beside the part must hold no credentials
+    etag: str | None
+    last_modified: str | None
+
+    @property
+    def if_range(self) -> str:
+        return self.etag or self.last_modified or ""
+
+    def contradicts(self, other: Validator) -> bool:
+        """Whether ``other`` (from a later response) names another version of the file."""
+        if self.etag and other.etag:
+            return self.etag != other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified != other.last_modified
+        return False
+
+
+def response_validator(url: str, headers: Mapping[str, str]) -> Validator | None:
+    """The validator of a response; None without a strong ETag or a Last-Modified."""
+    etag = headers.get("ETag", "").strip() or None
+    if etag is not None and (etag.startswith("W/") or not etag.startswith('"')):
+        etag = None  # If-Range takes only a strong (quoted, not W/) entity tag
+    last_modified = headers.get("Last-Modified", "").strip() or None
+    if etag is None and last_modified is None:
+        return None
+    return Validator(redact(url), etag, last_modified)
+
+
+def part_info_path(part: Path) -> Path:
+    """Where the validator of ``FILE.part`` is recorded: ``FILE.part.json`` beside it."""
+    return part.with_name(part.name[: -len(PART_SUFFIX)] + PART_INFO_SUFFIX)
+
+
+def read_part_info(part: Path, url: str) -> Validator | None:
+    """The validator recorded for ``part`` when it was started from ``url``; None if unknown."""
+    info = part_info_path(part)
+    try:
+        if regular_size(info) is None:
+            return None
+        data = json.loads(info.read_text(encoding="utf-8"))
+        validator = Validator(str(data["url"]), data.get("etag"), data.get("last_modified"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable, a link, another layout: as good as none
+    if validator.url != redact(url) or not validator.if_range:
+        return None
+    if not all(isinstance(v, str | None) for v in (validator.etag, validator.last_modified)):
+        return None
+    return validator
+
+
+def write_part_info(part: Path, validator: Validator | None) -> None:
+    """Record (atomically, replacing rather than following any link) which version of the
+    file ``part`` holds; with None, remove any record."""
+    info = part_info_path(part)
+    if validator is None:
+        info.unlink(missing_ok=True)
+        return
+    data = {"url": validator.url, "etag": validator.etag, "last_modified": validator.last_modified}
+    atomic_write_text(info, json.dumps(data) + "\n")
+
+
 def _reason(exc: Exception) -> str:
     """A short account of a failed attempt (requests' own messages nest several layers)."""
     if isinstance(exc, _Retryable):
@@ -176,7 +256,12 @@ def check_existing(
 
 
 class Transfer:
-    """Moves the bytes of one URL into a ``.part`` file, across as many attempts as it takes."""
+    """Moves the bytes of one URL into a ``.part`` file, across as many attempts as it takes.
+
+    ``trust_resume``: a sha256 will check the finished file, so a part whose version is not
+    recorded may still be resumed (a stitched file would fail that check). Otherwise such
+    a part is started again from zero.
+    """
 
     def __init__(
         self,
@@ -192,11 +277,13 @@ class Transfer:
         backoff: float,
         progress: bool,
         note: Note,
+        trust_resume: bool = False,
     ) -> None:
         self.url = url
         self.part = part
         self.label = label
         self.allow_http = allow_http
+        self.expected = size
         self.total = size
         self.total_source = "the expected size"
         self.session = session
@@ -205,15 +292,20 @@ class Transfer:
         self.backoff = backoff
         self.progress = progress
         self.note = note
+        self.trust_resume = trust_resume
         self.claims: set[Claim] = set()
         self.bar: tqdm | None = None
-        self.resumed_from_disk = self.have() > 0
+        self.resumed_from_disk = self.have() > 0  # also refuses a link or FIFO at the part
+        self.validator = read_part_info(part, url) if self.resumed_from_disk else None
 
     def have(self) -> int:
-        try:
-            return self.part.stat().st_size
-        except FileNotFoundError:
-            return 0
+        """Bytes in the part file; a link or non-regular file there raises UnsafePathError."""
+        return regular_size(self.part) or 0
+
+    def discard(self) -> None:
+        """Remove the part and the record of its version (a link is removed, never followed)."""
+        self.part.unlink(missing_ok=True)
+        part_info_path(self.part).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -271,15 +363,17 @@ class Transfer:
             else:
                 self.claims.add(claim)
 
-    def _get(self, headers: dict[str, str]) -> requests.Response:
-        """GET following redirects by hand, to refuse a downgrade to http and read every hop's digests."""
+    def _get(self, headers: dict[str, str]) -> tuple[requests.Response, list[Claim]]:
+        """GET following redirects by hand, to refuse a downgrade to http and read every hop's
+        digests; the claims are returned, not yet applied, as they may describe a new version."""
         url = self.url
+        claims: list[Claim] = []
         for hop in range(MAX_REDIRECTS + 1):
             response = self.session.get(
                 url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=False
             )
             if response.is_redirect:
-                self._claim(header_claims(response.headers, first_hop=hop == 0, full_body=False))
+                claims += header_claims(response.headers, first_hop=hop == 0, full_body=False)
                 target = urljoin(url, response.headers["Location"])
                 response.close()
                 if not scheme_allowed(target, self.allow_http):
@@ -290,13 +384,17 @@ class Transfer:
                 continue
             if response.status_code in (200, 206):
                 full = response.status_code == 200
-                self._claim(header_claims(response.headers, first_hop=hop == 0, full_body=full))
-            return response
+                claims += header_claims(response.headers, first_hop=hop == 0, full_body=full)
+            return response, claims
         raise DownloadError(f"{self.label}: more than {MAX_REDIRECTS} redirects from {self.url}")
 
     def _restart(self, why: str) -> None:
+        """Drop the part and all that was learnt from the server about its version."""
         self.note(f"{self.label}: {why}; downloading it from the start")
-        self.part.unlink(missing_ok=True)
+        self.discard()
+        self.validator = None
+        self.claims.clear()
+        self.total, self.total_source = self.expected, "the expected size"
 
     def _show(self, offset: int) -> None:
         if self.bar is None:
@@ -315,22 +413,38 @@ class Transfer:
             self.bar.reset(total=self.total)
             self.bar.update(offset)
 
+    def _resumable(self) -> bool:
+        """Whether bytes already in the part may be continued: their version is recorded (and
+        sent as If-Range), or a digest will catch a file stitched from two versions."""
+        digest_known = any(c.algorithm != "size" for c in self.claims)
+        return self.validator is not None or self.trust_resume or digest_known
+
     def _attempt(self) -> bool:
         """One request; True when the part file holds the whole file."""
         have = self.have()
         if self.total is not None and have > self.total:
             self._restart(f"{self.part.name} is longer than the file")
             have = 0
+        if have and not self._resumable():
+            self._restart(
+                f"no record says which version of the file the {have} bytes in "
+                f"{self.part.name} belong to, and no sha256 is known to check a resumed file"
+            )
+            have = 0
         if self.total is not None and have == self.total:
             return True
         headers = {"Accept-Encoding": "identity"}  # Range offsets count bytes as stored
         if have:
             headers["Range"] = f"bytes={have}-"
-        with self._get(headers) as response:
+            if self.validator is not None:
+                headers["If-Range"] = self.validator.if_range
+        response, claims = self._get(headers)
+        with response:
             status = response.status_code
             if status == 416 and have:
                 _, total = _content_range(response.headers.get("Content-Range"))
                 if total == have:
+                    self._claim(claims)
                     self._learn_total(total, "Content-Range")
                     return True
                 self._restart(f"the server cannot resume at byte {have}")
@@ -344,25 +458,50 @@ class Transfer:
                 raise DownloadError(
                     f"{self.label}: HTTP {status} {response.reason} for {response.url}"
                 )
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise DownloadError(
+                    f"{self.label}: {response.url} sent the file compressed (Content-Encoding: "
+                    f"{encoding}) although asked for its bytes as stored (Accept-Encoding: "
+                    f"identity); such a body cannot be checked against the file's size and "
+                    f"digests nor resumed, so nothing was kept: use a mirror that serves "
+                    f"files as they are"
+                )
             length = response.headers.get("Content-Length", "").strip()
+            validator = response_validator(self.url, response.headers)
             if status == 206:
                 start, total = _content_range(response.headers.get("Content-Range"))
                 if start != have:
                     self._restart(f"the server resumed at byte {start}, not {have}")
                     raise _Retryable("resumed at the wrong offset", retry_after=0.0)
+                if self.validator and validator and self.validator.contradicts(validator):
+                    # a server that ignored If-Range: the rest is of another version
+                    self._restart("the file on the server changed since the part began")
+                    raise _Retryable("the file changed on the server", retry_after=0.0)
                 offset = have
+                if not offset:  # a 206 from byte 0 starts the part like a 200 does
+                    self.validator = validator
+                    write_part_info(self.part, validator)
             else:
                 if have:
-                    self._restart("the server ignored the Range request")
+                    self._restart(
+                        "the file on the server changed since the part began (If-Range was "
+                        "answered with the whole file)"
+                        if "If-Range" in headers
+                        else "the server ignored the Range request"
+                    )
                 offset = 0
                 total = int(length) if length.isdigit() else None
+                self.validator = validator
+                write_part_info(self.part, validator)  # before the part's first byte
+            self._claim(claims)
             if total is None and length.isdigit():
                 total = offset + int(length)
             if total is not None:
                 self._learn_total(total, "the server's Content-Length")
             self._show(offset)
             assert self.bar is not None
-            with open(self.part, "ab" if offset else "wb") as fh:
+            with open_nofollow_for_writing(self.part, append=bool(offset)) as fh:
                 received = offset
                 for chunk in response.iter_content(CHUNK_SIZE):
                     fh.write(chunk)
@@ -376,6 +515,14 @@ class Transfer:
                 fh.flush()
                 os.fsync(fh.fileno())
         return self.total is None or self.have() == self.total
+
+
+def _drop_if_empty(part: Path) -> None:
+    """Remove a part that holds no byte, and its record, after a failed attempt."""
+    with contextlib.suppress(OSError):
+        if regular_size(part) in (0, None):
+            part.unlink(missing_ok=True)
+            part_info_path(part).unlink(missing_ok=True)
 
 
 def _check_part(
@@ -548,7 +695,7 @@ def fetch(
                     digest = keep_sha if keep_sha is not None else sha256_file(dest)
                 return Fetched(dest, dest.stat().st_size, digest, fetched=False)
             note(f"{label}: the file in place {why}; replacing it")
-            dest.unlink()
+            dest.unlink()  # a link is removed, never followed
         if offline():
             raise DownloadError(
                 f"{label} is not in {dest.parent} and downloads are switched off "
@@ -558,6 +705,7 @@ def fetch(
         part = dest.with_name(dest.name + PART_SUFFIX)
         if force:
             part.unlink(missing_ok=True)
+            part_info_path(part).unlink(missing_ok=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         while True:
             transfer = Transfer(
@@ -572,19 +720,25 @@ def fetch(
                 backoff=backoff_base(backoff),
                 progress=progress,
                 note=note,
+                trust_resume=sha256 is not None,
             )
             try:
                 transfer.run()
                 digest = _check_part(transfer, size, sha256, need_sha256)
+                regular_size(part)  # still our file, not a link put there meanwhile
             except ChecksumError:
-                part.unlink(missing_ok=True)
+                transfer.discard()
                 if transfer.resumed_from_disk:
                     # The bad bytes may be the ones an earlier run left behind: one fresh try.
                     note(f"{label}: the bytes kept from an earlier attempt were bad")
                     continue
                 raise
+            except BaseException:
+                _drop_if_empty(part)  # nothing to resume: leave no file (nor folder) behind
+                raise
             finally:
                 transfer.close()
-            os.replace(part, dest)
+            os.replace(part, dest)  # onto a link at dest, the link is replaced, not followed
+            part_info_path(part).unlink(missing_ok=True)
             return Fetched(dest, dest.stat().st_size, digest, fetched=True)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
