@@ -289,7 +289,8 @@ def verify(
         path = locate(target, source)
         report = VerifyReport(str(path))
         evidence = check_files(report, path)
-        model = _load(report, path, device)
+        crc_checked = check_crcs(report, path)
+        model = _load(report, path, device, check_crc=not crc_checked)
         if model is not None and not Path(target).expanduser().exists():
             _check_named_size(report, str(target), model)
     if model is None:
@@ -309,11 +310,42 @@ def verify(
     return report
 
 
-def _load(report: VerifyReport, path: Path, device: str | torch.device) -> GPT | None:
-    from .formats import load_checkpoint
+def check_crcs(report: VerifyReport, path: Path) -> bool:
+    """Every tensor of a TensorFlow checkpoint against the CRC-32C its index records.
+
+    OpenAI publishes no hash for its TF files, so this is the only check of their content
+    besides the known answer (and the only one for the other sizes). Returns whether the
+    check ran; a checkpoint that cannot be opened is left for the load to report.
+    """
+    from .formats.detect import TF
+    from .formats.detect import locate as locate_checkpoint
+    from .formats.tf_bundle import TFBundleSource
 
     try:
-        model = load_checkpoint(path, device=device, dtype=None)
+        located = locate_checkpoint(path)
+        if located.container != TF:
+            return False
+        source = TFBundleSource(located.files[0], check_crc=False)
+        count, problems = source.check_crcs()
+    except (OSError, ValueError):
+        return False
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        report.add("crc32c", False, "; ".join(problems[:3]) + more)
+    else:
+        report.add("crc32c", True, f"{count} tensors match the CRC-32C in {source.files[0].name}")
+    return True
+
+
+def _load(
+    report: VerifyReport, path: Path, device: str | torch.device, *, check_crc: bool = True
+) -> GPT | None:
+    from .formats import load_checkpoint
+    from .formats.tf_bundle import crc_checks
+
+    try:
+        with crc_checks(check_crc):
+            model = load_checkpoint(path, device=device, dtype=None)
     except Exception as exc:  # any failure to load is the finding itself
         report.add("load", False, f"{type(exc).__name__}: {exc}")
         return None

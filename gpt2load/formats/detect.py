@@ -8,6 +8,7 @@ files still load and an ``encoder.json`` is never mistaken for weights.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass
@@ -15,13 +16,18 @@ from pathlib import Path
 
 from .errors import CheckpointError
 from .safetensors_reader import looks_like_safetensors
-from .sstable import has_table_magic
+from .sources import read_head, regular_size
+from .sstable import FOOTER_SIZE, has_table_magic
 from .torch_reader import looks_like_torch
 
 SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
 # When a folder holds several kinds, the safest and leanest to read wins.
 PREFERENCE = (SAFETENSORS, TF, TORCH)
 _CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>[^"]*)"', re.MULTILINE)
+# A TF ``checkpoint`` state file is under 100 bytes; only this much of a candidate is read.
+_STATE_FILE_BYTES = 65536
+# A Hugging Face shard index (``*.index.json``) lists a few thousand names at most.
+_MAX_INDEX_JSON_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -34,18 +40,14 @@ class Located:
 
 
 def sniff(path: Path) -> str | None:
-    """The container a file's bytes belong to, or None for anything else."""
+    """The container a file's bytes belong to, or None for anything else (a device or a
+    pipe included: it is never opened in a way that could block or read without end)."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-            if size >= 48:
-                handle.seek(size - 8)
-                tail = handle.read(8)
-            else:
-                tail = b""
-    except OSError:
+        head, tail, size = read_head(path, 16, 8)
+    except (OSError, CheckpointError):
         return None
+    if size < FOOTER_SIZE:
+        tail = b""
     if looks_like_safetensors(head, size):
         return SAFETENSORS
     if looks_like_torch(head):
@@ -57,14 +59,33 @@ def sniff(path: Path) -> str | None:
 
 def _describe_bytes(path: Path) -> str:
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(12)
+        head, _, _ = read_head(path, 12)
     except OSError as exc:
         return f"unreadable: {exc}"
     return "it is empty" if not head else f"it starts with {head!r}"
 
 
+def _damaged_index(index: Path) -> CheckpointError | None:
+    """An error naming ``PREFIX.index`` as damaged when it is one: a regular file of that name
+    that lacks the table footer while data shards of the same prefix sit beside it (a
+    truncated download), so the user is not told there is no checkpoint at all."""
+    if not index.name.endswith(".index") or sniff(index) == TF:
+        return None
+    prefix = index.name[: -len(".index")]
+    if not prefix or not glob.glob(glob.escape(str(index.parent / prefix)) + ".data-*"):
+        return None
+    try:
+        size = regular_size(index)
+    except (OSError, CheckpointError):
+        return None
+    return CheckpointError(
+        f"{index} is truncated or corrupt: its {size} bytes do not end with the footer of a "
+        f"TensorFlow checkpoint index (download it again)"
+    )
+
+
 def locate(path: str | Path) -> Located:
+    """Where the checkpoint in ``path`` (a file, a folder, or a TF prefix) is, from its bytes."""
     path = Path(path).expanduser()
     if path.is_dir():
         return _locate_in_folder(path)
@@ -72,7 +93,11 @@ def locate(path: str | Path) -> Located:
         index = path.with_name(path.name + ".index")
         if index.is_file() and sniff(index) == TF:
             return Located(TF, (path,), path.parent)
+        damaged = _damaged_index(index)
+        if damaged is not None:
+            raise damaged
         raise FileNotFoundError(f"no such checkpoint file or folder: {path}")
+    regular_size(path)  # a device or a pipe is refused before anything reads it
     kind = sniff(path)
     if kind == TF:
         if not path.name.endswith(".index"):
@@ -85,6 +110,10 @@ def locate(path: str | Path) -> Located:
     prefix = _tf_prefix_of_side_file(path)
     if prefix is not None:
         return Located(TF, (prefix,), path.parent)
+    for index in (path, path.with_name(path.name.split(".data-")[0] + ".index")):
+        damaged = _damaged_index(index)
+        if damaged is not None:
+            raise damaged
     raise CheckpointError(
         f"{path} is not a checkpoint gpt2load can read ({_describe_bytes(path)}); expected "
         f"safetensors, a PyTorch .pth/.bin/.pt, or a TensorFlow checkpoint"
@@ -102,8 +131,9 @@ def _tf_prefix_of_side_file(path: Path) -> Path | None:
 
 def _prefix_from_state_file(state: Path) -> Path | None:
     try:
-        text = state.read_text(encoding="utf-8", errors="strict")[:4096]
-    except (OSError, UnicodeDecodeError):
+        head, _, _ = read_head(state, _STATE_FILE_BYTES)
+        text = head.decode("utf-8", errors="strict")[:4096]
+    except (OSError, UnicodeDecodeError, CheckpointError):
         return None
     match = _CHECKPOINT_LINE.search(text)
     if not match:
@@ -130,7 +160,7 @@ def _locate_in_folder(folder: Path) -> Located:
         kind = sniff(child)
         if kind is not None:
             found[kind].append(child)
-        elif state_prefix is None and child.stat().st_size < 65536:
+        elif state_prefix is None and child.stat().st_size < _STATE_FILE_BYTES:
             state_prefix = _prefix_from_state_file(child)
     for kind in PREFERENCE:
         files = found[kind]
@@ -153,6 +183,10 @@ def _locate_in_folder(folder: Path) -> Located:
             f"{folder} holds several {kind} checkpoints ({names}) and no index saying they are "
             f"shards of one; pass the file to load"
         )
+    for index in sorted(folder.glob("*.index")):
+        damaged = _damaged_index(index)
+        if damaged is not None:
+            raise damaged
     raise CheckpointError(
         f"no checkpoint found in {folder}: none of its {looked} files is safetensors, a PyTorch "
         f"pickle or a TensorFlow checkpoint index"
@@ -164,8 +198,18 @@ def _shards_from_index_json(folder: Path, candidates: list[Path]) -> tuple[Path,
     names = {c.name for c in candidates}
     for index in sorted(folder.glob("*.index.json")):
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            if regular_size(index) > _MAX_INDEX_JSON_BYTES:
+                continue
+            text, _, _ = read_head(index, _MAX_INDEX_JSON_BYTES)
+            weight_map = json.loads(text.decode("utf-8")).get("weight_map", {})
+        except (
+            OSError,
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            AttributeError,
+            RecursionError,
+            CheckpointError,
+        ):
             continue
         shard_names = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if shard_names and set(shard_names) <= names:

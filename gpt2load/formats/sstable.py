@@ -3,8 +3,8 @@
 TensorFlow's checkpoint index is a LevelDB-style table: data blocks of
 prefix-compressed key/value entries, an index block pointing at them, and a
 48-byte footer ending in a magic number. Each block carries a one-byte
-compression type and a masked CRC-32C, which is checked here (index files are
-a few kilobytes, so pure Python is fast enough).
+compression type and a masked CRC-32C, which is checked here (with
+``google-crc32c``; the pure-Python ``crc32c`` below is its reference and fallback).
 """
 
 from __future__ import annotations
@@ -57,11 +57,26 @@ _CRC_TABLE = _make_crc_table()
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C in pure Python: the reference the fast implementation is tested against."""
     crc ^= 0xFFFFFFFF
     table = _CRC_TABLE
     for byte in data:
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+def fast_crc32c(data: bytes) -> int:
+    """CRC-32C with ``google-crc32c`` (hardware-accelerated C) when it is installed."""
+    try:
+        import google_crc32c
+    except ImportError:  # pragma: no cover - it is a dependency
+        return crc32c(data)
+    return google_crc32c.value(bytes(data))
+
+
+def mask_crc(crc: int) -> int:
+    """TensorFlow's (LevelDB's) mask, so a CRC stored beside its data is not a CRC of it."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def unmask_crc(masked: int) -> int:
@@ -78,7 +93,7 @@ def _block(data: bytes, handle: bytes) -> bytes:
     contents = data[offset:end]
     kind = data[end]
     (stored_crc,) = struct.unpack("<I", data[end + 1 : end + 5])
-    if crc32c(data[offset : end + 1]) != unmask_crc(stored_crc):
+    if fast_crc32c(data[offset : end + 1]) != unmask_crc(stored_crc):
         raise TableError(f"block at {offset}+{size} fails its CRC-32C check")
     if kind != NO_COMPRESSION:
         raise TableError(f"block at {offset} uses compression type {kind}, which is not supported")
@@ -109,7 +124,7 @@ def _entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
 def read_table(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of the table, in key order."""
     if len(data) < FOOTER_SIZE or not has_table_magic(data):
-        raise TableError("missing the table footer (file truncated or not a TensorFlow index)")
+        raise TableError("it ends without the table footer (truncated, or not a TensorFlow index)")
     footer = data[-FOOTER_SIZE:]
     _, pos = varint(footer, 0)  # metaindex offset
     _, pos = varint(footer, pos)  # metaindex size

@@ -9,6 +9,8 @@ and call a function is refused. Zip-format files are memory-mapped
 from __future__ import annotations
 
 import pickle
+import pickletools
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,19 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .sources import StoredTensor
+from .sources import StoredTensor, read_head, refuse_unusable_dtype
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTO = 0x80
+# Opcodes that import or call something: the only ones whose refusal means "code", not "damage".
+_CODE_OPCODES = {
+    ord(op.code)
+    for op in pickletools.opcodes
+    if op.name
+    in {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+    | {"EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID"}
+}
+_UNSUPPORTED_OPERAND = re.compile(r"Unsupported operand (\d+)")
 
 
 def looks_like_torch(head: bytes) -> bool:
@@ -42,10 +53,39 @@ def _unsafe_pickle_message(path: Path, exc: Exception) -> str:
     )
 
 
+def _is_code(detail: str) -> bool:
+    """Whether torch's weights-only refusal is of code (a global, a call) rather than of bytes
+    that are no pickle at all: torch words both "Weights only load failed", but a
+    truncated or overwritten file is damage to report, not an attack."""
+    if re.search(r"GLOBAL|[Gg]lobal|Unsupported class", detail):
+        return True
+    match = _UNSUPPORTED_OPERAND.search(detail)
+    if match:
+        return int(match.group(1)) in _CODE_OPCODES
+    return False
+
+
+def _corrupt_pickle_message(path: Path, exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    marker = "WeightsUnpickler error:"
+    reason = next(
+        (
+            ln.split(marker, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            for i, ln in enumerate(lines)
+            if marker in ln
+        ),
+        lines[-1] if lines else type(exc).__name__,
+    )
+    return (
+        f"{path} is truncated or corrupt: its pickle stream is damaged ({reason}), "
+        f"so it is not a readable PyTorch checkpoint"
+    )
+
+
 def load_pickle(path: Path) -> Any:
     """``torch.load`` with every safety and memory setting, errors turned into plain messages."""
-    with open(path, "rb") as handle:
-        is_zip = handle.read(4) == ZIP_MAGIC
+    head, _, _ = read_head(path, 4)
+    is_zip = head == ZIP_MAGIC
     if is_zip:
         try:
             with zipfile.ZipFile(path) as archive:
@@ -66,9 +106,9 @@ def load_pickle(path: Path) -> Any:
                 return torch.load(handle, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc):
+        if _is_code(str(exc)):
             raise CheckpointError(_unsafe_pickle_message(path, exc)) from None
-        raise CheckpointError(f"{path} is truncated or corrupt: {exc}") from None
+        raise CheckpointError(_corrupt_pickle_message(path, exc)) from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
@@ -107,6 +147,35 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def check_extent(path: Path, name: str, tensor: torch.Tensor, file_size: int) -> None:
+    """A tensor may claim no more elements than its storage holds, and a storage no more
+    bytes than the file: stride-0 or overlapping views let a 2 MB file claim a 2^33-row
+    embedding, which every later step (shape checks, comparisons, copies) would pay for."""
+    itemsize = tensor.element_size()
+    storage = tensor.untyped_storage().nbytes()
+    numel = tensor.numel()
+    if numel == 0:
+        return
+    last = tensor.storage_offset() + sum(
+        (n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True)
+    )
+    if (
+        numel * itemsize > storage
+        or (last + 1) * itemsize > storage
+        or any(st < 0 for st in tensor.stride())
+    ):
+        raise CheckpointError(
+            f"{path} is corrupt: tensor {name!r} of shape {list(tensor.shape)} claims "
+            f"{numel * itemsize} bytes but its storage holds {storage} (stride-0 or "
+            f"overlapping elements)"
+        )
+    if storage > file_size and tensor.untyped_storage().device.type != "meta":
+        raise CheckpointError(
+            f"{path} is corrupt: tensor {name!r} has a storage of {storage} bytes, more "
+            f"than the file's {file_size}"
+        )
+
+
 class TorchSource:
     container = "torch"
 
@@ -118,6 +187,9 @@ class TorchSource:
         self._duplicates: list[tuple[str, Path, Path]] = []
         for path in files:
             state, extras = _state_dict_of(load_pickle(path), path)
+            file_size = path.stat().st_size
+            for name, tensor in state.items():
+                check_extent(path, name, tensor, file_size)
             for key, value in extras.items():
                 self.metadata.setdefault(key, value)
             for name, tensor in state.items():
@@ -140,6 +212,7 @@ class TorchSource:
         return self._duplicates
 
     def tensor(self, name: str) -> torch.Tensor:
+        refuse_unusable_dtype(self._entries[name])
         return self._tensors[name]
 
     def release(self, name: str) -> None:
