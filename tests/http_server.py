@@ -98,7 +98,7 @@ class Fault:
 
 
 AUTO = "auto"  # Fault.etag / Fault.last_modified: derived from the bytes and their version
-_EPOCH = 1_600_000_000  # Last-Modified of a path's first version; each replacement is 1 s later
+EPOCH = 1_600_000_000  # Last-Modified of a path's first version; each replacement is 1 s later
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             etag = f'"{hashlib.md5(data).hexdigest()}"'
         last_modified = fault.last_modified
         if last_modified == AUTO:
-            last_modified = email.utils.formatdate(_EPOCH + version, usegmt=True)
+            last_modified = email.utils.formatdate(EPOCH + version, usegmt=True)
         byte_range = self._byte_range(size, fault, etag, last_modified)
         if byte_range == "bad":
             self._empty(416, {"Content-Range": f"bytes */{size}"})

@@ -419,6 +419,23 @@ class Transfer:
         digest_known = any(c.algorithm != "size" for c in self.claims)
         return self.validator is not None or self.trust_resume or digest_known
 
+    def _receive(self, response: requests.Response, offset: int) -> None:
+        """Append the body to the part (from ``offset``; 0 empties it first), durably."""
+        assert self.bar is not None
+        with open_nofollow_for_writing(self.part, append=bool(offset)) as fh:
+            received = offset
+            for chunk in response.iter_content(CHUNK_SIZE):
+                fh.write(chunk)
+                received += len(chunk)
+                self.bar.update(len(chunk))
+                if self.total is not None and received > self.total:
+                    raise ChecksumError(
+                        f"{self.label}: the server sent more than the expected "
+                        f"{self.total} bytes, from {self.url}"
+                    )
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def _attempt(self) -> bool:
         """One request; True when the part file holds the whole file."""
         have = self.have()
@@ -500,20 +517,13 @@ class Transfer:
             if total is not None:
                 self._learn_total(total, "the server's Content-Length")
             self._show(offset)
-            assert self.bar is not None
-            with open_nofollow_for_writing(self.part, append=bool(offset)) as fh:
-                received = offset
-                for chunk in response.iter_content(CHUNK_SIZE):
-                    fh.write(chunk)
-                    received += len(chunk)
-                    self.bar.update(len(chunk))
-                    if self.total is not None and received > self.total:
-                        raise ChecksumError(
-                            f"{self.label}: the server sent more than the expected "
-                            f"{self.total} bytes, from {self.url}"
-                        )
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                self._receive(response, offset)
+            except OSError as exc:
+                if exc.filename is not None or exc.errno is None:
+                    raise
+                # A write that failed (disk full, size limit) says no file: name the part.
+                raise type(exc)(exc.errno, exc.strerror, str(self.part)) from exc
         return self.total is None or self.have() == self.total
 
 
