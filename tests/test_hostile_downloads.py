@@ -76,6 +76,10 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def recorded_sha(folder: Path, path: str = "data.bin") -> str:
     record = json.loads((folder / RECORD_NAME).read_text())
     return next(f["sha256"] for f in record["files"] if f["path"] == path)
@@ -103,7 +107,7 @@ def test_file_changed_between_runs_is_fetched_whole_not_stitched(
     code, out, _ = cli(args, capsys)
     assert code == 0 and out.strip() == str(tmp_path / "w")
     assert (tmp_path / "w" / "data.bin").read_bytes() == NEW
-    assert recorded_sha(tmp_path / "w") == hashlib.sha256(NEW).hexdigest()
+    assert recorded_sha(tmp_path / "w") == sha256(NEW)
     (request,) = server.log(PATH)
     old_version = (
         f'"{hashlib.md5(OLD).hexdigest()}"'
@@ -157,7 +161,7 @@ def test_part_of_unknown_version_without_sha256_starts_over(
     (tmp_path / "w" / "data.bin.part").write_bytes(OLD[:100_000])  # no record of its version
     assert cli(download_args(tmp_path, server), capsys)[0] == 0
     assert (tmp_path / "w" / "data.bin").read_bytes() == NEW
-    assert recorded_sha(tmp_path / "w") == hashlib.sha256(NEW).hexdigest()
+    assert recorded_sha(tmp_path / "w") == sha256(NEW)
     assert [r.range for r in server.log(PATH)] == [None]
 
 
@@ -205,6 +209,7 @@ def test_links_at_side_file_and_final_name_are_replaced_not_followed(
     outside = tmp_path / "outside.json"
     outside.write_bytes(b"precious")
     (folder / "data.bin.part.json").symlink_to(outside)
+    (folder / RECORD_NAME).symlink_to(outside)
     (folder / "other.bin").write_bytes(b"kept as it is")
     (folder / "data.bin").symlink_to(folder / "other.bin")  # inside the folder: allowed, wrong
     assert cli(download_args(tmp_path, server), capsys)[0] == 0
@@ -213,6 +218,7 @@ def test_links_at_side_file_and_final_name_are_replaced_not_followed(
     assert (folder / "other.bin").read_bytes() == b"kept as it is"
     assert outside.read_bytes() == b"precious"
     assert not os.path.lexists(folder / "data.bin.part.json")
+    assert not (folder / RECORD_NAME).is_symlink() and recorded_sha(folder) == sha256(NEW)
 
 
 def test_fifo_at_the_part_is_refused_without_waiting(

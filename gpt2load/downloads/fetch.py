@@ -94,7 +94,9 @@ def download_file(
 
     A ``dest`` already there is kept when it has ``size`` and ``sha256`` (size only with
     ``fast``), so calling this on every run costs no network. Otherwise the bytes go to
-    ``dest.part``, resuming from what an interrupted run left there, with ``retries``
+    ``dest.part``, resuming from what an interrupted run left there (only the same version
+    of the file: the Range request carries ``If-Range`` with the ETag or Last-Modified kept
+    in ``dest.part.json``; with neither known, only when ``sha256`` is given), with ``retries``
     attempts (default 5) spaced by exponential ``backoff`` seconds (default 1, or
     ``$GPT2LOAD_BACKOFF``) on dropped connections, timeouts, 429 and 5xx; 403/404 fail
     at once. ``timeout`` is seconds, or (connect, read); default (10, 60). The part is

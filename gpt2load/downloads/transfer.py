@@ -501,10 +501,11 @@ class Transfer:
                     write_part_info(self.part, validator)
             else:
                 if have:
+                    changed = self.validator and validator and self.validator.contradicts(validator)
                     self._restart(
-                        "the file on the server changed since the part began (If-Range was "
-                        "answered with the whole file)"
-                        if "If-Range" in headers
+                        "the file on the server changed since the part began (it sent the "
+                        "whole new file)"
+                        if changed
                         else "the server ignored the Range request"
                     )
                 offset = 0
