@@ -192,16 +192,15 @@ class Console:
 
         Any other error ends this answer with a one-line message; the console goes on.
         """
-        from .commands._common import encode_prompt
         from .generation import stream
-        from .tokenizer import StreamDecoder
+        from .tokenizer import StreamDecoder, prompt_tensor
 
         s = self.settings
         decoder = StreamDecoder(self.tokenizer)
         self.out.write(prompt)
         self.out.flush()
         try:
-            idx = encode_prompt(self.tokenizer, prompt, self.model.tok_emb.weight.device)
+            idx = prompt_tensor(self.tokenizer, prompt, self.model.tok_emb.weight.device)
             for token in stream(
                 self.model,
                 idx,

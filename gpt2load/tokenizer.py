@@ -7,6 +7,10 @@ network at all. When no such files are beside the model or in
 ``$GPT2LOAD_TOKENIZER_DIR``, they are fetched once, by the project's own downloader
 (mirror, resume, retries and the published sha256 all apply), into
 ``weights/tokenizer/`` (under ``$GPT2LOAD_WEIGHTS_DIR`` when set) and reused from there.
+
+A character-level model (nanoGPT's ``shakespeare_char``) has its vocabulary in a
+``meta.pkl`` beside its ``ckpt.pt``; :func:`get_tokenizer` returns a
+:class:`~gpt2load.char_tokenizer.CharTokenizer` for it, which offers the same interface.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tiktoken
 
+from .char_tokenizer import META_PKL, CharTokenizer, CharVocabularyError, meta_pkl_beside
 from .config import EOT_TOKEN_ID, VOCAB_SIZE
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# What get_tokenizer returns: GPT-2's BPE, or a character vocabulary from a meta.pkl.
+Tokenizer = tiktoken.Encoding | CharTokenizer
 
 ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
@@ -155,14 +167,25 @@ def download_tokenizer(folder: str | os.PathLike[str] | None = None, progress: b
 
 def get_tokenizer(
     folder: str | os.PathLike[str] | None = None, *, progress: bool = True
-) -> tiktoken.Encoding:
-    """The GPT-2 encoding, from ``encoder.json`` + ``vocab.bpe`` (or the Hugging Face names
-    ``vocab.json`` + ``merges.txt``) in ``folder`` or beside the file it names, else in
-    ``$GPT2LOAD_TOKENIZER_DIR``, else downloaded once into ``cache_dir()``.
+) -> Tokenizer:
+    """The tokenizer of the model in ``folder`` (or beside the file it names).
 
-    Raises ``ValueError`` for local files that are not the published ones, and
-    ``TokenizerNotFoundError`` (naming both fixes) when none are found and the download fails.
+    A ``meta.pkl`` there (nanoGPT's character vocabulary) gives a :class:`CharTokenizer`,
+    read without running code; it wins over GPT-2's files in the same folder, because
+    it can only have been put there for this model, while GPT-2's files are added to
+    folders as a convenience (finetune copies them beside every checkpoint). A wrong pick
+    cannot pass silently: :func:`check_tokenizer_fits` refuses a character vocabulary
+    whose size is not the model's. Otherwise the GPT-2 encoding, from ``encoder.json`` +
+    ``vocab.bpe`` (or the Hugging Face names ``vocab.json`` + ``merges.txt``) in
+    ``folder``, else in ``$GPT2LOAD_TOKENIZER_DIR``, else downloaded once into ``cache_dir()``.
+
+    Raises ``ValueError`` for a ``meta.pkl`` that is not a plain vocabulary and for local
+    files that are not the published ones, and ``TokenizerNotFoundError`` (naming both
+    fixes) when none are found and the download fails.
     """
+    meta = meta_pkl_beside(folder)
+    if meta is not None:
+        return CharTokenizer.from_meta_pkl(meta)
     for candidate in _candidates(folder):
         pair = _pair_in(candidate)
         if pair is not None:
@@ -202,7 +225,7 @@ class StreamDecoder:
     instead of printing a replacement mark.
     """
 
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
+    def __init__(self, encoding: Tokenizer) -> None:
         import codecs
 
         self._encoding = encoding
@@ -213,3 +236,71 @@ class StreamDecoder:
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)
+
+
+# ---------------------------------------------------------------- a tokenizer and its model
+def tokenizer_key(tokenizer: Tokenizer) -> str:
+    """``NAME/N_VOCAB``: equal for two tokenizers exactly when they encode alike (the form
+    finetune's ``tokenizer_id`` records; a character vocabulary's name hashes its characters)."""
+    return f"{tokenizer.name}/{tokenizer.n_vocab}"
+
+
+def describe_tokenizer(tokenizer: Tokenizer) -> str:
+    """A few words for reports: which tokenizer, how many tokens."""
+    if isinstance(tokenizer, CharTokenizer):
+        where = f" ({tokenizer.source.name})" if tokenizer.source is not None else ""
+        return f"{tokenizer.n_vocab} characters{where}"
+    return f"GPT-2 BPE ({tokenizer.n_vocab:,})"
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, label: str) -> None:
+    """Refuse a tokenizer that cannot go with a model of ``vocab_size`` ids (``label`` names
+    the model in the message).
+
+    A character vocabulary must be the model's exactly: ids mean characters only in the
+    order the model was trained with. A BPE tokenizer may be smaller than the model
+    (nanoGPT pads 50257 to 50304; sampling stops at the tokenizer's ids), never larger:
+    its ids would index past the embedding.
+    """
+    if isinstance(tokenizer, CharTokenizer):
+        if tokenizer.n_vocab != vocab_size:
+            where = tokenizer.source or META_PKL
+            raise CharVocabularyError(
+                f"{where} lists {tokenizer.n_vocab} characters but the model {label} has a "
+                f"vocabulary of {vocab_size} tokens; this meta.pkl belongs to another model"
+            )
+        return
+    if tokenizer.n_vocab > vocab_size:
+        raise ValueError(
+            f"the model {label} has a vocabulary of {vocab_size} tokens, fewer than GPT-2's "
+            f"tokenizer ({tokenizer.n_vocab}), so it was not trained with GPT-2's BPE; a "
+            f"character-level nanoGPT model needs its {META_PKL} (nanoGPT writes it to "
+            f"data/<dataset>/{META_PKL}) copied beside its checkpoint"
+        )
+
+
+def prompt_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Ids of a prompt; an empty prompt starts a new document.
+
+    GPT-2 starts from ``<|endoftext|>`` (which a prompt may also contain); a character
+    vocabulary has no such token, so it starts from a newline as nanoGPT's ``sample.py``
+    does. A character outside the vocabulary is an error naming it.
+    """
+    if isinstance(tokenizer, CharTokenizer):
+        if text:
+            return tokenizer.encode(text, what="the prompt")
+        if "\n" in tokenizer.stoi:
+            return [tokenizer.stoi["\n"]]
+        raise CharVocabularyError(
+            "the prompt is empty and this character vocabulary has no newline to start "
+            "from; give a prompt"
+        )
+    ids = tokenizer.encode(text, allowed_special={EOT})
+    return ids or [tokenizer.eot_token]
+
+
+def prompt_tensor(tokenizer: Tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
+    """:func:`prompt_ids` as a ``[1, time]`` tensor on ``device``, ready for generation."""
+    import torch
+
+    return torch.tensor([prompt_ids(tokenizer, text)], dtype=torch.long, device=device)

@@ -71,10 +71,12 @@ def _checked_flags(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from ..console import Console, settings_from_run
+    from ..tokenizer import check_tokenizer_fits
     from ._common import load_model
 
     flags = _checked_flags(args)
     model, tokenizer, path = load_model(args.model, args.device, args.dtype, args.source)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
     settings = settings_from_run(path)
     for name, value in flags.items():
         setattr(settings, name, value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_model_arguments, add_sampling_arguments, encode_prompt, load_model
+from ._common import add_model_arguments, add_sampling_arguments, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,13 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default="", help="text to continue (default: a new document)")
     add_sampling_arguments(parser)
     parser.add_argument("--num-samples", type=int, default=1, help="independent continuations")
-    parser.add_argument("--stop-at-eos", action="store_true", help="stop a sample at <|endoftext|>")
+    parser.add_argument(
+        "--stop-at-eos",
+        action="store_true",
+        help="stop a sample at <|endoftext|> (a character vocabulary has none: no effect)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import check_sampling_args, stream
-    from ..tokenizer import StreamDecoder
+    from ..tokenizer import StreamDecoder, check_tokenizer_fits, prompt_tensor
 
     # Every argument is checked before the model loads and before the prompt is printed.
     if args.num_samples < 1:
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     for seed in (args.seed, last_seed):  # sample i uses seed + i
         check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, seed)
     model, tokenizer, _ = load_model(args.model, args.device, args.dtype, args.source)
-    idx = encode_prompt(tokenizer, args.prompt, model.tok_emb.weight.device)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
+    idx = prompt_tensor(tokenizer, args.prompt, model.tok_emb.weight.device)
     out = sys.stdout
     for i in range(args.num_samples):
         if args.num_samples > 1:
