@@ -5,6 +5,11 @@ from GPT-2 than from scratch?"; the samples answer it by eye, the loss and
 perplexity on a held-out text answer it with a number. That number depends on
 how much history each prediction sees, so every model is scored with the same
 window: the smallest context among them, unless ``eval_context`` says otherwise.
+
+Loss per token compares only models with the same tokenizer (a character model makes
+~4 predictions where GPT-2's BPE makes one). Every model is therefore also scored in
+bits per byte of the text, the scale all tokenizers share, and the reports say which
+rows compare on which figure.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class ModelResult:
     loss: float | None = None
     perplexity: float | None = None
     context_length: int | None = None
+    tokenizer: str | None = None  # in words, e.g. "GPT-2 BPE (50,257)", "65 characters"
+    tokenizer_key: str | None = None  # equal for models whose tokens are the same
+    eval_tokens: int | None = None  # targets this model scored
+    eval_bytes: int | None = None  # UTF-8 bytes of those targets
+    bits_per_byte: float | None = None
 
 
 @dataclass
@@ -42,7 +52,7 @@ class Comparison:
     eval_text: str | None
     results: list[ModelResult] = field(default_factory=list)
     eval_window: int | None = None  # tokens per scoring window, the same for every model
-    eval_tokens: int | None = None  # targets scored per model
+    eval_tokens: int | None = None  # targets scored per model (None when models differ)
 
 
 @dataclass(frozen=True)
@@ -171,15 +181,24 @@ def compare_models(
     """Generate and score with each model in turn (one in memory at a time).
 
     Losses are computed over windows of ``eval_context`` tokens, by default the
-    smallest context among the models, so each model sees the same history.
+    smallest context among the models, so each model sees the same history. Every model
+    scores the same text: with ``eval_tokens`` and models of different tokenizers, the
+    text of the first model's ``eval_tokens`` tokens.
     """
     import torch
 
-    from .commands._common import encode_prompt, load_resolved
-    from .evaluation import evaluate_tokens, read_eval_tokens
+    from .commands._common import load_resolved
+    from .evaluation import evaluate_tokens, read_eval_text, with_bits_per_byte
     from .formats import inspect_checkpoint
     from .generation import check_sampling_args, generate
     from .loading import resolve
+    from .tokenizer import (
+        check_tokenizer_fits,
+        describe_tokenizer,
+        get_tokenizer,
+        prompt_tensor,
+        tokenizer_key,
+    )
 
     if not models:
         raise ValueError("give at least one model to compare")
@@ -203,6 +222,16 @@ def compare_models(
                 f"({smallest} tokens); every model must see the same window"
             )
         window = eval_context or smallest
+    source, cap = None, eval_tokens
+    if eval_text is not None:
+        source = read_eval_text(eval_text)
+        if eval_tokens is not None:
+            # Read before any model loads: a meta.pkl that is refused fails in seconds.
+            tokenizers = [get_tokenizer(p) for p in paths]
+            if len({tokenizer_key(t) for t in tokenizers}) > 1:
+                # N tokens are N characters to one model and ~4N to another: cut the text
+                # once, where the first model's N + 1 tokens end, and score it all everywhere.
+                source, cap = source.prefix(tokenizers[0], eval_tokens + 1), None
     comparison = Comparison(
         prompts=prompts,
         settings=dict(sampling.__dict__),
@@ -211,10 +240,11 @@ def compare_models(
     )
     for name, path in zip(models, paths, strict=True):
         model, tokenizer = load_resolved(path, device, dtype)
+        check_tokenizer_fits(tokenizer, model.config.vocab_size, name)
         dev = model.tok_emb.weight.device
         samples = []
         for prompt in prompts:
-            idx = encode_prompt(tokenizer, prompt, dev)
+            idx = prompt_tensor(tokenizer, prompt, dev)
             out = generate(
                 model,
                 idx,
@@ -232,12 +262,21 @@ def compare_models(
             parameters=model.num_parameters(),
             samples=samples,
             context_length=model.config.context_length,
+            tokenizer=describe_tokenizer(tokenizer),
+            tokenizer_key=tokenizer_key(tokenizer),
         )
-        if eval_text is not None:
-            tokens = read_eval_tokens(eval_text, tokenizer)
-            scored = evaluate_tokens(model, tokens, eval_tokens, window=window)
+        if source is not None:
+            tokens = source.tokens_for(tokenizer)
+            if tokens.size < 2:
+                raise ValueError(
+                    f"{source.path} holds {tokens.size} token(s) for {name}; at least 2 are "
+                    f"needed to score"
+                )
+            scored = evaluate_tokens(model, tokens, cap, window=window)
+            scored = with_bits_per_byte(scored, tokens, tokenizer)
             result.loss, result.perplexity = scored.loss, scored.perplexity
-            comparison.eval_tokens = scored.tokens
+            result.eval_tokens, result.eval_bytes = scored.tokens, scored.bytes
+            result.bits_per_byte = scored.bits_per_byte
         comparison.results.append(result)
         if on_model_done is not None:
             on_model_done(result)
@@ -245,6 +284,9 @@ def compare_models(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    counts = {r.eval_tokens for r in comparison.results}
+    if source is not None and len(counts) == 1:
+        comparison.eval_tokens = counts.pop()
     return comparison
 
 
@@ -252,7 +294,15 @@ def compare_models(
 def _score_line(result: ModelResult) -> str:
     if result.loss is None:
         return f"{result.parameters / 1e6:.1f}M params"
-    return f"loss {result.loss:.3f}  ppl {result.perplexity:.2f}  ({result.parameters / 1e6:.1f}M)"
+    bpb = f"  bpb {result.bits_per_byte:.3f}" if result.bits_per_byte is not None else ""
+    return (
+        f"loss {result.loss:.3f}  ppl {result.perplexity:.2f}{bpb}  "
+        f"({result.parameters / 1e6:.1f}M)"
+    )
+
+
+def _mixed_tokenizers(comparison: Comparison) -> bool:
+    return len({r.tokenizer_key for r in comparison.results}) > 1
 
 
 def _eval_note(comparison: Comparison) -> str | None:
@@ -264,7 +314,38 @@ def _eval_note(comparison: Comparison) -> str | None:
         note += f", {comparison.eval_tokens:,} tokens"
     if comparison.eval_window is not None:
         note += f", every model scored in windows of {comparison.eval_window} tokens"
+        if _mixed_tokenizers(comparison):
+            note += " of its own tokenizer"
+    if any(r.bits_per_byte is not None for r in comparison.results):
+        note += "; bpb = bits per byte of the text (summed loss / ln 2 / UTF-8 bytes scored)"
     return note
+
+
+def _comparable_note(comparison: Comparison) -> str | None:
+    """Which rows compare on which figure: per-token loss within a tokenizer, bpb across all."""
+    if not comparison.eval_text or not comparison.results:
+        return None
+    if comparison.results[0].tokenizer_key is None:
+        return None  # results made without tokenizer details (older callers)
+    if not _mixed_tokenizers(comparison):
+        return (
+            f"every model uses one tokenizer ({comparison.results[0].tokenizer}): "
+            f"loss, perplexity and bits per byte all compare across the models"
+        )
+    groups: dict[str, list[int]] = {}
+    words: dict[str, str] = {}
+    for i, r in enumerate(comparison.results):
+        groups.setdefault(str(r.tokenizer_key), []).append(i + 1)
+        words[str(r.tokenizer_key)] = str(r.tokenizer)
+    parts = [
+        f"{words[key]}: model{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+        for key, ids in groups.items()
+    ]
+    return (
+        "the models use different tokenizers, so loss and perplexity (per token) compare "
+        f"only between models with the same one ({'; '.join(parts)}); bits per byte "
+        "compares across all of them"
+    )
 
 
 def render_columns(comparison: Comparison, width: int | None = None) -> str:
@@ -291,9 +372,11 @@ def render_columns(comparison: Comparison, width: int | None = None) -> str:
     # Long paths keep their informative end ("runs/shakespeare/best"), on one line.
     out = row([[shorten(r.name, col)] for r in comparison.results])
     out += row([wrap(_score_line(r), col) for r in comparison.results])
-    note = _eval_note(comparison)
-    if note:
-        out += wrap(f"({note})", width)
+    if _mixed_tokenizers(comparison):
+        out += row([wrap(f"tokenizer: {r.tokenizer}", col) for r in comparison.results])
+    for note in (_eval_note(comparison), _comparable_note(comparison)):
+        if note:
+            out += wrap(f"({note})", width)
     for p, prompt in enumerate(comparison.prompts):
         out.append("=" * rule)
         out += wrap(f"prompt {p + 1}: {prompt!r}", width)
@@ -309,9 +392,11 @@ def _render_stacked(comparison: Comparison, width: int) -> str:
     for tag, r in zip(tags, comparison.results, strict=True):
         out.append(shorten(f"{tag} {r.name}", width))
         out += wrap(f"    {_score_line(r)}", width)
-    note = _eval_note(comparison)
-    if note:
-        out += wrap(f"({note})", width)
+        if _mixed_tokenizers(comparison):
+            out += wrap(f"    tokenizer: {r.tokenizer}", width)
+    for note in (_eval_note(comparison), _comparable_note(comparison)):
+        if note:
+            out += wrap(f"({note})", width)
     for p, prompt in enumerate(comparison.prompts):
         out.append("=" * width)
         out += wrap(f"prompt {p + 1}: {prompt!r}", width)
@@ -334,6 +419,9 @@ def render_markdown(comparison: Comparison) -> str:
     note = _eval_note(comparison)
     if note:
         lines += [f"Scores: {cell(note)}.", ""]
+    comparable = _comparable_note(comparison)
+    if comparable:
+        lines += [f"Comparable: {cell(comparable)}.", ""]
     lines += ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     lines.append(
         "| parameters | " + " | ".join(f"{r.parameters:,}" for r in comparison.results) + " |"
@@ -347,10 +435,35 @@ def render_markdown(comparison: Comparison) -> str:
         lines.append(
             "| perplexity | " + " | ".join(f"{r.perplexity:.2f}" for r in comparison.results) + " |"
         )
+        if any(r.bits_per_byte is not None for r in comparison.results):
+            lines.append(
+                "| bits per byte | "
+                + " | ".join(_or_na(r.bits_per_byte, "{:.4f}") for r in comparison.results)
+                + " |"
+            )
+        if any(r.eval_tokens is not None for r in comparison.results):
+            lines.append(
+                "| scored | "
+                + " | ".join(
+                    f"{_or_na(r.eval_tokens, '{:,}')} tokens, {_or_na(r.eval_bytes, '{:,}')} bytes"
+                    for r in comparison.results
+                )
+                + " |"
+            )
+    if any(r.tokenizer is not None for r in comparison.results):
+        lines.append(
+            "| tokenizer | "
+            + " | ".join(cell(r.tokenizer or "") for r in comparison.results)
+            + " |"
+        )
     for p, prompt in enumerate(comparison.prompts):
         samples = " | ".join(cell(r.samples[p]) for r in comparison.results)
         lines.append(f"| prompt {p + 1}: {cell(prompt)} | {samples} |")
     return "\n".join(lines) + "\n"
+
+
+def _or_na(value: float | int | None, spec: str) -> str:
+    return "n/a" if value is None else spec.format(value)
 
 
 def render_html(comparison: Comparison) -> str:
@@ -361,7 +474,9 @@ def render_html(comparison: Comparison) -> str:
 
     n = len(comparison.results)
     head = "".join(
-        f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div></th>"
+        f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div>"
+        + (f"<div class=score>tokenizer: {e(r.tokenizer)}</div>" if r.tokenizer else "")
+        + "</th>"
         for r in comparison.results
     )
     rows = "".join(
@@ -372,6 +487,9 @@ def render_html(comparison: Comparison) -> str:
     )
     note = _eval_note(comparison)
     eval_note = f"<p>Scores: {e(note)}.</p>" if note else ""
+    comparable = _comparable_note(comparison)
+    if comparable:
+        eval_note += f"<p>Comparable: {e(comparable)}.</p>"
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%;"

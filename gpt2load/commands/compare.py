@@ -14,17 +14,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="generate with several models side by side, with their loss on a text",
         description="Generate from the same prompts with the same seed using each model, print "
-        "the texts side by side and each model's loss and perplexity on an evaluation text.",
+        "the texts side by side and each model's loss, perplexity and bits per byte on an "
+        "evaluation text. Loss per token compares models of one tokenizer; bits per byte "
+        "compares any (a character-level model with GPT-2, say).",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL_OR_PATH")
     parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     parser.add_argument("--prompts-file", help="a file with one prompt per line")
     parser.add_argument(
         "--eval-text",
-        help="text (.txt) or token file (.bin, uint16) to score each model on "
+        help="text (.txt) or token file (.bin, uint16: ids of the tokenizer its folder's "
+        "meta.json or meta.pkl names, else GPT-2's) to score each model on "
         "(default: data/shakespeare/val.bin when prepared)",
     )
-    parser.add_argument("--eval-tokens", type=int, default=None, help="score at most this many")
+    parser.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=None,
+        help="score at most this many (with different tokenizers: the text of the first "
+        "model's N tokens, for every model)",
+    )
     parser.add_argument(
         "--eval-context",
         type=int,
