@@ -1,7 +1,11 @@
-"""Model sizes: the four published GPT-2 presets and any custom size.
+"""Model sizes and variants: the four published GPT-2 presets and the GPT-2 family around them.
 
 A config is the only thing needed to build an empty model, so every checkpoint
-format ultimately reduces to "a config plus a state dict in our layout".
+format ultimately reduces to "a config plus a state dict in our layout". Besides
+the sizes, a config records the few ways the checkpoints people make differ from
+GPT-2 (nanoGPT's bias-free layers and exact GELU, the book's untied head and
+missing QKV bias, Hugging Face's MLP width, epsilon and per-layer attention
+scaling); GPT-2's own values are the defaults, so a plain ``GPTConfig()`` is GPT-2.
 """
 
 from __future__ import annotations
@@ -30,23 +34,57 @@ class GPTConfig:
     vocab_size: int = VOCAB_SIZE
     dropout: float = 0.0
     qkv_bias: bool = True
+    # Bias in every other Linear and LayerNorm (nanoGPT's ``bias``, False by default there).
+    bias: bool = True
+    # The output head shares the token embedding's weight (GPT-2, nanoGPT); the book's
+    # GPTModel keeps a separate ``out_head`` (``tie_word_embeddings=False`` in transformers).
+    tie_head: bool = True
+    activation: str = "gelu_tanh"
+    # Width of the MLP's hidden layer; None is GPT-2's 4 * n_embd (transformers' ``n_inner``).
+    n_inner: int | None = None
+    layer_norm_eps: float = 1e-5
+    # Layer i also divides its attention scores by i + 1 (Stanford CRFM's GPT-2 runs).
+    scale_attn_by_inverse_layer_idx: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "context_length", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            _check_positive_int(name, getattr(self, name))
+        if self.n_inner is not None:
+            _check_positive_int("n_inner", self.n_inner)
+            if self.n_inner == 4 * self.n_embd:  # one spelling of GPT-2's width, so configs compare
+                object.__setattr__(self, "n_inner", None)
+        for name in ("qkv_bias", "bias", "tie_head", "scale_attn_by_inverse_layer_idx"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"GPTConfig.activation {self.activation!r} is not one of: {', '.join(ACTIVATIONS)}"
+            )
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"GPTConfig.layer_norm_eps must be a number in (0, 1), got {eps!r}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"pick n_embd as a multiple of n_head"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def ff_width(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    def variant(self) -> dict[str, Any]:
+        """The settings in which this model's maths differs from GPT-2's (empty for GPT-2)."""
+        base = GPTConfig()
+        return {k: getattr(self, k) for k in VARIANT_FIELDS if getattr(self, k) != getattr(base, k)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,8 +108,40 @@ class GPTConfig:
         ]
 
 
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+    if value > MAX_SIZE:
+        raise ValueError(f"GPTConfig.{name} {value} is beyond any GPT-2 (at most {MAX_SIZE:,})")
+
+
+# Far above every real GPT-2 (a vocabulary of 50,257, 48 layers) and far below what would
+# make building even an empty model hang: a file's claim of 10**6 layers is refused here.
+MAX_SIZE = 1 << 20
+# tanh GELU (GPT-2's, transformers' "gelu_new"), exact GELU (nanoGPT's nn.GELU()), ReLU.
+ACTIVATIONS = ("gelu_tanh", "gelu", "relu")
 # The settings that decide which weights a model has (and so which checkpoints fit it).
-SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size", "qkv_bias")
+SHAPE_FIELDS = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "context_length",
+    "vocab_size",
+    "qkv_bias",
+    "bias",
+    "tie_head",
+    "n_inner",
+)
+# The settings in which the GPT-2 family's checkpoints differ from GPT-2 itself.
+VARIANT_FIELDS = (
+    "qkv_bias",
+    "bias",
+    "tie_head",
+    "activation",
+    "n_inner",
+    "layer_norm_eps",
+    "scale_attn_by_inverse_layer_idx",
+)
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -117,27 +187,12 @@ def is_model_name(name: str) -> bool:
     return True
 
 
+def published_heads(n_embd: int) -> int | None:
+    """GPT-2's head count for one of its four widths; None for any other width."""
+    return next((c.n_head for c in PRESETS.values() if c.n_embd == n_embd), None)
+
+
 def preset(name: str, **overrides: Any) -> GPTConfig:
     """The config of a published size, optionally with fields changed (e.g. ``dropout=0.1``)."""
     config = PRESETS[canonical_name(name)]
     return config.replace(**overrides) if overrides else config
-
-
-def config_from_shapes(
-    n_layer: int, n_embd: int, vocab_size: int, context_length: int, n_head: int | None = None
-) -> GPTConfig:
-    """Infer a config when a checkpoint stores no hyper-parameters.
-
-    Tensor shapes give everything but the head count; for the published widths
-    the head count is known, otherwise head_dim 64 (GPT-2's) is assumed.
-    """
-    if n_head is None:
-        by_width = {c.n_embd: c.n_head for c in PRESETS.values()}
-        n_head = by_width.get(n_embd, max(1, n_embd // 64))
-    return GPTConfig(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-        context_length=context_length,
-        vocab_size=vocab_size,
-    )

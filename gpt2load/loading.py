@@ -45,14 +45,21 @@ def load(
     source: str | None = None,
     *,
     contiguous: bool = False,
+    n_head: int | None = None,
 ) -> GPT:
     """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode.
 
     ``contiguous=True`` copies weights stored transposed (Hugging Face, OpenAI) into
     ``nn.Linear``'s layout instead of keeping views of the file: for training.
+    ``n_head`` is for a checkpoint that records no head count and has a width GPT-2 never
+    had (a bare ``.pth``); the head count is never guessed.
     """
     from .formats import load_checkpoint
 
     return load_checkpoint(
-        resolve(model_or_path, source=source), device=device, dtype=dtype, contiguous=contiguous
+        resolve(model_or_path, source=source),
+        device=device,
+        dtype=dtype,
+        contiguous=contiguous,
+        n_head=n_head,
     )

@@ -6,6 +6,10 @@ every other format is mapped onto these names by ``gpt2load.formats``. Query,
 key and value are separate ``nn.Linear`` layers (with bias, as in GPT-2), and
 attention runs through PyTorch's fused ``scaled_dot_product_attention`` with a
 causal flag, so no mask buffer is stored.
+
+The config's variant settings (see ``GPTConfig``) only choose which layers are
+built: a bias-free model has no bias parameters at all, an untied head is a
+parameter of its own, and GPT-2's defaults build exactly GPT-2.
 """
 
 from __future__ import annotations
@@ -19,17 +23,16 @@ from torch import nn
 from . import cpu_matmul
 from .config import GPTConfig
 
-LAYER_NORM_EPS = 1e-5
-
 
 class LayerNorm(nn.Module):
-    """LayerNorm whose parameters are called ``scale``/``shift``, as in the book's state dicts."""
+    """LayerNorm whose parameters are called ``scale``/``shift``, as in the book's state dicts;
+    without ``bias`` there is no ``shift`` at all (nanoGPT's ``bias=False``)."""
 
-    def __init__(self, dim: int, eps: float = LAYER_NORM_EPS) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
         self.eps = eps
         self.scale = nn.Parameter(torch.ones(dim))
-        self.shift = nn.Parameter(torch.zeros(dim))
+        self.shift = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
@@ -44,10 +47,22 @@ class Linear(nn.Linear):
 
 
 class GELU(nn.Module):
-    """GPT-2's GELU: the tanh approximation (``gelu_new`` in transformers)."""
+    """GPT-2's GELU is the tanh approximation (``gelu_new`` in transformers); nanoGPT's
+    ``nn.GELU()`` is the exact one, and the two differ by up to about 1e-3 per unit."""
+
+    def __init__(self, approximate: str = "tanh") -> None:
+        super().__init__()
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x, approximate="tanh")
+        return F.gelu(x, approximate=self.approximate)
+
+
+def activation(name: str) -> nn.Module:
+    """The module for a ``GPTConfig.activation``."""
+    if name == "relu":
+        return nn.ReLU()
+    return GELU("tanh" if name == "gelu_tanh" else "none")
 
 
 class LayerKVCache:
@@ -105,16 +120,20 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer_index: int = 0) -> None:
         super().__init__()
         d = config.n_embd
         self.n_head = config.n_head
         self.head_dim = config.head_dim
         self.dropout = config.dropout
+        # None is SDPA's own 1/sqrt(head_dim), so GPT-2's attention passes no scale at all.
+        self.scale = None
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale = 1.0 / (math.sqrt(self.head_dim) * (layer_index + 1))
         self.W_query = Linear(d, d, bias=config.qkv_bias)
         self.W_key = Linear(d, d, bias=config.qkv_bias)
         self.W_value = Linear(d, d, bias=config.qkv_bias)
-        self.out_proj = Linear(d, d)
+        self.out_proj = Linear(d, d, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +153,12 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("a KV cache that already holds tokens takes one token per step")
             k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            q,
+            k,
+            v,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            scale=self.scale,
         )
         y = y.transpose(1, 2).contiguous().view(b, t, d)
         return self.resid_dropout(self.out_proj(y))
@@ -143,8 +167,12 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        d = config.n_embd
-        self.layers = nn.Sequential(Linear(d, 4 * d), GELU(), Linear(4 * d, d))
+        d, hidden = config.n_embd, config.ff_width
+        self.layers = nn.Sequential(
+            Linear(d, hidden, bias=config.bias),
+            activation(config.activation),
+            Linear(hidden, d, bias=config.bias),
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,11 +180,11 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer_index: int = 0) -> None:
         super().__init__()
-        self.norm1 = LayerNorm(config.n_embd)
-        self.att = MultiHeadAttention(config)
-        self.norm2 = LayerNorm(config.n_embd)
+        self.norm1 = LayerNorm(config.n_embd, config.layer_norm_eps, config.bias)
+        self.att = MultiHeadAttention(config, layer_index)
+        self.norm2 = LayerNorm(config.n_embd, config.layer_norm_eps, config.bias)
         self.ff = FeedForward(config)
 
     def forward(self, x: torch.Tensor, cache: LayerKVCache | None = None) -> torch.Tensor:
@@ -165,7 +193,8 @@ class TransformerBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """The GPT-2 language model; ``out_head`` shares its weight with ``tok_emb``."""
+    """The GPT-2 language model; ``out_head`` shares its weight with ``tok_emb`` unless the
+    config unties them."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -173,20 +202,22 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.context_length, config.n_embd)
         self.drop_emb = nn.Dropout(config.dropout)
-        self.trf_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
-        self.final_norm = LayerNorm(config.n_embd)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layer))
+        self.final_norm = LayerNorm(config.n_embd, config.layer_norm_eps, config.bias)
         self.out_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.tie_weights()
         if self.tok_emb.weight.device.type != "meta":
             self.init_weights()
 
     def tie_weights(self) -> None:
-        """Share the output projection with the token embedding, as GPT-2 does.
+        """Share the output projection with the token embedding, as GPT-2 does (a no-op for
+        an untied config).
 
         Call again after ``load_state_dict(..., assign=True)``, which replaces
         parameters one by one and so unties them.
         """
-        self.out_head.weight = self.tok_emb.weight
+        if self.config.tie_head:
+            self.out_head.weight = self.tok_emb.weight
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
@@ -211,6 +242,8 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             n -= self.pos_emb.weight.numel() + self.tok_emb.weight.numel()
+            if not self.config.tie_head:
+                n -= self.out_head.weight.numel()
         return n
 
     def forward(

@@ -1,7 +1,7 @@
 """The project's own checkpoint: one safetensors file that describes itself.
 
-``model.safetensors`` holds the state dict in our layout (the tied ``out_head``
-is stored once, as ``tok_emb.weight``) and its safetensors metadata carries the
+``model.safetensors`` holds the state dict in our layout (a tied ``out_head``
+is stored once, as ``tok_emb.weight``; an untied one as itself) and its safetensors metadata carries the
 format tag and the model config, so the file alone is enough to rebuild the
 model. ``finetune`` writes its ``best``/``last`` folders with this file inside.
 """
@@ -24,9 +24,11 @@ TIED_KEYS = ("out_head.weight",)
 
 
 def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors in our layout, minus the tied head, contiguous and on the CPU."""
-    state = getattr(model, "_orig_mod", model).state_dict()
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in TIED_KEYS}
+    """The model's tensors in our layout, minus a tied head, contiguous and on the CPU."""
+    model = getattr(model, "_orig_mod", model)
+    skip = TIED_KEYS if model.config.tie_head else ()
+    state = model.state_dict()
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in skip}
 
 
 def save_native(

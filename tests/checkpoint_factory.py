@@ -61,10 +61,11 @@ def random_hf_state_dict(config: GPTConfig, seed: int = 0) -> Tensors:
     """Random GPT-2 weights in the Hugging Face layout: no prefix, Conv1D ``[in, out]``.
 
     Every tensor is random (LayerNorm gains around 1, biases non-zero), so a bias
-    or gain mapped to the wrong place changes the logits.
+    or gain mapped to the wrong place changes the logits. The config's variant settings
+    shape it: no biases where it has none, its MLP width, an ``lm_head.weight`` when untied.
     """
     g = torch.Generator().manual_seed(seed)
-    d, v, t = config.n_embd, config.vocab_size, config.context_length
+    d, v, t, f = config.n_embd, config.vocab_size, config.context_length, config.ff_width
 
     def normal(*shape: int, std: float = 0.02) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * std
@@ -83,12 +84,18 @@ def random_hf_state_dict(config: GPTConfig, seed: int = 0) -> Tensors:
         state[h + "attn.c_proj.bias"] = normal(d)
         state[h + "ln_2.weight"] = gain(d)
         state[h + "ln_2.bias"] = normal(d)
-        state[h + "mlp.c_fc.weight"] = normal(d, 4 * d)
-        state[h + "mlp.c_fc.bias"] = normal(4 * d)
-        state[h + "mlp.c_proj.weight"] = normal(4 * d, d)
+        state[h + "mlp.c_fc.weight"] = normal(d, f)
+        state[h + "mlp.c_fc.bias"] = normal(f)
+        state[h + "mlp.c_proj.weight"] = normal(f, d)
         state[h + "mlp.c_proj.bias"] = normal(d)
     state["ln_f.weight"] = gain(d)
     state["ln_f.bias"] = normal(d)
+    if not config.tie_head:
+        state["lm_head.weight"] = normal(v, d)
+    for name in list(state):
+        qkv = name.endswith("c_attn.bias")
+        if name.endswith(".bias") and not (config.qkv_bias if qkv else config.bias):
+            del state[name]
     return state
 
 
@@ -97,37 +104,45 @@ def hf_config_dict(config: GPTConfig) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "activation_function": "gelu_new",
+        "activation_function": {"gelu_tanh": "gelu_new"}.get(config.activation, config.activation),
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_embd": config.n_embd,
         "n_positions": config.context_length,
         "n_ctx": config.context_length,
         "vocab_size": config.vocab_size,
-        "layer_norm_epsilon": 1e-5,
-        "n_inner": None,
+        "layer_norm_epsilon": config.layer_norm_eps,
+        "n_inner": config.n_inner,
+        "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_head,
         "bos_token_id": min(50256, config.vocab_size - 1),
         "eos_token_id": min(50256, config.vocab_size - 1),
     }
 
 
 def reference_model(hf_state: Tensors, config: GPTConfig):
-    """``transformers.GPT2LMHeadModel`` holding ``hf_state``: the reference for logits."""
+    """``transformers.GPT2LMHeadModel`` holding ``hf_state``: the reference for logits.
+
+    transformers' GPT-2 always has biases: a bias-free config gets zeros, which compute
+    the same."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     raw = hf_config_dict(config)
     raw.pop("architectures")
     raw.pop("model_type")
     model = GPT2LMHeadModel(GPT2Config(**raw)).eval()
-    missing, unexpected = model.load_state_dict(
-        {f"transformer.{k}": v for k, v in hf_state.items()}, strict=False
-    )
+    state = {k if k == "lm_head.weight" else f"transformer.{k}": v for k, v in hf_state.items()}
+    for name, tensor in model.state_dict().items():
+        buffer = name.endswith((".attn.bias", ".attn.masked_bias"))
+        if name.endswith(".bias") and not buffer and name not in state:
+            state[name] = torch.zeros_like(tensor)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    tied = model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    assert tied == config.tie_head
     return model
 
 

@@ -217,12 +217,13 @@ def test_convert_refuses_bad_requests(openai_folder: Path, tmp_path: Path) -> No
         convert(openai_folder, blocker, "hf")
     with pytest.raises(FileNotFoundError, match="lacks the tokenizer files"):
         convert(openai_folder, tmp_path / "y", "openai", tokenizer_dir=tmp_path)
-    no_bias = random_model(TINY_CONFIGS["tiny"].replace(qkv_bias=False))
+    untied = random_model(TINY_CONFIGS["tiny"].replace(tie_head=False))
     from gpt2load.native import save_native
 
-    save_native(no_bias, tmp_path / "nobias")
-    with pytest.raises(ValueError, match="QKV bias"):
-        convert(tmp_path / "nobias", tmp_path / "z", "hf")
+    save_native(untied, tmp_path / "untied")
+    with pytest.raises(ValueError, match="tie_head=False: openai's model has no output head"):
+        convert(tmp_path / "untied", tmp_path / "z", "openai")
+    assert not (tmp_path / "z").exists()  # refused before anything was written
 
 
 def test_info_lists_every_file_of_the_checkpoint(

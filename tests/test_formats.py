@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import gpt2load
+from gpt2load.cli import main, warnings_as_lines
 from gpt2load.cli import main as cli_main
 from gpt2load.config import GPTConfig
-from gpt2load.formats import detect_format, inspect_checkpoint, load_checkpoint
+from gpt2load.formats import CheckpointError, detect_format, inspect_checkpoint, load_checkpoint
 from tests.checkpoint_factory import (
     EXPECTED_FORMATS,
     book_config_dict,
@@ -44,6 +45,9 @@ class Written:
         self.paths = write_every_layout(root, config, self.hf_state)
         self.idx = sample_ids(config)
         self.expected = reference_logits(self.hf_state, config, self.idx)
+        # nanoGPT computes the exact GELU (transformers' "gelu") from the same weights.
+        self.nanogpt_config = config.replace(activation="gelu")
+        self.expected_nanogpt = reference_logits(self.hf_state, self.nanogpt_config, self.idx)
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -51,9 +55,10 @@ def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return Written(CONFIGS[request.param], tmp_path_factory.mktemp(request.param))
 
 
-def _max_diff(model: torch.nn.Module, written: Written) -> float:
+def _max_diff(model: torch.nn.Module, written: Written, nanogpt: bool = False) -> float:
+    expected = written.expected_nanogpt if nanogpt else written.expected
     with torch.no_grad():
-        return (model(written.idx).float() - written.expected).abs().max().item()
+        return (model(written.idx).float() - expected).abs().max().item()
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["copies", "views"])
@@ -62,14 +67,15 @@ def test_every_layout_matches_transformers(written: Written, layout: str, contig
     path = written.paths[layout]
     assert detect_format(path) == EXPECTED_FORMATS[layout]
     model = load_checkpoint(path, contiguous=contiguous)
-    assert model.config == written.config
+    nanogpt = layout.startswith("nanogpt")
+    assert model.config == (written.nanogpt_config if nanogpt else written.config)
     assert not model.training
     assert model.out_head.weight is model.tok_emb.weight
     assert all(p.device.type == "cpu" for p in model.parameters())
     if contiguous:
         assert all(p.is_contiguous() for p in model.parameters())
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert _max_diff(model, written) <= TOLERANCE
+    assert _max_diff(model, written, nanogpt) <= TOLERANCE
 
 
 def test_public_load_accepts_every_path_form(written: Written) -> None:
@@ -87,7 +93,8 @@ def test_public_load_accepts_every_path_form(written: Written) -> None:
         str(written.paths["native"] / "model.safetensors"),
     ]
     for form in forms:
-        assert _max_diff(gpt2load.load(form), written) <= TOLERANCE, form
+        nanogpt = "nanogpt" in str(form)
+        assert _max_diff(gpt2load.load(form), written, nanogpt) <= TOLERANCE, form
 
 
 def test_tf_prefix_that_is_not_a_file_loads(written: Written) -> None:
@@ -202,26 +209,39 @@ def test_book_file_at_a_published_width_needs_no_config(tmp_path: Path) -> None:
         assert (model(idx) - reference_logits(state, config, idx)).abs().max().item() <= TOLERANCE
 
 
-def test_book_file_at_an_odd_width_warns_about_the_head_count(
+def test_book_file_at_an_odd_width_needs_its_head_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """No guessing: a bare .pth of a width GPT-2 never had loads only when told its heads."""
     config = CONFIGS["head7"]
     path = write_rasbt(tmp_path / "x.pth", random_hf_state_dict(config), config, config_json=False)
-    with pytest.warns(UserWarning, match="does not store the number of attention heads"):
+    with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
-    # The command line shows it as one line, not Python's file:line: UserWarning form.
-    from gpt2load.cli import main
+    message = str(caught.value)
+    assert str(path) in message and "does not record its number of attention heads" in message
+    assert "config.json" in message and "n_head=" in message and "--n-head" in message
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gpt2load info: error: ")
+    assert load_checkpoint(path, n_head=config.n_head).config == config
+    assert gpt2load.load(path, n_head=config.n_head).config == config
+    (tmp_path / "config.json").write_text(json.dumps(book_config_dict(config)))
+    assert load_checkpoint(path).config == config
+    with pytest.raises(CheckpointError, match="records n_head=5, not the n_head=7 given"):
+        load_checkpoint(path, n_head=7)
 
+
+def test_warnings_print_as_one_line_while_a_command_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         before = warnings.showwarning
-        assert main(["info", str(path)]) == 0
+        with warnings_as_lines("gpt2load info"):
+            warnings.warn("the head count\n   is a guess", UserWarning, stacklevel=1)
         assert warnings.showwarning is before  # only while the command ran
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("gpt2load info: warning: ")
-    assert "does not store the number of attention heads" in err[0] and "UserWarning" not in err[0]
-    (tmp_path / "config.json").write_text(json.dumps(book_config_dict(config)))
-    assert load_checkpoint(path).config == config
+    assert err == ["gpt2load info: warning: the head count is a guess"]
 
 
 def test_from_scratch_model_without_qkv_bias(tmp_path: Path) -> None:

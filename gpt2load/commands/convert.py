@@ -1,4 +1,4 @@
-"""``gpt2load convert SRC DST --to hf|openai|native``: rewrite a checkpoint in another format."""
+"""``gpt2load convert SRC DST --to FORMAT``: rewrite a checkpoint in another format."""
 
 from __future__ import annotations
 
@@ -8,20 +8,32 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="write a checkpoint as Hugging Face, OpenAI TensorFlow or native files",
+        help="write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files",
         description=(
             "Load SRC (any supported format) and write it to the folder DST: 'hf' writes "
             "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
-            "in the original release layout with hparams.json (needs TensorFlow), 'native' "
-            "gpt2load's own model.safetensors. Tokenizer files beside SRC (or in --tokenizer-dir) "
-            "are copied along, under each format's names; 'openai' also looks in "
+            "in the original release layout with hparams.json (needs TensorFlow), 'nanogpt' a "
+            "ckpt.pt for nanoGPT's sample.py (init_from='resume'), 'rasbt' the book's model.pth "
+            "(strict load_state_dict into GPTModel) with its cfg dict as config.json, 'native' "
+            "gpt2load's own model.safetensors. A model the target cannot compute is refused with "
+            "the reason. Tokenizer files beside SRC (or in --tokenizer-dir) and a nanoGPT "
+            "meta.pkl are copied along, under each format's names; 'openai' also looks in "
             "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
         ),
     )
     parser.add_argument("src", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
     parser.add_argument("dst", help="output folder (for native also a .safetensors file)")
     parser.add_argument(
-        "--to", required=True, choices=("hf", "openai", "native"), help="output format"
+        "--to",
+        required=True,
+        choices=("hf", "openai", "nanogpt", "rasbt", "native"),
+        help="output format",
+    )
+    parser.add_argument(
+        "--n-head",
+        type=int,
+        default=None,
+        help="attention heads of a SRC that does not record them (default: from its files)",
     )
     parser.add_argument(
         "--dtype", default=None, help="cast the weights (float32, bf16, fp16); default: as stored"
@@ -44,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         written = convert(
-            resolve(args.src), args.dst, args.to, dtype=args.dtype, tokenizer_dir=args.tokenizer_dir
+            resolve(args.src),
+            args.dst,
+            args.to,
+            dtype=args.dtype,
+            tokenizer_dir=args.tokenizer_dir,
+            n_head=args.n_head,
         )
     print(f"wrote {args.to} checkpoint to {args.dst}:")
     for path in written:

@@ -1,4 +1,8 @@
-"""``convert``: load any checkpoint, write it as Hugging Face, OpenAI TF or native files."""
+"""``convert``: load any checkpoint, write it as Hugging Face, OpenAI TF, nanoGPT, the book's
+``.pth`` or native files, each of which its producer's own code loads and computes exactly.
+
+A model its target cannot compute is refused before anything is written, with the
+reason (``export.unsupported``)."""
 
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ from ..model import GPT
 from ..native import save_native
 from ..tokenizer import TOKENIZER_DIR_ENV
 from .detect import locate
-from .export import stored_state_dict
-from .layouts import HF, OPENAI
+from .errors import CheckpointError
+from .export import stored_state_dict, unsupported
+from .layouts import HF, NANOGPT, OPENAI, OURS
 from .loader import load_checkpoint
 from .tf_writer import write_state_file, write_tf_checkpoint
 
-TARGETS = ("hf", "openai", "native")
+TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")
 OPENAI_PREFIX = "model.ckpt"
+CHAR_VOCAB = "meta.pkl"
 # The same two tokenizer files under OpenAI's and Hugging Face's names.
 TOKENIZER_NAMES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
 
@@ -40,19 +46,24 @@ def hf_config(model: GPT) -> dict:
         "n_embd": c.n_embd,
         "n_layer": c.n_layer,
         "n_head": c.n_head,
-        "n_inner": None,
-        "activation_function": "gelu_new",
-        "layer_norm_epsilon": 1e-5,
+        "n_inner": c.n_inner,
+        "activation_function": HF_ACTIVATION[c.activation],
+        "layer_norm_epsilon": c.layer_norm_eps,
+        "scale_attn_by_inverse_layer_idx": c.scale_attn_by_inverse_layer_idx,
         "resid_pdrop": c.dropout,
         "embd_pdrop": c.dropout,
         "attn_pdrop": c.dropout,
         "initializer_range": 0.02,
         "scale_attn_weights": True,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": c.tie_head,
         "bos_token_id": EOT_TOKEN_ID,
         "eos_token_id": EOT_TOKEN_ID,
         "torch_dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
     }
+
+
+# transformers' name for each of our activations (ACT2FN).
+HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 
 
 def openai_hparams(model: GPT) -> dict:
@@ -93,8 +104,6 @@ def _copy(src: Path, dst: Path) -> Path:
 def write_hf(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
     from safetensors.torch import save_file
 
-    if model.config.qkv_bias is False:
-        raise ValueError("GPT-2's Hugging Face layout always has a QKV bias; this model has none")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = stored_state_dict(model, HF, prefix="transformer.")
     with atomic_path(folder / "model.safetensors") as tmp:
@@ -103,14 +112,12 @@ def write_hf(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]
     written.append(
         atomic_write_text(folder / "config.json", json.dumps(hf_config(model), indent=2) + "\n")
     )
-    for openai_name, src in tokenizer.items():
-        written.append(_copy(src, folder / TOKENIZER_NAMES[openai_name]))
+    for name, src in tokenizer.items():
+        written.append(_copy(src, folder / TOKENIZER_NAMES.get(name, name)))
     return written
 
 
 def write_openai(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
-    if model.config.qkv_bias is False:
-        raise ValueError("the OpenAI layout always has a QKV bias; this model has none")
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {name: t.float().numpy() for name, t in stored_state_dict(model, OPENAI).items()}
     written = []
@@ -125,8 +132,8 @@ def write_openai(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[P
             folder / "hparams.json", json.dumps(openai_hparams(model), indent=2) + "\n"
         )
     )
-    for openai_name, src in tokenizer.items():
-        written.append(_copy(src, folder / openai_name))
+    for name, src in tokenizer.items():
+        written.append(_copy(src, folder / name))
     return written
 
 
@@ -137,8 +144,9 @@ def convert(
     *,
     dtype: torch.dtype | str | None = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
+    n_head: int | None = None,
 ) -> list[Path]:
-    """Write the checkpoint at ``src`` as ``to`` (``hf``, ``openai`` or ``native``) into ``dst``.
+    """Write the checkpoint at ``src`` as ``to`` (one of ``TARGETS``) into ``dst``.
 
     Returns the files written. ``dst`` is a folder (for ``native`` it may also be a
     ``.safetensors`` file). Tokenizer files are copied from ``tokenizer_dir`` or, when
@@ -165,12 +173,13 @@ def convert(
         tokenizer = _find_tokenizer([source_folder])
         if not tokenizer and to == "openai":
             tokenizer = _tokenizer_for_openai(source_folder)
-    model = load_checkpoint(src, dtype=dtype)
-    if to == "hf":
-        return write_hf(model, dst, tokenizer)
-    if to == "openai":
-        return write_openai(model, dst, tokenizer)
-    return write_native(model, dst, tokenizer)
+    if (source_folder / CHAR_VOCAB).is_file():  # nanoGPT's character vocabulary travels too
+        tokenizer[CHAR_VOCAB] = source_folder / CHAR_VOCAB
+    model = load_checkpoint(src, dtype=dtype, n_head=n_head)
+    reasons = unsupported(model.config, to)
+    if reasons:
+        raise CheckpointError(f"{src} cannot be written as {to}: " + "; ".join(reasons))
+    return WRITERS[to](model, dst, tokenizer)
 
 
 class MissingTokenizerWarning(UserWarning):
@@ -208,6 +217,98 @@ def write_native(model: GPT, dst: Path, tokenizer: dict[str, Path]) -> list[Path
     under OpenAI's names since that is where ``gpt2load`` looks for it."""
     written = [save_native(model, dst)]
     folder = written[0].parent
-    for openai_name, src in tokenizer.items():
-        written.append(_copy(src, folder / openai_name))
+    for name, src in tokenizer.items():
+        written.append(_copy(src, folder / name))
     return written
+
+
+def book_config(model: GPT) -> dict:
+    """The book's cfg dict (``GPT_CONFIG_124M``'s keys), so ``GPTModel(cfg)`` rebuilds this model
+    and gpt2load reads the head count back from it."""
+    c = model.config
+    return {
+        "vocab_size": c.vocab_size,
+        "context_length": c.context_length,
+        "emb_dim": c.n_embd,
+        "n_heads": c.n_head,
+        "n_layers": c.n_layer,
+        "drop_rate": c.dropout,
+        "qkv_bias": c.qkv_bias,
+    }
+
+
+def write_rasbt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
+    """``model.pth`` as the book's ``torch.save(model.state_dict(), ...)`` writes it: its names,
+    an ``out_head`` of its own and the causal-mask buffers, so the book's strict
+    ``load_state_dict`` accepts it; ``config.json`` holds the book's cfg dict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = stored_state_dict(model, OURS, head=True, qkv_zeros=False)
+    n = model.config.context_length
+    mask = torch.triu(torch.ones(n, n), diagonal=1)  # one tensor, saved once
+    for i in range(model.config.n_layer):
+        state[f"trf_blocks.{i}.att.mask"] = mask
+    with atomic_path(folder / "model.pth") as tmp:
+        torch.save(state, tmp)
+    written = [folder / "model.pth"]
+    text = json.dumps(book_config(model), indent=2) + "\n"
+    written.append(atomic_write_text(folder / "config.json", text))
+    for name, src in tokenizer.items():
+        written.append(_copy(src, folder / name))
+    return written
+
+
+def nanogpt_model_args(model: GPT) -> dict:
+    c = model.config
+    return {
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_embd": c.n_embd,
+        "block_size": c.context_length,
+        "bias": c.bias,
+        "vocab_size": c.vocab_size,
+        "dropout": c.dropout,
+    }
+
+
+class ActivationChangeWarning(UserWarning):
+    """A tanh-GELU model was written for nanoGPT, whose GPT computes the exact GELU."""
+
+
+def write_nanogpt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
+    """``ckpt.pt`` as nanoGPT's ``train.py`` saves it, minus the optimizer: what its
+    ``sample.py`` (``init_from='resume'``) needs. nanoGPT always computes the exact GELU."""
+    if model.config.activation == "gelu_tanh":
+        warnings.warn(
+            "nanoGPT's GPT computes the exact GELU, not this model's tanh GELU: its logits there "
+            "differ slightly (about 1e-3 for GPT-2 124M); gpt2load reads the file back the way "
+            "nanoGPT computes it",
+            ActivationChangeWarning,
+            stacklevel=3,
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "model": stored_state_dict(
+            model, NANOGPT, prefix="transformer.", head=True, zeros=model.config.bias
+        ),
+        "model_args": nanogpt_model_args(model),
+        "iter_num": 0,
+        "best_val_loss": float("inf"),
+        "config": {},
+    }
+    # nanoGPT's lm_head lives outside its `transformer` module.
+    checkpoint["model"]["lm_head.weight"] = checkpoint["model"].pop("transformer.lm_head.weight")
+    with atomic_path(folder / "ckpt.pt") as tmp:
+        torch.save(checkpoint, tmp)
+    written = [folder / "ckpt.pt"]
+    for name, src in tokenizer.items():
+        written.append(_copy(src, folder / name))
+    return written
+
+
+WRITERS = {
+    "hf": write_hf,
+    "openai": write_openai,
+    "nanogpt": write_nanogpt,
+    "rasbt": write_rasbt,
+    "native": write_native,
+}

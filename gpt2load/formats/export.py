@@ -1,30 +1,100 @@
-"""Our parameters in another layout: the name tables of ``layouts`` run backwards."""
+"""Our parameters in another layout: the name tables of ``layouts`` run backwards.
+
+What a target layout can express is data too (``EXPRESSIBLE``): the settings of the
+GPT-2 family each producer's own model code computes. A setting the target cannot
+compute is refused with the reason; a missing bias is written as zeros, which
+computes exactly what no bias computes.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from ..config import GPTConfig
 from ..model import GPT
 from .layouts import TIED, Layout, expand
 
+# For each target: the variant settings (GPTConfig.variant()) its producer's code computes.
+# OpenAI's TF code and the book's GPTModel are GPT-2's maths only; nanoGPT's GPT has an
+# optional bias and always exact GELU (a tanh model is written with a warning, see convert).
+EXPRESSIBLE: dict[str, frozenset[str]] = {
+    "openai": frozenset({"qkv_bias", "bias"}),
+    "rasbt": frozenset({"qkv_bias", "bias", "tie_head"}),
+    "nanogpt": frozenset({"qkv_bias", "bias", "activation"}),
+    "hf": frozenset(GPTConfig().to_dict()),
+    "native": frozenset(GPTConfig().to_dict()),
+}
+WHY_NOT = {
+    "tie_head": "has no output head of its own (it is always the token embedding)",
+    "activation": "computes only GELU",
+    "n_inner": "has an MLP width of 4 * n_embd only",
+    "layer_norm_eps": "has a LayerNorm epsilon of 1e-5 only",
+    "scale_attn_by_inverse_layer_idx": "does not scale attention per layer",
+}
 
-def stored_state_dict(model: GPT, layout: Layout, prefix: str = "") -> dict[str, torch.Tensor]:
+
+def unsupported(config: GPTConfig, target: str) -> list[str]:
+    """Why ``target``'s own code would compute something else than this model (empty: it would
+    not). GPT-2's tanh GELU in nanoGPT is not listed here: ``convert`` warns about it."""
+    reasons = []
+    for key, value in config.variant().items():
+        allowed = key in EXPRESSIBLE[target]
+        if target == "nanogpt" and key == "activation":
+            allowed = value != "relu"
+        if target == "nanogpt" and key == "qkv_bias":
+            allowed = not config.bias  # nanoGPT's one `bias` covers the QKV projection too
+        if not allowed:
+            reasons.append(f"{key}={value!r}: {target}'s model {WHY_NOT.get(key, 'lacks it')}")
+    return reasons
+
+
+def _zeros_for(name: str, ours: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Zeros standing in for a bias (``.bias``) or LayerNorm shift (``.shift``) the model lacks."""
+    for absent, present in ((".bias", ".weight"), (".shift", ".scale")):
+        if name.endswith(absent):
+            partner = ours.get(name.removesuffix(absent) + present)
+            if partner is not None:
+                return partner.new_zeros(partner.shape[0])
+    return None
+
+
+def stored_state_dict(
+    model: GPT,
+    layout: Layout,
+    prefix: str = "",
+    *,
+    head: bool = False,
+    zeros: bool = True,
+    qkv_zeros: bool = True,
+) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint of ``layout`` holds for ``model`` (contiguous, on the CPU).
 
-    The tied output head is left out, as GPT-2's own files leave it out.
+    A tied output head is left out, as GPT-2's own files leave it out, unless ``head`` asks
+    for it (nanoGPT's and the book's strict ``load_state_dict`` want one); an untied head is
+    always written. Biases the model lacks are written as zeros where the layout has them,
+    unless ``zeros=False`` (nanoGPT's ``bias=False`` has none) or, for the QKV bias alone,
+    ``qkv_zeros=False`` (the book's ``qkv_bias=False`` has none).
     """
-    ours = model.state_dict()
+    ours = {k: v.detach() for k, v in model.state_dict().items()}
+    tied = model.config.tie_head
     out: dict[str, torch.Tensor] = {}
     for rule in layout.rules:
-        if rule.ours[0] in TIED:
+        if rule.ours[0] in TIED and tied and not head:
             continue
         indices: list[int | None] = (
             list(range(model.config.n_layer)) if "{i}" in rule.stored else [None]
         )
         for index in indices:
             names = [expand(t, index) for t in rule.ours]
-            if not all(n in ours for n in names):  # e.g. no qkv bias in this model
+            fill = zeros and (qkv_zeros or ".att.W_" not in names[0])
+            parts = [ours.get(n, _zeros_for(n, ours) if fill else None) for n in names]
+            if any(p is None for p in parts):  # a layout without this tensor
                 continue
-            tensor = rule.transform.inverse([ours[n].detach() for n in names])
-            out[prefix + expand(rule.stored, index)] = tensor.to("cpu").contiguous()
+            tensor = rule.transform.inverse(parts).to("cpu").contiguous()
+            out[prefix + expand(rule.stored, index)] = tensor
+    if head and tied:  # one tensor, so torch.save stores the tied pair once
+        for rule in layout.rules:
+            if rule.ours[0] in TIED:
+                embedding = layout.rule_for(TIED[rule.ours[0]])[0].stored
+                out[prefix + rule.stored] = out[prefix + embedding]
     return out

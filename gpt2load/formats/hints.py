@@ -9,11 +9,11 @@ onto ``GPTConfig`` fields. Shapes give everything else (see ``plan``).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..config import ACTIVATIONS
 from ..native import NATIVE_FORMAT
 from .errors import CheckpointError
 
@@ -31,22 +31,33 @@ ALIASES: dict[str, str] = {
     "vocab_size": "vocab_size",
     "n_vocab": "vocab_size",
     "qkv_bias": "qkv_bias",
+    "bias": "bias",
     "dropout": "dropout",
     "drop_rate": "dropout",
+    "tie_head": "tie_head",
+    "tie_word_embeddings": "tie_head",
+    "activation": "activation",
+    "activation_function": "activation",
+    "n_inner": "n_inner",
+    "layer_norm_eps": "layer_norm_eps",
+    "layer_norm_epsilon": "layer_norm_eps",
+    "scale_attn_by_inverse_layer_idx": "scale_attn_by_inverse_layer_idx",
 }
 # Side files, looked up beside the weights, by container.
 SIDE_FILES = {"tf": ("hparams.json",), "safetensors": ("config.json",), "torch": ("config.json",)}
-# The same tanh approximation of GELU under both of its transformers names.
-SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
-LAYER_NORM_EPS = 1e-5
-# Hugging Face GPT2Config switches that change what the model computes, with the value
-# GPT-2 (and gpt2load's GPT) has, and what the other value would mean.
+# transformers' activation names (ACT2FN) for the three activations GPTConfig knows.
+HF_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "relu": "relu",
+}
+# Hugging Face GPT2Config switches that change the maths in ways gpt2load's GPT does not
+# compute, with the value GPT-2 has and what the other value would mean.
 MATHS_SWITCHES: dict[str, tuple[bool, str]] = {
     "scale_attn_weights": (True, "attention scores would not be divided by sqrt(head size)"),
-    "scale_attn_by_inverse_layer_idx": (
-        False,
-        "attention scores of layer i would also be divided by i + 1 (Mistral-style GPT-2)",
-    ),
     "add_cross_attention": (
         False,
         "every block would attend to an encoder's states (an encoder-decoder model)",
@@ -54,11 +65,16 @@ MATHS_SWITCHES: dict[str, tuple[bool, str]] = {
 }
 
 
+# A config is a few hundred bytes; a side file far larger is not one (and is not read whole).
+MAX_SIDE_FILE = 1 << 20
+
+
 @dataclass(frozen=True)
 class Hints:
     values: dict[str, Any]
-    origin: str | None  # where they came from, for messages and ``info``
+    origin: str | None  # where they came from, for ``info``
     native: bool = False
+    said_by: str = "its metadata"  # the same, for messages: a side file's whole path
 
 
 def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -67,26 +83,33 @@ def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         field = ALIASES.get(key)
         if field is None or value is None:
             continue
+        if field == "activation":
+            value = HF_ACTIVATIONS.get(value, value) if isinstance(value, str) else value
+            if value not in ACTIVATIONS:
+                known = ", ".join(sorted(set(HF_ACTIVATIONS) | set(ACTIVATIONS)))
+                raise CheckpointError(
+                    f"{origin}: {key}={raw[key]!r} is an activation gpt2load's GPT does not "
+                    f"compute (known: {known})"
+                )
+        if field == "layer_norm_eps" and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+        ):
+            raise CheckpointError(f"{origin}: {key}={value!r} is not a number")
         if field in values and values[field] != value:
-            if field == "context_length":  # old HF configs carry n_ctx and n_positions
-                continue
             raise CheckpointError(
                 f"{origin} gives two different values for {field}: {values[field]} and {value}"
             )
         values[field] = value
-    if raw.get("bias") is False:
-        raise CheckpointError(
-            f"{origin} says bias=False: the model has no bias tensors, but GPT-2's architecture "
-            f"(and gpt2load's GPT) has biases in every layer"
-        )
     return values
 
 
-def _check_hf_config(raw: dict[str, Any], origin: str) -> None:
-    """Refuse Hugging Face configs whose model our GPT cannot reproduce exactly.
+def _hf_config(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A Hugging Face ``config.json`` read as transformers reads it.
 
-    Each message names the file and the key. ``reorder_and_upcast_attn`` is not
-    refused: it only makes transformers compute attention in float32, the same maths.
+    transformers ignores ``n_ctx`` (``n_positions`` decides) and ties the head unless
+    ``tie_word_embeddings`` says otherwise. ``reorder_and_upcast_attn`` is accepted: it
+    only makes transformers compute attention in float32, the same maths. What the
+    model cannot compute is refused, naming the file and the key.
     """
     model_type = raw.get("model_type")
     if model_type not in (None, "gpt2"):
@@ -98,52 +121,59 @@ def _check_hf_config(raw: dict[str, Any], origin: str) -> None:
                 f"{origin}: {key}={value!r}, but GPT-2 has {key}={expected}: {meaning}, which "
                 f"gpt2load's GPT does not do, so its outputs would be wrong"
             )
-    n_inner, n_embd = raw.get("n_inner"), raw.get("n_embd")
-    if n_inner is not None and n_embd is not None and n_inner != 4 * n_embd:
-        raise CheckpointError(
-            f"{origin}: n_inner={n_inner} is not 4*n_embd; only GPT-2's MLP width is supported"
-        )
-    activation = raw.get("activation_function")
-    if activation is not None and activation not in SUPPORTED_ACTIVATIONS:
-        raise CheckpointError(
-            f"{origin}: activation_function={activation!r} is not GPT-2's tanh GELU "
-            f"({' or '.join(SUPPORTED_ACTIVATIONS)})"
-        )
-    eps = raw.get("layer_norm_epsilon")
-    if eps is not None:
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise CheckpointError(f"{origin}: layer_norm_epsilon={eps!r} is not a number")
-        if not math.isclose(eps, LAYER_NORM_EPS, rel_tol=1e-3):
-            raise CheckpointError(
-                f"{origin}: layer_norm_epsilon={eps} differs from GPT-2's {LAYER_NORM_EPS:g}"
-            )
+    read = {k: v for k, v in raw.items() if k != "n_ctx"}
+    read.setdefault("tie_word_embeddings", True)
+    return read
+
+
+def _is_hf_config(raw: dict[str, Any]) -> bool:
+    return any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd"))
+
+
+def _json_object(text: str, origin: str) -> dict[str, Any]:
+    """Parse a config that a file supplies; anything but a flat-enough JSON object is refused."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise CheckpointError(f"{origin} is not valid JSON: {reason}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{origin} is not a JSON object")
+    return raw
 
 
 def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
     """Stored hyper-parameters, most specific first: file metadata, then side files."""
     if metadata.get("format") == NATIVE_FORMAT and "config" in metadata:
-        try:
-            config = json.loads(metadata["config"])
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(
-                f"the gpt2load metadata in {folder} has a corrupt config: {exc}"
-            ) from None
-        return Hints(
-            _normalise(config, "the gpt2load metadata"), "safetensors metadata", native=True
-        )
+        origin = f"the gpt2load metadata in {folder}"
+        config = metadata["config"]
+        if not isinstance(config, str):
+            raise CheckpointError(f"{origin} has a config that is not JSON text")
+        values = _normalise(_json_object(config, origin), origin)
+        return Hints(values, "safetensors metadata", native=True, said_by=origin)
     model_args = metadata.get("model_args")
-    if isinstance(model_args, dict):
-        return Hints(_normalise(model_args, "model_args"), "model_args")
+    if model_args is not None:
+        if not isinstance(model_args, dict):
+            raise CheckpointError(f"the nanoGPT model_args in {folder} are not a dict")
+        return Hints(_normalise(model_args, "model_args"), "model_args", said_by="model_args")
     for name in SIDE_FILES.get(container, ()):
         side = folder / name
         if not side.is_file():
             continue
         try:
-            raw = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{side} is not valid JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{side} is not a JSON object")
-        _check_hf_config(raw, str(side))
-        return Hints(_normalise(raw, str(side)), name)
+            with open(side, "rb") as handle:
+                text = handle.read(MAX_SIDE_FILE + 1).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{side} cannot be read as text: {exc}") from None
+        if len(text) > MAX_SIDE_FILE:
+            raise CheckpointError(f"{side} is over {MAX_SIDE_FILE // 1024} KiB: not a config")
+        raw = _json_object(text, str(side))
+        if _is_hf_config(raw):
+            raw = _hf_config(raw, str(side))
+        return Hints(_normalise(raw, str(side)), name, said_by=str(side))
     return Hints({}, None)
+
+
+def with_values(hints: Hints, **values: Any) -> Hints:
+    """The same hints with values a caller states (``n_head=`` of ``gpt2load.load``)."""
+    return replace(hints, values={**hints.values, **values})

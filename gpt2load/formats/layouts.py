@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from .transforms import CONV1D, CONV1D_QKV, QKV, SAME, TF_CONV1D, TF_CONV1D_QKV, Transform
 
-# Our output head shares its weight with the token embedding (GPT-2 ties them), so a
-# stored head is only accepted when it equals the stored embedding.
+# A tied model's output head shares its weight with the token embedding (GPT-2 ties
+# them), so there a stored head is only accepted when it equals the stored embedding.
 TIED: dict[str, str] = {"out_head.weight": "tok_emb.weight"}
 
 _QKV_W = tuple(f"trf_blocks.{{i}}.att.{m}.weight" for m in ("W_query", "W_key", "W_value"))
@@ -37,6 +37,9 @@ class Layout:
     rules: tuple[Rule, ...]
     buffers: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+    # Config values the producer of this layout always uses (nanoGPT: exact GELU); what a
+    # checkpoint states about itself still overrides them.
+    implies: tuple[tuple[str, object], ...] = ()
     _compiled: list[tuple[re.Pattern[str], Rule]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
@@ -113,7 +116,8 @@ HF = Layout(
 )
 
 # nanoGPT uses the Hugging Face names but plain nn.Linear layers ([out, in]),
-# so nothing is transposed and the fused c_attn splits along its first axis.
+# so nothing is transposed and the fused c_attn splits along its first axis. Its MLP
+# is nn.GELU(), the exact GELU, whatever weights it was started from.
 _LINEAR_EQUIVALENT = {CONV1D: SAME, CONV1D_QKV: QKV}
 NANOGPT = Layout(
     name="nanogpt",
@@ -123,6 +127,7 @@ NANOGPT = Layout(
     ),
     buffers=HF.buffers,
     prefixes=HF.prefixes,
+    implies=(("activation", "gelu"),),
 )
 
 OPENAI = Layout(

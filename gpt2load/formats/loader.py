@@ -20,30 +20,8 @@ import torch
 from ..model import GPT
 from .checkpoint import OpenCheckpoint, open_checkpoint
 from .dtypes import parse_dtype
-from .errors import CheckpointError
 from .layouts import TIED
 from .meta import empty_model
-
-
-def _check_tied_head(checkpoint: OpenCheckpoint) -> None:
-    """A stored output head must equal the embedding, since our model ties the two."""
-    plan, source = checkpoint.plan, checkpoint.source
-    if plan.head is None:
-        return
-    embedding_name = plan.stored_for(TIED["out_head.weight"])
-    head = source.tensor(plan.head)
-    embedding = source.tensor(embedding_name)
-    same = head.data_ptr() == embedding.data_ptr() or torch.equal(head, embedding)
-    if not same:
-        diff = (head.float() - embedding.float()).abs().max().item()
-        raise CheckpointError(
-            f"{checkpoint.label}: the output head {plan.head!r} differs from the token embedding "
-            f"{embedding_name!r} (max abs difference {diff:.3g}); GPT-2 ties the two and so does "
-            f"gpt2load's GPT, so an untied head cannot be loaded"
-        )
-    del head, embedding
-    source.release(plan.head)
-    source.release(embedding_name)
 
 
 def materialise(
@@ -74,8 +52,9 @@ def materialise(
         del stored
         if not exposed:
             source.release(assignment.stored)
-    for ours, theirs in TIED.items():
-        state[ours] = state[theirs]
+    if plan.config.tie_head:
+        for ours, theirs in TIED.items():
+            state[ours] = state[theirs]
     return state
 
 
@@ -85,8 +64,12 @@ def load_checkpoint(
     dtype: torch.dtype | str | None = None,
     *,
     contiguous: bool = False,
+    n_head: int | None = None,
 ) -> GPT:
     """Load any supported checkpoint (format found from the files) as a ``GPT`` in eval mode.
+
+    ``n_head`` is needed only for a checkpoint that does not record its head count and
+    is not one of GPT-2's published widths (there is no guessing it).
 
     ``dtype`` is a torch dtype or a name like ``"bf16"``; ``None`` keeps the stored dtype.
     Parameters that need no conversion stay memory-mapped (copy-on-write) from the file,
@@ -106,8 +89,7 @@ def load_checkpoint(
     target_dtype = parse_dtype(dtype)
     target_device = torch.device(device) if device is not None else torch.device("cpu")
     with _gc_paused():
-        checkpoint = open_checkpoint(path)
-        _check_tied_head(checkpoint)
+        checkpoint = open_checkpoint(path, n_head=n_head)
         model = empty_model(checkpoint.plan.config)
         state = materialise(checkpoint, target_device, target_dtype, contiguous)
         model.load_state_dict(state, strict=True, assign=True)
