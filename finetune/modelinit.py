@@ -87,7 +87,7 @@ def planned_config(cfg: TrainConfig) -> GPTConfig | None:
     from gpt2load.formats.checkpoint import open_checkpoint
 
     try:  # headers and names only: no tensor is read
-        return open_checkpoint(path).plan.config
+        return open_checkpoint(path, n_head=cfg.n_head).plan.config
     except (ValueError, KeyError, OSError) as exc:
         raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
 
@@ -209,7 +209,9 @@ def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
 
             target = os.fspath(path) if path is not None else canonical_name(cfg.init)
             try:
-                model = gpt2load.load(target, device="cpu", dtype=torch.float32, contiguous=True)
+                model = gpt2load.load(
+                    target, device="cpu", dtype=torch.float32, contiguous=True, n_head=cfg.n_head
+                )
             except (ValueError, KeyError) as exc:
                 raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
             except DownloadError as exc:

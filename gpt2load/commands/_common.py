@@ -38,6 +38,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, many: bool = False) -> 
         choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
         help="weights dtype (default: float32)",
     )
+    if not many:
+        add_n_head_argument(parser)
+
+
+def add_n_head_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--n-head",
+        type=int,
+        default=None,
+        help="attention heads of a checkpoint that does not record them, such as a bare .pth "
+        "of a width GPT-2 never had (default: from its files; never guessed)",
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 100) -> None:
@@ -61,24 +73,28 @@ def default_device() -> str:
 
 
 def load_model(
-    model_or_path: str, device: str | None, dtype: str | None, source: str | None
+    model_or_path: str,
+    device: str | None,
+    dtype: str | None,
+    source: str | None,
+    n_head: int | None = None,
 ) -> tuple[GPT, tiktoken.Encoding, Path]:
     """Resolve (downloading if named), load, and find the tokenizer that goes with the files."""
     from ..loading import resolve
 
     path = resolve(model_or_path, source=source)
-    model, tokenizer = load_resolved(path, device, dtype)
+    model, tokenizer = load_resolved(path, device, dtype, n_head)
     return model, tokenizer, path
 
 
 def load_resolved(
-    path: Path, device: str | None, dtype: str | None
+    path: Path, device: str | None, dtype: str | None, n_head: int | None = None
 ) -> tuple[GPT, tiktoken.Encoding]:
     """Load a checkpoint that is already on disk, with the tokenizer that goes with its files."""
     from ..formats import load_checkpoint
     from ..tokenizer import get_tokenizer
 
-    model = load_checkpoint(path, device=device or default_device(), dtype=dtype)
+    model = load_checkpoint(path, device=device or default_device(), dtype=dtype, n_head=n_head)
     return model, get_tokenizer(path)
 
 

@@ -60,6 +60,7 @@ class CheckpointInfo:
             f"config      n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} "
             f"context_length={c.context_length} vocab_size={c.vocab_size} qkv_bias={c.qkv_bias} "
             f"(from {self.config_source})",
+            *([f"variant     {_variant_text(c)}"] if c.variant() else []),
             f"parameters  {self.num_parameters:,}",
             f"dtype       {dtypes}",
         ]
@@ -77,15 +78,24 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
-def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
+def _variant_text(config: GPTConfig) -> str:
+    """How the model differs from GPT-2, in the config's own words (``bias=False ...``)."""
+    return " ".join(f"{k}={v}" for k, v in config.variant().items())
+
+
+def inspect_checkpoint(
+    path: str | os.PathLike[str], *, n_head: int | None = None
+) -> CheckpointInfo:
     """Describe a checkpoint from its headers; raises ``CheckpointError`` if it cannot load."""
-    checkpoint = open_checkpoint(path)
+    checkpoint = open_checkpoint(path, n_head=n_head)
     plan, source = checkpoint.plan, checkpoint.source
     entries = source.entries()
     used = [entries[a.stored] for a in plan.assignments]
     shapes = parameter_shapes(plan.config)
     num_parameters = sum(
-        _numel(shape) for name, shape in shapes.items() if name != "out_head.weight"
+        _numel(shape)
+        for name, shape in shapes.items()
+        if name != "out_head.weight" or not plan.config.tie_head
     )
     files = checkpoint_files(checkpoint.located, source.files)
     return CheckpointInfo(
