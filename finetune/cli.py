@@ -2,8 +2,8 @@
 
 Training flags are generated from :class:`finetune.config.TrainConfig`, so
 ``finetune pretrain --help`` lists every setting with the help text written
-next to the field. User errors print one message and exit with code 2; no
-traceback.
+next to the field. User errors print one message and exit with code 2 (1 for a
+run that started and then failed, see :mod:`finetune.errors`); no traceback.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except user_errors as exc:
         print(f"{_who()}finetune {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except Exception as exc:
         # A failed download reaching here (modelinit words the usual one) is still the
         # user's network, not a bug: one line, exit 2. gpt2load.downloads is only looked

@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -207,6 +208,14 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **coerce_values(changes, source="override"))
 
+    # Settings whose default depends on others (see resolved()); a run records which of
+    # them it derived, so a resume with another --lr derives --min-lr again.
+    DERIVED: typing.ClassVar[tuple[str, ...]] = ("lr", "min_lr")
+
+    def derived_settings(self) -> list[str]:
+        """The settings of :attr:`DERIVED` left unset here, which :meth:`resolved` will fill."""
+        return [name for name in self.DERIVED if getattr(self, name) is None]
+
     @property
     def is_scratch(self) -> bool:
         return self.init.strip().lower() == "scratch"
@@ -303,6 +312,9 @@ SUBCOMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------- types
+MAX_INT = 2**63 - 1
+
+
 def _field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
     """(base type, optional, is list) of a field, from its annotation."""
     hints = typing.get_type_hints(TrainConfig)
@@ -326,6 +338,9 @@ def _check_scalar(name: str, base: type, value: Any, source: str) -> Any:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{label} must be an integer, got {value!r}")
+        if not -MAX_INT <= value <= MAX_INT:
+            # torch, numpy and TOML hold 64-bit integers: a larger one fails deep inside them
+            raise ConfigError(f"{label} must be at most {MAX_INT} (2**63 - 1), got {value}")
         return value
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -394,16 +409,51 @@ def _did_you_mean(key: str) -> str:
 
 
 # ----------------------------------------------------------------------- TOML
+# A settings file is a few kilobytes; anything far larger is not one (and /dev/zero never ends).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Settings from a TOML file; a ``[train]`` table or top-level keys are both accepted."""
+    """Settings from a TOML file; a ``[train]`` table or top-level keys are both accepted.
+
+    Only a regular file of text is read, and at most :data:`MAX_CONFIG_BYTES` of it: a
+    folder, a device or a FIFO given by mistake is refused rather than read for ever.
+    """
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer before fstat could refuse
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"config file {path} is {what}; give a .toml file")
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        try:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a settings file "
+            f"is a few lines of TOML"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not text (byte {exc.start} is not UTF-8); give a .toml file"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be settings") from None
     if set(data) == {"train"} and isinstance(data["train"], dict):
         data = data["train"]
     return coerce_values(data, source=f"config file {path}")

@@ -250,6 +250,21 @@ GPT2_TOKENIZER_ID = "gpt2/50257"  # tokenizer_id(gpt2load.get_tokenizer()), what
 
 
 # ------------------------------------------------------------------- prepare
+def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
+    """``--data-dir`` must be a folder (or not exist yet): said before any tokenizing, not
+    as a traceback from the ``mkdir`` after it."""
+    path = Path(data_dir).expanduser()
+    for place in (path, *path.parents):
+        if os.path.lexists(place):
+            if not place.is_dir():
+                where = "" if place == path else f" ({place} is a file)"
+                raise DataError(
+                    f"--data-dir {data_dir} is not a folder{where}; give a folder where "
+                    f"prepared data can be written"
+                )
+            return
+
+
 def open_prepared(folder: str | os.PathLike[str]) -> PreparedData:
     """A prepared folder (``train.bin`` + ``val.bin``), with or without our ``meta.json``."""
     folder = Path(folder).expanduser()
@@ -341,6 +356,7 @@ def prepare_text(
     log: Log = print,
 ) -> PreparedData:
     """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache."""
+    check_data_dir(data_dir)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     files = collect_sources(paths)
@@ -481,6 +497,7 @@ def prepare_shakespeare(
     published file, since the name promises exactly that text. It is copied to
     where the download would go, so later runs find it there.
     """
+    check_data_dir(data_dir)
     if input_path is not None:
         given = Path(input_path).expanduser()
         if not given.is_file():

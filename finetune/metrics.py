@@ -15,6 +15,8 @@ from typing import Any
 
 from gpt2load.fileio import atomic_path, atomic_write_text
 
+from .errors import SaveError, os_reason
+
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 
@@ -37,10 +39,7 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(rec) + "\n" for rec in kept))
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in record.items()})
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
+        append_line(self.path, json.dumps({k: _clean(v) for k, v in record.items()}))
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -55,6 +54,34 @@ class MetricsLog:
                     except json.JSONDecodeError:
                         break  # a line cut short by a crash: everything before it is good
         return records
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a run's log file, never through a link planted at its name.
+
+    A write the file system refuses (disk full, folder made read-only, a folder put in
+    the file's place) stops the run with a one-line :class:`SaveError`; the checkpoints
+    already written stay as they were.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        from .checkpoint import LAST, find_checkpoint
+
+        what = "a symbolic link" if path.is_symlink() else os_reason(exc)
+        run_dir = path.parent
+        then = (
+            f"`finetune resume {run_dir}`"
+            if find_checkpoint(run_dir, LAST) is not None
+            else "start the run again"
+        )
+        raise SaveError(
+            f"cannot write {path}: {what}. Fix that (free space, make {run_dir} writable, move "
+            f"what is at that name away), then {then}"
+        ) from None
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
