@@ -1,16 +1,20 @@
 """Start or resume a run: the order of checks that makes bad input cheap.
 
-Device first (seconds), then the run folder (never clobber a run), then a
-memory estimate from the planned model shape (before a multi-GB download),
-then data, then the model. Anything wrong stops the run before it has written
-or downloaded anything it did not have to.
+Device first (seconds), then the run folder (locked for this process; never
+clobber a run), then a memory estimate from the planned model shape (before a
+multi-GB download), then data, then the model. Anything wrong stops the run
+before it has written or downloaded anything it did not have to. ``--overwrite``
+clears the old run only once the data and the starting weights are in memory:
+``--init RUN/best --out RUN --overwrite`` reads the weights it is about to
+replace, and a run that fails before training leaves the old one whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from gpt2load.model import GPT
 from .checkpoint import (
     BEST,
     LAST,
+    TRAINER_FILE,
     CheckpointError,
     describe_shape,
     find_checkpoint,
@@ -45,8 +50,10 @@ from .data import (
 )
 from .device import DeviceInfo, check_memory, estimate_memory, resolve_dtype, select_device
 from .distributed import DistContext, process_group
+from .errors import RunFolderError
 from .metrics import METRICS_FILE, PLOT_FILE
 from .modelinit import check_block_size, check_planned, init_model, planned_config
+from .runlock import run_folder_lock
 from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
 
 Log = Callable[[str], None]
@@ -97,21 +104,59 @@ def _check_memory(
         log(f"memory: estimated {estimate.describe()} of {info.total_memory / 1024**3:.1f} GiB")
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if not existing:
-        return
-    if not overwrite:
+def _check_run_dir(run_dir: Path, overwrite: bool) -> list[str]:
+    """The run files already in ``run_dir``; refused unless ``--overwrite`` (cleared later,
+    by :func:`_clear_run_dir`, once the run has read what it needs)."""
+    existing = [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
+    if existing and not overwrite:
         raise ConfigError(
             f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
             f"`finetune resume {run_dir}`, pick another --out, or pass --overwrite to start afresh"
         )
-    for name in existing:
+    return existing
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove an old run's files (links themselves, never what they point at)."""
+    for name in RUN_FILES:
         path = run_dir / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        else:
+        elif os.path.lexists(path):
             path.unlink()
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Each file a run appends to or replaces must be a plain file (or absent): a folder in
+    its place would fail mid-run, and a link would make the run write outside ``run_dir``."""
+    for name in (METRICS_FILE, SAMPLES_FILE, CONFIG_FILE, PLOT_FILE):
+        path = run_dir / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            kind = "a symbolic link" if path.is_symlink() else "not a plain file"
+            raise RunFolderError(
+                f"{path} is {kind}; the run writes its {name} there. Move it out of the way "
+                f"(e.g. mv {path} {path}.saved) and try again"
+            )
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path, dist: DistContext, info: DeviceInfo) -> Iterator[None]:
+    """The main rank holds ``run_dir`` for the run (see :mod:`finetune.runlock`); when it
+    cannot, every rank stops with an error instead of waiting for it at a collective."""
+    with contextlib.ExitStack() as stack:
+        refused: RunFolderError | None = None
+        if dist.is_main:
+            try:
+                stack.enter_context(run_folder_lock(run_dir))
+            except RunFolderError as exc:
+                refused = exc
+        if dist.is_distributed and dist.any_true([refused is not None], info.device)[0]:
+            refused = refused or RunFolderError(
+                f"the main process could not take the run folder {run_dir} (see its message)"
+            )
+        if refused is not None:
+            raise refused
+        yield
 
 
 def _check_data_fits_model(data: PreparedData, model: GPT) -> None:
@@ -192,8 +237,20 @@ def _start(
     check_planned(cfg, planned)  # sizes and context: before data, weights or the run folder
     for note in cfg.warnings():
         log(note)
-    with dist.main_first(local=False):
-        _prepare_run_dir(run_dir, cfg.overwrite and dist.is_main)
+    with _run_folder(run_dir, dist, info):
+        return _start_locked(cfg, dist, info, log, callbacks, run_dir, planned)
+
+
+def _start_locked(
+    cfg: TrainConfig,
+    dist: DistContext,
+    info: DeviceInfo,
+    log: Log,
+    callbacks: Sequence[Callback],
+    run_dir: Path,
+    planned: Any,
+) -> TrainResult:
+    overwrite = bool(_check_run_dir(run_dir, cfg.overwrite))
     _check_memory(cfg, info, planned, log, dist)
     with dist.main_first():
         data = _run_data(cfg, log)
@@ -201,6 +258,15 @@ def _start(
     with dist.main_first():
         model = init_model(cfg, log)
     _check_data_fits_model(data, model)
+    if overwrite:
+        # Only now: the starting weights may be this very run's (--init RUN/best --out RUN),
+        # and every rank must hold them in memory before the main one removes them.
+        dist.barrier()
+        with dist.main_first(local=False):
+            if dist.is_main:
+                _clear_run_dir(run_dir)
+    check_run_files(run_dir)
+    derived = cfg.derived_settings()
     cfg = cfg.resolved().replace(overwrite=False)  # a one-time action, not a setting to replay
     if cfg.dropout is None:
         cfg = cfg.replace(dropout=model.config.dropout)
@@ -218,6 +284,7 @@ def _start(
         dist=dist,
         log=log,
         callbacks=callbacks,
+        derived=derived,
     )
     return trainer.fit()
 
@@ -249,11 +316,16 @@ def resume(
             f"{run_dir} has no '{LAST}' checkpoint to resume (a run writes one every "
             f"--save-interval steps and when it stops)"
         )
+    stamp = _stamp(folder)
     state = read_trainer_state(folder)
-    recorded = TrainConfig.from_dict(state["config"], source=f"{folder}/trainer.pt")
+    recorded = TrainConfig.from_dict(state["config"], source=f"{folder}/{TRAINER_FILE}")
     _check_fixed(recorded, overrides, run_dir)
     changes = {k: v for k, v in overrides.items() if k not in FIXED_ON_RESUME}
-    cfg = recorded.replace(**changes, out=str(run_dir))
+    # What the run derived (min_lr = lr/10 when not given) is derived again from the new
+    # settings: `--lr` lowered after a divergence lowers a derived --min-lr with it.
+    derived = [k for k in _derived_on_record(state, recorded) if k not in changes]
+    cfg = recorded.replace(**{k: None for k in derived}).replace(**changes, out=str(run_dir))
+    cfg = cfg.resolved()
     cfg.validate()
     _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
     dist = DistContext.from_env()
@@ -263,8 +335,32 @@ def resume(
     for note in cfg.warnings():
         log(note)
     info = check_device(cfg, log, dist)
-    with process_group(dist, info.device, cfg.dist_backend):
-        return _resume(cfg, dist, info, folder, state, log, callbacks)
+    with process_group(dist, info.device, cfg.dist_backend), _run_folder(run_dir, dist, info):
+        if _stamp(folder) != stamp:
+            raise RunFolderError(
+                f"{folder} changed while this resume started (another run saved to {run_dir}); "
+                f"run the command again"
+            )
+        check_run_files(run_dir)
+        return _resume(cfg, dist, info, folder, {**state, "derived": derived}, log, callbacks)
+
+
+def _stamp(folder: Path) -> tuple[int, int, int] | None:
+    """What tells that a checkpoint was replaced since it was read (inode, size, mtime)."""
+    try:
+        st = os.stat(folder / TRAINER_FILE)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _derived_on_record(state: Mapping[str, Any], recorded: TrainConfig) -> list[str]:
+    """The settings the run derived rather than was given. Checkpoints from before this was
+    recorded: a min_lr of exactly lr/10 is taken as the derived default it almost surely is."""
+    if "derived" in state:
+        return [k for k in state["derived"] if k in TrainConfig.DERIVED]
+    lr, min_lr = recorded.lr, recorded.min_lr
+    return ["min_lr"] if lr is not None and min_lr is not None and min_lr == lr / 10 else []
 
 
 def _check_fixed(recorded: TrainConfig, overrides: Mapping[str, Any], run_dir: Path) -> None:
@@ -383,5 +479,6 @@ def _resume(
         log=log,
         callbacks=callbacks,
         resume_state=state,
+        derived=state["derived"],
     )
     return trainer.fit()

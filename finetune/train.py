@@ -47,9 +47,9 @@ from .distributed import (
     shard_fsdp,
     wrap_ddp,
 )
-from .errors import DistributedNotSupported
+from .errors import DistributedNotSupported, SaveError, os_reason
 from .logging_wandb import WandbLogger, safe_text
-from .metrics import PLOT_FILE, MetricsLog, plot_losses
+from .metrics import PLOT_FILE, MetricsLog, append_line, plot_losses
 from .optim import WarmupCosine, build_optimizer
 
 Log = Callable[[str], None]
@@ -102,8 +102,12 @@ class Trainer:
         log: Log = print,
         callbacks: Sequence[Callback] = (),
         resume_state: dict[str, Any] | None = None,
+        derived: Sequence[str] = (),
     ) -> None:
         self.dist = dist or DistContext()
+        # Settings filled from others' values (min_lr = lr/10), recorded so that a resume
+        # with another --lr derives them again instead of keeping a stale value.
+        self.derived = [name for name in derived if name in TrainConfig.DERIVED]
         self.cfg = cfg = self.dist.with_grad_accum(cfg)
         self.device = device
         self.data = data
@@ -172,6 +176,7 @@ class Trainer:
             self.model = torch.compile(self.model)
 
         self.step = 0
+        self.start_step = 0  # where this process began: no update yet while step == start_step
         self.data_position = 0  # index of the next global micro-batch
         self.best_val_loss = math.inf
         self.evals_without_improvement = 0
@@ -195,11 +200,16 @@ class Trainer:
         # The schedule's settings come from the (possibly extended) config, not the file,
         # which load_state_dict has just copied into the schedule object.
         vars(self._schedule).update(settings)
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base * self._schedule(self.scheduler.last_epoch)
+        # The peak lr is the config's too (the file holds the old one): a resume with a lower
+        # --lr, the advice after a divergence, must train at it.
+        lr = self.cfg.lr if self.cfg.lr is not None else 0.0
+        self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = lr
+            group["lr"] = lr * self._schedule(self.scheduler.last_epoch)
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
+        self.step = self.start_step = int(state["step"])
         self.data_position = int(state["data"]["position"])
         best = state.get("best_val_loss")
         self.best_val_loss = math.inf if best is None else float(best)
@@ -265,6 +275,7 @@ class Trainer:
             "dataset": str(self.data.folder.resolve()),
             "wandb_run_id": self.wandb.run_id if self.wandb.active else self.wandb_run_id,
             "world_size": self.dist.world_size,
+            "derived": list(self.derived),
         }
         if rng_ranks and len(rng_ranks) > 1:
             state["rng_ranks"] = rng_ranks
@@ -367,8 +378,14 @@ class Trainer:
         if self.dist.is_main:
             from gpt2load.fileio import atomic_write_text
 
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / CONFIG_FILE, to_toml(self.cfg))
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.run_dir / CONFIG_FILE, to_toml(self.cfg))
+            except OSError as exc:
+                raise SaveError(
+                    f"cannot write {self.run_dir / CONFIG_FILE}: {os_reason(exc)}. Free space "
+                    f"or make {self.run_dir} writable, then run the command again"
+                ) from None
 
     # ------------------------------------------------------------ steps
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -574,11 +591,8 @@ class Trainer:
         shown = safe_text(self.cfg.sample_prompt + text)
         self.log(f"--- sample at step {self.step} ---\n{shown}\n---")
         if self.dist.is_main:
-            with (self.run_dir / SAMPLES_FILE).open("a", encoding="utf-8") as fh:
-                fh.write(
-                    json.dumps({"step": self.step, "prompt": self.cfg.sample_prompt, "text": text})
-                    + "\n"
-                )
+            record = {"step": self.step, "prompt": self.cfg.sample_prompt, "text": text}
+            append_line(self.run_dir / SAMPLES_FILE, json.dumps(record))
         self.wandb.log_sample(self.step, self.cfg.sample_prompt, text)
 
     def fit(self) -> TrainResult:
@@ -683,22 +697,52 @@ class Trainer:
         )
 
     def _diverged(self, loss: float, grad_norm: float) -> TrainResult:
+        """Stop on a non-finite loss or gradient, with advice that fits the cause: broken
+        weights are not a learning-rate problem, and resume is offered only when there is
+        a checkpoint to resume from."""
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
         from .checkpoint import INFO_FILE, find_checkpoint
 
+        stopped = f"training stopped: {what} at step {self.step + 1} is not finite"
+        broken = _non_finite_tensors(self.raw_model)
+        if self.step == self.start_step and (broken or self.amp_dtype is not torch.float16):
+            source = f"--init {self.cfg.init}" if self.step == 0 else f"{self.run_dir / LAST}"
+            held = (
+                f"{len(broken)} of its tensors hold NaN or inf ({', '.join(broken[:3])}"
+                f"{', ...' if len(broken) > 3 else ''})"
+                if broken
+                else "its finite values already give a non-finite loss"
+            )
+            return self._result(
+                DIVERGED,
+                f"{stopped}, before any update: the starting weights ({source}) are broken: "
+                f"{held}. This is not a learning-rate problem; start from other weights "
+                f"(`gpt2load verify` checks a checkpoint).",
+            )
         kept = find_checkpoint(self.run_dir, LAST)
-        where = "no checkpoint was saved yet"
-        if kept is not None:
-            where = f"the last good checkpoint is {kept}"
+        if kept is None:
+            then = (
+                "no checkpoint was saved yet, so start the run again (add --overwrite to "
+                "reuse this --out)"
+            )
+        else:
+            step = ""
             with contextlib.suppress(Exception):  # info.json is a courtesy: never fail on it
-                step = json.loads((kept / INFO_FILE).read_text())["step"]
-                where += f" (step {step})"
+                step = f" (step {json.loads((kept / INFO_FILE).read_text())['step']})"
+            then = (
+                f"the last good checkpoint is {kept}{step}; continue from it with "
+                f"`finetune resume {self.run_dir} --lr LOWER`"
+            )
         return self._result(
             DIVERGED,
-            f"training stopped: {what} at step {self.step + 1} is not finite; {where}. "
-            f"Lower --lr (or use --dtype bfloat16/float32 instead of float16), then "
-            f"`finetune resume {self.run_dir}` or start again.",
+            f"{stopped}. Lower --lr (or use --dtype bfloat16/float32 instead of float16): {then}.",
         )
+
+
+def _non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding NaN or inf (tied ones once)."""
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
 def _wandb_names(record: dict[str, Any]) -> dict[str, Any]:
