@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from ._common import load_model
 
     flags = _checked_flags(args)
-    model, tokenizer, path = load_model(args.model, args.device, args.dtype, args.source)
+    model, tokenizer, path = load_model(
+        args.model, args.device, args.dtype, args.source, n_head=args.n_head
+    )
     check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
     settings = settings_from_run(path)
     for name, value in flags.items():

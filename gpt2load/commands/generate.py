@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     last_seed = None if args.seed is None else args.seed + args.num_samples - 1
     for seed in (args.seed, last_seed):  # sample i uses seed + i
         check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, seed)
-    model, tokenizer, _ = load_model(args.model, args.device, args.dtype, args.source)
+    model, tokenizer, _ = load_model(
+        args.model, args.device, args.dtype, args.source, n_head=args.n_head
+    )
     check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
     idx = prompt_tensor(tokenizer, args.prompt, model.tok_emb.weight.device)
     out = sys.stdout
