@@ -275,7 +275,9 @@ def test_nanogpt_export_loads_in_nanogpts_strict_sample_path(tmp_path: Path, bia
     src = save_ckpt(theirs, tmp_path / "src" / "ckpt.pt")
     with open(tmp_path / "src" / "meta.pkl", "wb") as handle:
         chars = [chr(c) for c in range(32, 97)]
-        pickle.dump({"vocab_size": 65, "itos": dict(enumerate(chars)), "stoi": {}}, handle)
+        itos = dict(enumerate(chars))
+        stoi = {c: i for i, c in itos.items()}
+        pickle.dump({"vocab_size": 65, "itos": itos, "stoi": stoi}, handle)
     written = convert(src, tmp_path / "back", "nanogpt")
     assert tmp_path / "back" / "meta.pkl" in written  # the vocabulary travels along
     again = load_ckpt(tmp_path / "back" / "ckpt.pt")
@@ -284,6 +286,8 @@ def test_nanogpt_export_loads_in_nanogpts_strict_sample_path(tmp_path: Path, bia
         assert _diff(again(idx), theirs(idx)) == 0.0
     for name, tensor in theirs.state_dict().items():
         assert torch.equal(again.state_dict()[name], tensor), name
+    # The folder itself loads: its meta.pkl is a vocabulary, not a second checkpoint.
+    assert load_checkpoint(tmp_path / "back").config == load_checkpoint(src).config
 
 
 def test_gpt2_exported_to_nanogpt_warns_that_nanogpt_uses_exact_gelu(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from .torch_reader import looks_like_torch
 SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
 # When a folder holds several kinds, the safest and leanest to read wins.
 PREFERENCE = (SAFETENSORS, TF, TORCH)
+# Pickles that travel beside weights but hold none: nanoGPT's character vocabulary.
+NOT_WEIGHTS = frozenset({"meta.pkl"})
 _CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>[^"]*)"', re.MULTILINE)
 # A TF ``checkpoint`` state file is under 100 bytes; only this much of a candidate is read.
 _STATE_FILE_BYTES = 65536
@@ -154,7 +156,7 @@ def _locate_in_folder(folder: Path) -> Located:
     looked = 0
     state_prefix: Path | None = None
     for child in sorted(folder.iterdir()):
-        if child.name.startswith(".") or not child.is_file():
+        if child.name.startswith(".") or child.name in NOT_WEIGHTS or not child.is_file():
             continue
         looked += 1
         kind = sniff(child)
