@@ -271,6 +271,7 @@ def verify(
     known_answer: KnownAnswer | Literal["auto"] | None = "auto",
     tokenizer: Tokenizer | None = None,
     device: str | torch.device = "cpu",
+    n_head: int | None = None,
 ) -> VerifyReport:
     """Check a checkpoint file or folder, a downloaded model (by name), or a model in memory.
 
@@ -278,7 +279,8 @@ def verify(
     OpenAI's 124M (a published hash, or a gpt2 release recorded by ``gpt2load download``)
     and the config is the gpt2 preset; pass a ``KnownAnswer`` to run another one (tests use
     a small random model and its own answer), or None to skip it. ``tokenizer`` defaults
-    to the GPT-2 files in the checkpoint's folder.
+    to the GPT-2 files in the checkpoint's folder. ``n_head`` is for a checkpoint that
+    records no head count (a book ``.pth`` of a width GPT-2 never had), as in ``load``.
     """
     import torch
 
@@ -290,7 +292,7 @@ def verify(
         report = VerifyReport(str(path))
         evidence = check_files(report, path)
         crc_checked = check_crcs(report, path)
-        model = _load(report, path, device, check_crc=not crc_checked)
+        model = _load(report, path, device, check_crc=not crc_checked, n_head=n_head)
         if model is not None and not Path(target).expanduser().exists():
             _check_named_size(report, str(target), model)
     if model is None:
@@ -338,14 +340,19 @@ def check_crcs(report: VerifyReport, path: Path) -> bool:
 
 
 def _load(
-    report: VerifyReport, path: Path, device: str | torch.device, *, check_crc: bool = True
+    report: VerifyReport,
+    path: Path,
+    device: str | torch.device,
+    *,
+    check_crc: bool = True,
+    n_head: int | None = None,
 ) -> GPT | None:
     from .formats import load_checkpoint
     from .formats.tf_bundle import crc_checks
 
     try:
         with crc_checks(check_crc):
-            model = load_checkpoint(path, device=device, dtype=None)
+            model = load_checkpoint(path, device=device, dtype=None, n_head=n_head)
     except Exception as exc:  # any failure to load is the finding itself
         report.add("load", False, f"{type(exc).__name__}: {exc}")
         return None

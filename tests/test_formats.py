@@ -224,6 +224,10 @@ def test_book_file_at_an_odd_width_needs_its_head_count(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpt2load info: error: ")
     assert load_checkpoint(path, n_head=config.n_head).config == config
+    told = ["--n-head", str(config.n_head)]
+    assert main(["info", str(path), *told]) == 0
+    assert main(["verify", str(path), "--no-known-answer", *told]) == 0
+    assert f"n_head={config.n_head}" in capsys.readouterr().out
     assert gpt2load.load(path, n_head=config.n_head).config == config
     (tmp_path / "config.json").write_text(json.dumps(book_config_dict(config)))
     assert load_checkpoint(path).config == config

@@ -38,6 +38,9 @@ from tests.checkpoint_factory import (
     openai_arrays,
     openai_hparams,
     random_hf_state_dict,
+    write_hf_safetensors,
+    write_native,
+    write_openai_tf,
 )
 from tests.conftest import TINY_CONFIGS
 
@@ -490,6 +493,87 @@ def test_corrupt_pickles_are_called_corrupt_not_code(
         line = one_error_line(err, "info")
         assert code == 2 and f"{path} is truncated or corrupt" in line, line
         assert "import or call code" not in line and "refusing" not in line
+
+
+# --- what configs and metadata claim ---------------------------------------------------------
+
+
+def _with_config(edit: Callable[[dict], object]) -> Callable[[Path, Tensors], Path]:
+    def write(folder: Path, state: Tensors) -> Path:
+        write_hf_safetensors(folder, state, CONFIG)
+        config = json.loads((folder / "config.json").read_text())
+        edited = edit(config)
+        text = edited if isinstance(edited, str) else json.dumps(edited)
+        (folder / "config.json").write_text(text)
+        return folder
+
+    return write
+
+
+def _hparams_layers(folder: Path, state: Tensors) -> Path:
+    write_openai_tf(folder, state, CONFIG)
+    hparams = json.loads((folder / "hparams.json").read_text())
+    (folder / "hparams.json").write_text(json.dumps({**hparams, "n_layer": 10**6}))
+    return folder
+
+
+def _native_metadata(config: str) -> Callable[[Path, Tensors], Path]:
+    def write(folder: Path, state: Tensors) -> Path:
+        path = write_native(folder / "model.safetensors", state, CONFIG)
+        with safe_open(str(path), "pt") as stored:
+            tensors = {k: stored.get_tensor(k) for k in stored.keys()}  # noqa: SIM118
+            metadata = {**stored.metadata(), "config": config}
+        save_file(tensors, str(path), metadata=metadata)
+        return folder
+
+    return write
+
+
+NATIVE_CONFIG = json.dumps(
+    {
+        "n_layer": CONFIG.n_layer,
+        "n_head": CONFIG.n_head,
+        "n_embd": CONFIG.n_embd,
+        "context_length": CONFIG.context_length,
+        "vocab_size": CONFIG.vocab_size,
+    }
+)
+CLAIMS = {
+    "n_embd an object": (_with_config(lambda c: {**c, "n_embd": {}}), "says n_embd={}"),
+    "a million layers": (
+        _with_config(lambda c: {**c, "n_layer": 10**6}),
+        "says n_layer=1000000, but it stores 2 blocks",
+    ),
+    "a float of 10^400": (
+        _with_config(lambda c: json.dumps(c)[:-1] + ', "layer_norm_epsilon": 1e400}'),
+        "layer_norm_eps must be a number in (0, 1), got inf",
+    ),
+    "nested 100k deep": (
+        _with_config(lambda c: '{"n_layer": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "config.json is not valid JSON",
+    ),
+    "not an object": (_with_config(lambda c: "[1, 2]"), "config.json is not a JSON object"),
+    "hparams.json: a million layers": (_hparams_layers, "hparams.json says n_layer=1000000"),
+    "native metadata not an object": (_native_metadata("[1, 2]"), "not a JSON object"),
+    "native metadata: a million layers": (
+        _native_metadata(NATIVE_CONFIG.replace('"n_layer": 2', '"n_layer": 1000000')),
+        "says n_layer=1000000, but it stores 2 blocks",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLAIMS))
+def test_what_a_config_claims_is_one_line_in_info_and_verify(
+    tmp_path: Path, state: Tensors, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write, expected = CLAIMS[case]
+    folder = write(tmp_path / "ckpt", state)
+    code, _, err = run_cli(capsys, "info", str(folder), seconds=5)
+    line = one_error_line(err, "info")
+    assert code == 2 and expected in line and str(folder) in line, line
+    code, out, err = run_cli(capsys, "verify", str(folder), "--no-known-answer", seconds=5)
+    assert code == 1 and "Traceback" not in out + err
+    assert expected in next(ln for ln in out.splitlines() if "FAIL  load:" in ln)
 
 
 # --- float8 ---------------------------------------------------------------------------------

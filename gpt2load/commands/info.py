@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ._common import add_n_head_argument
+
     parser = subparsers.add_parser(
         "info",
         help="show a checkpoint's format, config, parameter count, dtype and files",
@@ -17,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("path", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
     parser.add_argument("--json", action="store_true", help="print the details as JSON")
+    add_n_head_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -26,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from ..formats import inspect_checkpoint
     from ..loading import resolve
 
-    info = inspect_checkpoint(resolve(args.path))
+    info = inspect_checkpoint(resolve(args.path), n_head=args.n_head)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.describe())
     return 0

@@ -7,6 +7,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..releases import SOURCES
+    from ._common import add_n_head_argument
 
     parser = subparsers.add_parser(
         "verify",
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-known-answer", action="store_true", help="skip the known-answer generation"
     )
+    add_n_head_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source,
         known_answer=None if args.no_known_answer else "auto",
         device=args.device,
+        n_head=args.n_head,
     )
     print(report.format())
     return 0 if report.ok else 1

@@ -18,7 +18,7 @@ from .errors import CheckpointError
 from .hints import Hints
 from .layouts import LAYOUTS, TIED, Layout, Rule, expand
 from .meta import parameter_shapes
-from .sources import StoredTensor
+from .sources import StoredTensor, refuse_unusable_dtype
 from .transforms import Transform
 
 MAX_PROBLEMS_SHOWN = 6
@@ -203,6 +203,8 @@ def build_plan(
     duplicates: Sequence[tuple[str, Path, Path]] = (),
 ) -> Plan:
     matching = _match(layout, list(entries))
+    for name in matching.matched:  # a file no model can compute with says so before all else
+        refuse_unusable_dtype(entries[name])
     config = _infer_config(layout, matching, entries, hints, label)
     shapes = dict(parameter_shapes(config))
     plan = Plan(layout=layout, config=config, ignored=matching.ignored)
