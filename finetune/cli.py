@@ -32,7 +32,7 @@ files with `pretrain`, and exact resume of stopped runs. Needs a GPU unless you
 pass --force-cpu."""
 
 # The settings `finetune prepare` shares with training (flags generated from their fields).
-PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer_dir")
+PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
 
 EPILOG = """\
 examples:
@@ -132,6 +132,7 @@ def _prepare(args: argparse.Namespace) -> int:
             input_path=args.input,
             val_fraction=settings.val_fraction,
             tokenizer_dir=settings.tokenizer_dir,
+            char_vocab=settings.tokenizer == "char",
             force=args.force,
             threads=args.threads,
         )
@@ -146,6 +147,7 @@ def _prepare(args: argparse.Namespace) -> int:
             name=args.name,
             val_fraction=settings.val_fraction,
             tokenizer_dir=settings.tokenizer_dir,
+            char_vocab=settings.tokenizer == "char",
             force=args.force,
             threads=args.threads,
         )

@@ -77,6 +77,14 @@ class TrainConfig:
         group="data",
         metavar="DIR",
     )
+    tokenizer: str = _f(
+        "auto",
+        "auto: the --init checkpoint's own (characters when a meta.pkl lies beside it, as "
+        "for nanoGPT's shakespeare_char; else GPT-2's BPE); gpt2; char: one token per "
+        "character, with --init scratch the characters of the training text",
+        group="data",
+        choices=("auto", "gpt2", "char"),
+    )
     overwrite: bool = _f(
         False, "start afresh in an --out folder that already holds a run", group="run"
     )
@@ -289,6 +297,7 @@ FIXED_MODEL_AND_DATA = (
     "n_embd",
     "out",
     "overwrite",
+    "tokenizer",
     "tokenizer_dir",
 )
 FIXED_STREAM = ("seed", "batch_size", "block_size", "eval_batches")

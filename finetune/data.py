@@ -226,11 +226,13 @@ def encode_splits(
             arrays = list(pool.map(encode, jobs))
     else:
         arrays = [encode(job) for job in jobs]
-    separator = np.array([encoding.eot_token], dtype=TOKEN_DTYPE)
+    # A character vocabulary has no end-of-text token: its documents simply follow each other.
+    eot = encoding.eot_token
+    separator = np.array([eot] if eot is not None else [], dtype=TOKEN_DTYPE)
     parts: list[list[np.ndarray]] = [[] for _ in splits]
     previous: tuple[int, int] | None = None
     for (s, d, _), arr in zip(jobs, arrays, strict=True):
-        if previous is not None and previous[0] == s and previous[1] != d:
+        if previous is not None and previous[0] == s and previous[1] != d and separator.size:
             parts[s].append(separator)
         parts[s].append(arr)
         previous = (s, d)
@@ -304,7 +306,9 @@ def _cached(folder: Path, key: str) -> PreparedData | None:
     return PreparedData(folder, meta)
 
 
-def dataset_name(paths: Sequence[str | os.PathLike[str]], files: Sequence[Path]) -> str:
+def dataset_name(
+    paths: Sequence[str | os.PathLike[str]], files: Sequence[Path], *, char: bool = False
+) -> str:
     """``NAME-HASH``: a readable stem plus a short hash of the resolved source paths.
 
     Two source sets whose files share a name (``a/notes.txt`` and ``b/notes.txt``)
@@ -315,7 +319,8 @@ def dataset_name(paths: Sequence[str | os.PathLike[str]], files: Sequence[Path])
     stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
     resolved = "\n".join(str(Path(p).expanduser().resolve()) for p in paths)
-    return f"{name}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
+    suffix = "_char" if char else ""
+    return f"{name}{suffix}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
 
 
 def _bins_fingerprint(folder: Path) -> str:
@@ -351,11 +356,18 @@ def prepare_text(
     val_fraction: float = 0.1,
     encoding: Any = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
+    char_vocab: bool = False,
     force: bool = False,
     threads: int | None = None,
     log: Log = print,
 ) -> PreparedData:
-    """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache."""
+    """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache.
+
+    ``encoding`` (GPT-2's, or a :class:`~gpt2load.char_tokenizer.CharTokenizer` of a model's
+    own) defaults to GPT-2's BPE; ``char_vocab=True`` instead makes a character vocabulary of
+    every character in the sources (nanoGPT's ``shakespeare_char``), written beside the bins
+    as nanoGPT's ``meta.pkl``.
+    """
     check_data_dir(data_dir)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -364,11 +376,21 @@ def prepare_text(
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
     hashes = [file_sha256(f) for f in files]
+    docs: list[str] | None = None
+    if encoding is None and char_vocab:
+        # The vocabulary is the text's, so the key names it: a resume that encodes with the
+        # run's own vocabulary finds the same folder.
+        from gpt2load.char_tokenizer import CharTokenizer
+
+        docs = _read_documents(files, None, log)
+        encoding = CharTokenizer.from_text("".join(docs))
     # GPT-2's tokenizer files are checked against their published hashes, so its id is known
     # without them: a cached preparation is found even where no tokenizer is at hand.
     ident = tokenizer_id(encoding) if encoding is not None else GPT2_TOKENIZER_ID
     key = source_key(hashes, val_fraction, ident)
-    folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files))
+    # A character vocabulary's ids mean other things than GPT-2's: a folder of their own.
+    char = char_vocab or (encoding is not None and encoding.eot_token is None)
+    folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files, char=char))
     if not force and (hit := _cached(folder, key)) is not None:
         log(
             f"data: using prepared {folder} ({hit.train_tokens:,} train / "
@@ -377,16 +399,8 @@ def prepare_text(
         return hit
 
     started = time.perf_counter()
-    docs: list[str] = []
-    for path in files:
-        text = read_text(path)
-        if text.strip():
-            docs.append(text)
-        else:
-            log(f"data: skipping {path}: it holds no text")
-    if not docs:
-        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-        raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
+    if docs is None:
+        docs = _read_documents(files, encoding, log)
     if encoding is None:
         from gpt2load.tokenizer import get_tokenizer
 
@@ -398,6 +412,9 @@ def prepare_text(
     for arr, filename in ((train, TRAIN_BIN), (val, VAL_BIN)):
         with atomic_path(folder / filename) as tmp:
             arr.tofile(tmp)
+    save_vocab = getattr(encoding, "save", None)  # a character vocabulary: nanoGPT's meta.pkl
+    if save_vocab is not None:
+        save_vocab(folder)
     seconds = time.perf_counter() - started
     meta = {
         "version": PREP_VERSION,
@@ -408,7 +425,7 @@ def prepare_text(
         ],
         "documents": len(docs),
         "tokenizer": tokenizer_id(encoding),
-        "eot_id": int(encoding.eot_token),
+        "eot_id": None if encoding.eot_token is None else int(encoding.eot_token),
         "vocab_size": int(encoding.n_vocab),
         "dtype": np.dtype(TOKEN_DTYPE).name,
         "val_fraction": val_fraction,
@@ -425,6 +442,28 @@ def prepare_text(
         f"from {len(docs)} document(s) in {seconds:.2f}s"
     )
     return PreparedData(folder, meta)
+
+
+def _read_documents(files: Sequence[Path], encoding: Any, log: Log) -> list[str]:
+    """The text of each file that holds any; a character outside a character vocabulary
+    is an error naming the file and the characters."""
+    docs: list[str] = []
+    for path in files:
+        text = read_text(path)
+        if not text.strip():
+            log(f"data: skipping {path}: it holds no text")
+            continue
+        unknown = getattr(encoding, "unknown_characters", None)
+        if unknown is not None and unknown(text):
+            try:
+                encoding.encode(text, what=str(path))  # names the file and the characters
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+        docs.append(text)
+    if not docs:
+        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
+    return docs
 
 
 def check_fits_context(data: PreparedData, block_size: int) -> None:
@@ -487,6 +526,7 @@ def prepare_shakespeare(
     val_fraction: float = 0.1,
     encoding: Any = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
+    char_vocab: bool = False,
     force: bool = False,
     threads: int | None = None,
     log: Log = print,
@@ -516,13 +556,15 @@ def prepare_shakespeare(
                 shutil.copyfile(given, tmp)
     else:
         source = fetch_shakespeare(data_dir, log=log)
+    char = char_vocab or (encoding is not None and encoding.eot_token is None)
     return prepare_text(
         [source],
         data_dir,
-        name=SHAKESPEARE,
+        name=f"{SHAKESPEARE}_char" if char else SHAKESPEARE,
         val_fraction=val_fraction,
         encoding=encoding,
         tokenizer_dir=tokenizer_dir,
+        char_vocab=char_vocab,
         force=force,
         threads=threads,
         log=log,
@@ -534,16 +576,18 @@ def resolve_data(
     data_dir: str | os.PathLike[str] = "data",
     *,
     val_fraction: float = 0.1,
+    encoding: Any = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
+    char_vocab: bool = False,
     log: Log = print,
 ) -> PreparedData:
-    """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources."""
+    """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources
+    (tokenized as :func:`prepare_text` says)."""
     if not data:
         raise DataError("no data given: pass --data with text files or folders, or shakespeare")
+    how = {"encoding": encoding, "tokenizer_dir": tokenizer_dir, "char_vocab": char_vocab}
     if len(data) == 1 and data[0].strip().lower() == SHAKESPEARE and not Path(data[0]).exists():
-        return prepare_shakespeare(
-            data_dir, val_fraction=val_fraction, tokenizer_dir=tokenizer_dir, log=log
-        )
+        return prepare_shakespeare(data_dir, val_fraction=val_fraction, log=log, **how)
     if len(data) == 1 and is_prepared_folder(data[0]):
         prepared = open_prepared(data[0])
         log(
@@ -551,6 +595,4 @@ def resolve_data(
             f"{prepared.val_tokens:,} val tokens)"
         )
         return prepared
-    return prepare_text(
-        data, data_dir, val_fraction=val_fraction, tokenizer_dir=tokenizer_dir, log=log
-    )
+    return prepare_text(data, data_dir, val_fraction=val_fraction, log=log, **how)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2load.config import VOCAB_SIZE
 from gpt2load.model import GPT
 
 from .checkpoint import (
@@ -55,6 +56,7 @@ from .metrics import METRICS_FILE, PLOT_FILE
 from .modelinit import check_block_size, check_planned, init_model, planned_config
 from .runlock import run_folder_lock
 from .train import CONFIG_FILE, SAMPLES_FILE, Callback, Trainer, TrainResult
+from .vocab import RunVocab, checkpoint_files, choose_vocab, run_tokenizer, weights_folder
 
 Log = Callable[[str], None]
 RUN_FILES = (
@@ -168,39 +170,61 @@ def _check_data_fits_model(data: PreparedData, model: GPT) -> None:
         )
 
 
-def _tokenizer(cfg: TrainConfig, log: Log) -> Any:
-    """The tokenizer for samples; training itself needs none, so its absence only warns."""
+def _tokenizer(cfg: TrainConfig, vocab: RunVocab, data: PreparedData, log: Log) -> Any:
+    """The tokenizer for samples. A character vocabulary is always at hand (the model's
+    vocabulary is made of it); GPT-2's BPE only matters for samples, so its absence warns."""
+    if vocab.is_char:
+        return run_tokenizer(vocab, data.folder)
     if not cfg.sample_interval:
         return None
     try:
-        from gpt2load.tokenizer import get_tokenizer
-
-        return get_tokenizer(cfg.tokenizer_dir)
+        return run_tokenizer(vocab, data.folder)
     except Exception as exc:
         log(f"warning: no tokenizer for samples ({exc}); training without samples")
         return None
 
 
-def _sample_tokenizer(cfg: TrainConfig, dist: DistContext, info: DeviceInfo, log: Log) -> Any:
+def _sample_tokenizer(
+    cfg: TrainConfig,
+    vocab: RunVocab,
+    data: PreparedData,
+    dist: DistContext,
+    info: DeviceInfo,
+    log: Log,
+) -> Any:
     """The tokenizer on the ranks that generate samples: rank 0, or every rank under FSDP
     (a sharded model only runs with all ranks joining in, so they must all agree)."""
     sharded = cfg.fsdp and dist.is_distributed
     with dist.main_first():
-        tokenizer = _tokenizer(cfg, log) if dist.is_main or sharded else None
+        tokenizer = _tokenizer(cfg, vocab, data, log) if dist.is_main or sharded else None
     if sharded and dist.any_true([tokenizer is None], info.device)[0]:
         return None
     return tokenizer
 
 
-def _run_data(cfg: TrainConfig, log: Log) -> PreparedData:
-    """The run's prepared data (prepared now unless cached), as its settings say."""
+def _run_data(cfg: TrainConfig, vocab: RunVocab, log: Log) -> PreparedData:
+    """The run's prepared data (prepared now unless cached), as its settings say, tokenized
+    with the run's vocabulary."""
     return resolve_data(
         cfg.data,
         cfg.data_dir,
         val_fraction=cfg.val_fraction,
-        tokenizer_dir=cfg.tokenizer_dir,
+        encoding=vocab.char,
+        tokenizer_dir=None if vocab.is_char else vocab.gpt2_place,
+        char_vocab=vocab.is_char and vocab.char is None,
         log=log,
     )
+
+
+def _check_vocab(tokenizer: Any, model: GPT, label: str) -> None:
+    """A character vocabulary must be the model's exactly (GPT-2's may be padded)."""
+    if tokenizer is not None:
+        from gpt2load.tokenizer import check_tokenizer_fits
+
+        try:
+            check_tokenizer_fits(tokenizer, model.config.vocab_size, label)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
 
 
 def start(
@@ -233,12 +257,15 @@ def _start(
     callbacks: Sequence[Callback],
 ) -> TrainResult:
     run_dir = Path(cfg.out).expanduser()
-    planned = planned_config(cfg)
+    weights = None if cfg.is_scratch else weights_folder(cfg.init)
+    vocab = choose_vocab(cfg.tokenizer, weights, cfg.data, cfg.tokenizer_dir)
+    new_vocab = vocab.char.n_vocab if vocab.char is not None else None
+    planned = planned_config(cfg, VOCAB_SIZE if not vocab.is_char else new_vocab)
     check_planned(cfg, planned)  # sizes and context: before data, weights or the run folder
     for note in cfg.warnings():
         log(note)
     with _run_folder(run_dir, dist, info):
-        return _start_locked(cfg, dist, info, log, callbacks, run_dir, planned)
+        return _start_locked(cfg, dist, info, log, callbacks, run_dir, planned, vocab)
 
 
 def _start_locked(
@@ -249,14 +276,17 @@ def _start_locked(
     callbacks: Sequence[Callback],
     run_dir: Path,
     planned: Any,
+    vocab: RunVocab,
 ) -> TrainResult:
     overwrite = bool(_check_run_dir(run_dir, cfg.overwrite))
     _check_memory(cfg, info, planned, log, dist)
     with dist.main_first():
-        data = _run_data(cfg, log)
+        data = _run_data(cfg, vocab, log)
     check_fits_context(data, cfg.block_size)
+    chars = run_tokenizer(vocab, data.folder) if vocab.is_char else None
     with dist.main_first():
-        model = init_model(cfg, log)
+        model = init_model(cfg, log, chars.n_vocab if chars is not None else VOCAB_SIZE)
+    _check_vocab(chars, model, f"--init {cfg.init}")
     _check_data_fits_model(data, model)
     if overwrite:
         # Only now: the starting weights may be this very run's (--init RUN/best --out RUN),
@@ -275,16 +305,18 @@ def _start_locked(
     )
     if planned is None:  # a checkpoint without headers: its size is known only now
         _check_memory(cfg, info, model.config, log, dist)
+    tokenizer = _sample_tokenizer(cfg, vocab, data, dist, info, log)
     trainer = Trainer(
         cfg,
         model,
         data,
         info,
-        tokenizer=_sample_tokenizer(cfg, dist, info, log),
+        tokenizer=tokenizer,
         dist=dist,
         log=log,
         callbacks=callbacks,
         derived=derived,
+        carry_files=checkpoint_files(vocab, tokenizer),
     )
     return trainer.fit()
 
@@ -412,7 +444,9 @@ def _check_steps_left(cfg: TrainConfig, step: int, given: bool, run_dir: Path) -
     )
 
 
-def _resume_data(cfg: TrainConfig, state: dict[str, Any], log: Log) -> PreparedData:
+def _resume_data(
+    cfg: TrainConfig, vocab: RunVocab, state: dict[str, Any], log: Log
+) -> PreparedData:
     """The tokens the run trained on, checked against the key its checkpoint recorded.
 
     The recorded folder is used when it still holds them; otherwise the run's sources
@@ -429,7 +463,7 @@ def _resume_data(cfg: TrainConfig, state: dict[str, Any], log: Log) -> PreparedD
             f"data: {dataset} no longer holds this run's tokens (prepared again from other "
             f"or edited sources since); preparing the run's sources again"
         )
-    data = _run_data(cfg, log)
+    data = _run_data(cfg, vocab, log)
     if recorded is not None and data_key(data) != recorded:
         sources = " ".join(cfg.data)
         raise DataError(
@@ -462,23 +496,28 @@ def _resume(
         )
     _check_memory(cfg, info, model_config, log, dist)
     check_block_size(cfg, model_config)
+    # The checkpoint carries the run's tokenizer files (meta.pkl for characters).
+    vocab = choose_vocab(cfg.tokenizer, folder, cfg.data, cfg.tokenizer_dir, label="the checkpoint")
     with dist.main_first():
-        data = _resume_data(cfg, state, log)
+        data = _resume_data(cfg, vocab, state, log)
     check_fits_context(data, cfg.block_size)
     model = GPT(model_config.replace(dropout=cfg.dropout or 0.0))
     load_model_weights(model, folder)
     _check_data_fits_model(data, model)
     log(f"resume: {folder} at step {state['step']} of {cfg.max_iters}")
+    tokenizer = _sample_tokenizer(cfg, vocab, data, dist, info, log)
+    _check_vocab(tokenizer if vocab.is_char else None, model, str(folder))
     trainer = Trainer(
         cfg,
         model,
         data,
         info,
-        tokenizer=_sample_tokenizer(cfg, dist, info, log),
+        tokenizer=tokenizer,
         dist=dist,
         log=log,
         callbacks=callbacks,
         resume_state=state,
         derived=state["derived"],
+        carry_files=checkpoint_files(vocab, tokenizer),
     )
     return trainer.fit()

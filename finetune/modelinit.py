@@ -29,14 +29,14 @@ Log = Callable[[str], None]
 SHAPE_FLAGS = {"n_layer": "--n-layer", "n_head": "--n-head", "n_embd": "--n-embd"}
 
 
-def scratch_config(cfg: TrainConfig) -> GPTConfig:
+def scratch_config(cfg: TrainConfig, vocab_size: int = VOCAB_SIZE) -> GPTConfig:
     shape = {
         k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in SCRATCH_SHAPE.items()
     }
     return GPTConfig(
         **shape,
         context_length=cfg.block_size,
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         dropout=cfg.dropout or 0.0,
     )
 
@@ -67,12 +67,13 @@ def _native_file(path: Path) -> Path | None:
     return file if meta.get("format") == NATIVE_FORMAT and "config" in meta else None
 
 
-def planned_config(cfg: TrainConfig) -> GPTConfig | None:
+def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPTConfig | None:
     """The model's shape before anything is downloaded or loaded (a named model's is its
     preset; a checkpoint's is read from its headers), so bad settings fail first. None for a
-    pre-1.6 PyTorch pickle, which has no headers to read: it is checked once loaded."""
+    pre-1.6 PyTorch pickle, which has no headers to read, and for a new model whose
+    vocabulary is the text's characters (``vocab_size`` None): checked once built."""
     if cfg.is_scratch:
-        return scratch_config(cfg)
+        return scratch_config(cfg, vocab_size) if vocab_size is not None else None
     path = init_path(cfg.init)
     if path is None:
         if is_model_name(cfg.init):
@@ -184,10 +185,11 @@ def set_dropout(model: GPT, p: float) -> None:
             module.dropout = p
 
 
-def init_model(cfg: TrainConfig, log: Log = print) -> GPT:
-    """Build the starting model on the CPU in float32 (the optimizer's master weights)."""
+def init_model(cfg: TrainConfig, log: Log = print, vocab_size: int = VOCAB_SIZE) -> GPT:
+    """Build the starting model on the CPU in float32 (the optimizer's master weights);
+    ``vocab_size`` is a new model's (GPT-2's, or its character vocabulary's)."""
     if cfg.is_scratch:
-        config = scratch_config(cfg)
+        config = scratch_config(cfg, vocab_size)
         torch.manual_seed(cfg.seed)
         model = GPT(config)
         log(f"model: new {describe_shape(config)}, {model.num_parameters():,} parameters")

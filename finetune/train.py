@@ -9,13 +9,12 @@ never stopped.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +102,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         resume_state: dict[str, Any] | None = None,
         derived: Sequence[str] = (),
+        carry_files: Mapping[str, Path] | None = None,
     ) -> None:
         self.dist = dist or DistContext()
         # Settings filled from others' values (min_lr = lr/10), recorded so that a resume
@@ -112,6 +112,8 @@ class Trainer:
         self.device = device
         self.data = data
         self.tokenizer = tokenizer
+        # Tokenizer files every checkpoint carries, so that it generates alone and offline.
+        self.carry_files = dict(carry_files or {})
         self.callbacks = list(callbacks)
         self.run_dir = Path(cfg.out)
         self._log = log
@@ -321,29 +323,8 @@ class Trainer:
             info,
             metadata,
             model_state=model_state,
-            extra_files=self._tokenizer_files,
+            extra_files=self.carry_files,
         )
-
-    @functools.cached_property
-    def _tokenizer_files(self) -> dict[str, Path]:
-        """GPT-2's tokenizer files, if at hand, for a checkpoint that works alone
-        (``gpt2load generate RUN/best`` offline); a missing tokenizer is no reason to fail.
-        Looked up (and hash-checked) at the first save, not at every one."""
-        from gpt2load.config import is_model_name
-        from gpt2load.tokenizer import ENCODER_JSON, VOCAB_BPE, local_tokenizer_files
-        from gpt2load.verify import locate
-
-        init: Path | None = Path(self.cfg.init).expanduser()
-        if not init.exists():  # a model's name: its download folder holds the files
-            try:
-                init = locate(self.cfg.init) if is_model_name(self.cfg.init) else None
-            except FileNotFoundError:
-                init = None
-        for place in (self.cfg.tokenizer_dir, init):
-            pair = local_tokenizer_files(place)
-            if pair is not None:
-                return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]}
-        return {}
 
     # ------------------------------------------------------------ output
     def log(self, message: str) -> None:
@@ -479,11 +460,11 @@ class Trainer:
         if self.tokenizer is None:
             return None
         from gpt2load.generation import generate
+        from gpt2load.tokenizer import prompt_ids
 
         cfg = self.cfg
         context = self.raw_model.config.context_length
-        ids = self.tokenizer.encode(cfg.sample_prompt, allowed_special="all")
-        ids = (ids or [self.tokenizer.eot_token])[-(context - 1) :]
+        ids = prompt_ids(self.tokenizer, cfg.sample_prompt)[-(context - 1) :]
         idx = torch.tensor([ids], dtype=torch.long, device=self.device.device)
         with self.autocast():
             out = generate(
