@@ -106,6 +106,7 @@ def write_checkpoint(
     model_metadata: dict[str, Any] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
     extra_files: Mapping[str, Path] | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/name`` (model, trainer state, info) as one atomic swap.
 
@@ -126,7 +127,7 @@ def write_checkpoint(
     except OSError as exc:
         raise save_failed(run_dir, name, exc) from exc
     try:
-        save_native(model, tmp, model_metadata)
+        save_native(model, tmp, model_metadata, generation=generation)
         state = {"format": TRAINER_FORMAT, "version": TRAINER_VERSION, **trainer_state}
         with atomic_path(tmp / TRAINER_FILE) as path, path.open("wb") as fh:
             torch.save(state, fh)  # through a Python file: a full disk surfaces as an OSError

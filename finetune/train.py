@@ -324,6 +324,11 @@ class Trainer:
             metadata,
             model_state=model_state,
             extra_files=self.carry_files,
+            generation={
+                "temperature": self.cfg.temperature,
+                "top_k": self.cfg.top_k,
+                "max_new_tokens": self.cfg.sample_tokens,
+            },
         )
 
     # ------------------------------------------------------------ output

@@ -1,7 +1,9 @@
 """gpt2load: OpenAI's GPT-2 weights in a from-scratch PyTorch model.
 
-Names are imported lazily so ``gpt2load --help`` and ``import gpt2load`` do not
-pay for torch until a model is actually touched.
+This module is the package's one public front door: everything a program (finetune
+included) uses is named here, and the modules behind it may move. Names are imported
+lazily, so ``gpt2load --help`` and ``import gpt2load`` do not pay for torch until a
+model is actually touched.
 """
 
 from __future__ import annotations
@@ -12,45 +14,122 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "GPTConfig": "gpt2load.config",
-    "preset": "gpt2load.config",
+    # errors: one hierarchy, each the user's to fix (finetune's derive from Gpt2loadError)
+    "Gpt2loadError": "gpt2load.errors",
+    "CheckpointError": "gpt2load.errors",
+    "DownloadError": "gpt2load.errors",
+    "ChecksumError": "gpt2load.errors",
+    "TokenizerError": "gpt2load.errors",
+    "TokenizerNotFoundError": "gpt2load.errors",
+    "redact": "gpt2load.errors",
+    # the model and its sizes
     "GPT": "gpt2load.model",
     "KVCache": "gpt2load.model",
-    "generate": "gpt2load.generation",
-    "get_tokenizer": "gpt2load.tokenizer",
-    "load": "gpt2load.loading",
+    "GPTConfig": "gpt2load.config",
+    "preset": "gpt2load.config",
+    "canonical_name": "gpt2load.config",
+    "is_model_name": "gpt2load.config",
+    "VOCAB_SIZE": "gpt2load.config",
+    # checkpoints: a name or a path, what it is, the model, and back to files
     "resolve": "gpt2load.loading",
+    "load": "gpt2load.loading",
+    "inspect": "gpt2load.formats",
+    "CheckpointInfo": "gpt2load.formats",
     "save_native": "gpt2load.native",
+    "generation_config": "gpt2load.native",
+    "convert": "gpt2load.formats",
+    # downloads
     "download": "gpt2load.downloads",
+    "download_file": "gpt2load.downloads",
+    "weights_root": "gpt2load.downloads",
+    # tokenizers
+    "get_tokenizer": "gpt2load.tokenizer",
+    "tokenizer_files": "gpt2load.tokenizer",
+    "check_tokenizer_fits": "gpt2load.tokenizer",
+    "prompt_ids": "gpt2load.tokenizer",
+    "CharTokenizer": "gpt2load.char_tokenizer",
+    "META_PKL": "gpt2load.char_tokenizer",
+    # generation
+    "generate": "gpt2load.generation",
+    # writing files: write, then rename (no half-written file where a good one is expected)
+    "atomic_path": "gpt2load.fileio",
+    "atomic_write_text": "gpt2load.fileio",
+    "atomic_write_bytes": "gpt2load.fileio",
+    # the command line's one-line errors and warnings, shared with finetune's
+    "user_error_line": "gpt2load.cli",
+    "warnings_as_lines": "gpt2load.cli",
+    "parse_command_line": "gpt2load.cli",
 }
+_RENAMED = {"inspect": "inspect_checkpoint"}
 
 __all__ = [
+    "CharTokenizer",
+    "CheckpointError",
+    "CheckpointInfo",
+    "ChecksumError",
+    "DownloadError",
     "GPT",
     "GPTConfig",
+    "Gpt2loadError",
     "KVCache",
+    "META_PKL",
+    "TokenizerError",
+    "TokenizerNotFoundError",
+    "VOCAB_SIZE",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "canonical_name",
+    "check_tokenizer_fits",
+    "convert",
     "download",
+    "download_file",
     "generate",
+    "generation_config",
     "get_tokenizer",
+    "inspect",
+    "is_model_name",
     "load",
+    "parse_command_line",
     "preset",
+    "prompt_ids",
+    "redact",
     "resolve",
     "save_native",
+    "tokenizer_files",
+    "user_error_line",
+    "warnings_as_lines",
+    "weights_root",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import GPTConfig, preset
-    from .downloads import download
+    from .char_tokenizer import META_PKL, CharTokenizer
+    from .cli import parse_command_line, user_error_line, warnings_as_lines
+    from .config import VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
+    from .downloads import download, download_file, weights_root
+    from .errors import (
+        CheckpointError,
+        ChecksumError,
+        DownloadError,
+        Gpt2loadError,
+        TokenizerError,
+        TokenizerNotFoundError,
+        redact,
+    )
+    from .fileio import atomic_path, atomic_write_bytes, atomic_write_text
+    from .formats import CheckpointInfo, convert
+    from .formats import inspect_checkpoint as inspect
     from .generation import generate
     from .loading import load, resolve
     from .model import GPT, KVCache
-    from .native import save_native
-    from .tokenizer import get_tokenizer
+    from .native import generation_config, save_native
+    from .tokenizer import check_tokenizer_fits, get_tokenizer, prompt_ids, tokenizer_files
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gpt2load' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
     globals()[name] = value
     return value

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import TokenizerError
+
 META_PKL = "meta.pkl"
 # nanoGPT's meta.pkl for Tiny Shakespeare is ~1 KB; anything near this is not a vocabulary.
 MAX_META_BYTES = 64 * 1024 * 1024
@@ -30,7 +32,7 @@ MAX_META_BYTES = 64 * 1024 * 1024
 MAX_LISTED = 20
 
 
-class CharVocabularyError(ValueError):
+class CharVocabularyError(TokenizerError):
     """A ``meta.pkl`` that is not a character vocabulary, or text it cannot encode."""
 
 

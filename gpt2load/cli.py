@@ -18,10 +18,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from . import commands
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2, no traceback."""
+from .errors import Gpt2loadError, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,17 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: reported in one line, exit code 2.
-
-    ``DownloadError`` is looked up only once its module is loaded (it cannot be raised
-    before), so ``gpt2load --help`` does not pay for importing requests.
-    """
-    types: list[type[BaseException]] = [CLIError, FileNotFoundError, ValueError, KeyError]
-    transfer = sys.modules.get("gpt2load.downloads.transfer")
-    if transfer is not None:
-        types.append(transfer.DownloadError)
-    return tuple(types)
+# Exceptions that are the user's to fix: reported in one line, exit code 2.
+USER_ERRORS = (Gpt2loadError, FileNotFoundError, ValueError, KeyError)
 
 
 # What the operating system says when the disk, the permissions or a path a user gave are
@@ -92,19 +80,14 @@ def user_error_line(exc: BaseException) -> str | None:
     """
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
         line = _os_error_line(exc)
-    elif isinstance(exc, _user_error_types()):
+    elif isinstance(exc, USER_ERRORS):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         line = str(message)
     else:
         line = None
     if line is None:
         return None
-    line = " ".join(line.split("\n"))
-    if "://" in line:  # imported only then: gpt2load.downloads loads requests
-        from .downloads.hosts import redact
-
-        line = redact(line)
-    return line
+    return redact(" ".join(line.split("\n")))
 
 
 def check_device(spec: str | None) -> None:
@@ -116,19 +99,21 @@ def check_device(spec: str | None) -> None:
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError, TypeError):
-        raise CLIError(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+        raise Gpt2loadError(
+            f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CLIError(
+            raise Gpt2loadError(
                 f"--device {spec}: no CUDA GPU is available here (torch.cuda.is_available() "
                 f"is False, torch {torch.__version__}); use --device cpu"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise CLIError(f"--device {spec}: only {count} CUDA device(s) are visible")
+            raise Gpt2loadError(f"--device {spec}: only {count} CUDA device(s) are visible")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise CLIError(
+            raise Gpt2loadError(
                 f"--device {spec}: Apple's MPS backend is not available on this machine or "
                 f"PyTorch build; use --device cpu"
             )
@@ -136,7 +121,7 @@ def check_device(spec: str | None) -> None:
         backend = getattr(torch, device.type, None)
         available = getattr(backend, "is_available", None)
         if callable(available) and not available():
-            raise CLIError(f"--device {spec}: no {device.type} device is available here")
+            raise Gpt2loadError(f"--device {spec}: no {device.type} device is available here")
 
 
 def parse_command_line(
@@ -189,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             raise
         print(f"gpt2load {args.command}: error: {line}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ import os
 import signal
 import sys
 import threading
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import TextIO
 
 from .generation import MAX_SEED
@@ -98,46 +96,23 @@ HELP = """commands:
   /help       this text
   /quit       leave (Ctrl-D too); Ctrl-C stops a generation"""
 
-# Keys of finetune's run config.toml that set sampling defaults.
-RUN_CONFIG_KEYS = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "sample_tokens": "max_new_tokens",
-}
 
+def settings_from_checkpoint(checkpoint: str | os.PathLike[str]) -> Settings:
+    """Defaults from the sampling settings that travel with ``checkpoint`` (a fine-tuned
+    model's, or a Hugging Face ``generation_config.json``; see
+    :func:`gpt2load.native.generation_config`). Values a setting does not accept are
+    skipped, leaving that setting at its default."""
+    from .native import generation_config
 
-def settings_from_run(checkpoint: str | os.PathLike[str]) -> Settings:
-    """Defaults from the run that produced ``checkpoint`` (``RUN/config.toml``), when there is one.
-
-    finetune writes an unset number as the string ``"none"`` (TOML has no null), so
-    ``top_k = "none"`` means sampling from every token. Values a setting does not
-    accept are skipped, leaving that setting at its default.
-    """
     settings = Settings()
-    path = Path(checkpoint)
-    folder = path if path.is_dir() else path.parent
-    for candidate in (folder / "config.toml", folder.parent / "config.toml"):
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                return settings
-            for key, name in RUN_CONFIG_KEYS.items():
-                if key not in data:
-                    continue
-                rule, value = RULES[name], data[key]
-                try:
-                    if isinstance(value, str):
-                        value = rule.read(value)
-                    else:
-                        if name == "temperature" and isinstance(value, int):
-                            value = float(value)
-                        value = rule.check(value)
-                except ValueError:
-                    continue
-                setattr(settings, name, value)
-            return settings
+    for name, value in generation_config(checkpoint).items():
+        rule = RULES[name]
+        try:
+            if name == "temperature" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            setattr(settings, name, rule.check(value))
+        except ValueError:
+            continue
     return settings
 
 

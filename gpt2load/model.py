@@ -237,6 +237,16 @@ class GPT(nn.Module):
                 )
                 param.normal_(0.0, std, generator=generator)
 
+    def set_dropout(self, p: float) -> None:
+        """Train with another dropout than the config was built with (the config is frozen,
+        so it is replaced): every dropout layer and the attention's own."""
+        self.config = self.config.replace(dropout=p)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, MultiHeadAttention):
+                module.dropout = p
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (the tied head counts once, as in GPT-2's published sizes)."""
         n = sum(p.numel() for p in self.parameters())

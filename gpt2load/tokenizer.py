@@ -26,6 +26,7 @@ import tiktoken
 
 from .char_tokenizer import META_PKL, CharTokenizer, CharVocabularyError, meta_pkl_beside
 from .config import EOT_TOKEN_ID, VOCAB_SIZE
+from .errors import TokenizerNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -45,10 +46,6 @@ EOT = "<|endoftext|>"
 TOKENIZER_DIR_ENV = "GPT2LOAD_TOKENIZER_DIR"
 CACHE_FOLDER = "tokenizer"  # under the weights root
 DOWNLOAD_RETRIES = 2  # a user without network should hear so in seconds, not half a minute
-
-
-class TokenizerNotFoundError(FileNotFoundError):
-    """No tokenizer files nearby, and downloading them failed."""
 
 
 def _pair_in(folder: Path) -> tuple[Path, Path] | None:
@@ -90,6 +87,18 @@ def local_tokenizer_files(path: str | os.PathLike[str] | None = None) -> tuple[P
             continue
         return pair[0].resolve(), pair[1].resolve()
     return None
+
+
+def tokenizer_files(path: str | os.PathLike[str] | None) -> dict[str, Path]:
+    """The tokenizer files that belong with the model at ``path`` (a file or folder), to
+    copy beside its weights so the folder tokenizes alone: its ``meta.pkl``, else GPT-2's
+    pair under OpenAI's names (from the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or the download
+    cache, checked against the published hashes); empty when none is at hand."""
+    meta = meta_pkl_beside(path)
+    if meta is not None:
+        return {META_PKL: meta.resolve()}
+    pair = local_tokenizer_files(path)
+    return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]} if pair is not None else {}
 
 
 def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from .config import PRESETS, canonical_name, is_model_name, preset
-from .downloads import default_dir
+from .config import PRESETS, canonical_name, preset
 from .downloads.digests import sha256_file
 from .downloads.manifest import RECORD_NAME, Record, RecordedFile, read_record
-from .releases import OFFICIAL_124M_SHA256, SOURCES, Release, check_source, release
+from .releases import OFFICIAL_124M_SHA256, SOURCES, Release, release
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -95,23 +94,10 @@ class VerifyReport:
 
 
 def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
-    """The path for ``target``: an existing path, or a model's default download folder."""
-    path = Path(target).expanduser()
-    if path.exists():
-        return path.resolve()
-    name = str(target)
-    if not is_model_name(name):
-        raise FileNotFoundError(f"{name!r} is neither an existing file or folder nor a model name")
-    model = canonical_name(name)
-    sources = [check_source(source)] if source else list(SOURCES)
-    for src in sources:
-        folder = default_dir(model, src)
-        if folder.is_dir() and any(folder.iterdir()):  # an empty one is a failed download
-            return folder.resolve()
-    looked = ", ".join(str(default_dir(model, s)) for s in sources)
-    raise FileNotFoundError(
-        f"no download of {model} found (looked in {looked}); run `gpt2load download {model}` first"
-    )
+    """The path for ``target``: an existing path, or a model's download folder (no download)."""
+    from .loading import resolve
+
+    return resolve(target, source, download=False).resolve()
 
 
 # -- files -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from finetune import cli as finetune_cli
 from gpt2load.cli import main as gpt2load_main
-from gpt2load.console import Settings, settings_from_run
+from gpt2load.console import Settings, settings_from_checkpoint
 from gpt2load.evaluation import evaluate_tokens, read_eval_tokens
 from gpt2load.formats import load_checkpoint
 from tests.conftest import SHAKESPEARE_TXT
@@ -69,6 +69,8 @@ def test_finetuned_and_scratch_best_checkpoints_compare_end_to_end(
     samples = next(line for line in md.splitlines() if line.startswith("| prompt 1"))
     assert samples.count("ROMEO:") == 1 + 3
 
-    # The console takes its defaults from the fine-tuned run's own config.toml.
+    # The console takes its defaults from the sampling settings the checkpoint carries.
     assert 'top_k = "none"' in Path("runs/finetuned/config.toml").read_text()
-    assert settings_from_run(bests[1]) == Settings(temperature=0.8, top_k=None, max_new_tokens=100)
+    assert settings_from_checkpoint(bests[1]) == Settings(
+        temperature=0.8, top_k=None, max_new_tokens=100
+    )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2load.console import Console, Settings, settings_from_run
+from gpt2load.config import GPTConfig
+from gpt2load.console import Console, Settings, settings_from_checkpoint
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
 from tests.test_cli_generate import make_checkpoint, run_cli
 
@@ -55,31 +56,38 @@ def test_piped_prompts_stream_answers(tmp_path: Path, tokenizer_dir: Path) -> No
     assert any(line.startswith("error: unknown command '/bogus'") for line in lines)
 
 
-def test_defaults_come_from_the_run_config(tmp_path: Path) -> None:
-    from finetune.config import TrainConfig, to_toml
+def test_defaults_come_from_the_checkpoints_own_sampling_settings(tmp_path: Path) -> None:
+    from gpt2load.native import save_native
 
+    model = random_model(GPTConfig(n_layer=1, n_head=2, n_embd=8, context_length=8, vocab_size=50))
     run = tmp_path / "run"
-    (run / "best").mkdir(parents=True)
-    # Exactly what finetune writes: an unset top_k is the string "none" (TOML has no null).
-    config = TrainConfig(data=["x"], temperature=0.3, top_k=None, sample_tokens=33)
-    text = to_toml(config)
-    assert 'top_k = "none"' in text
-    (run / "config.toml").write_text(text)
+    # What finetune saves with every checkpoint: its sampling settings, an unset top_k as null.
+    save_native(model, run / "best", generation={"temperature": 0.3, "top_k": None,
+                                                 "max_new_tokens": 33})  # fmt: skip
     expected = Settings(temperature=0.3, top_k=None, max_new_tokens=33)
-    assert settings_from_run(run / "best") == expected
-    assert settings_from_run(run / "best" / "model.safetensors") == expected
-    (run / "config.toml").write_text(to_toml(TrainConfig(data=["x"], top_k=7, temperature=0.0)))
-    assert settings_from_run(run / "best") == Settings(temperature=0.0, top_k=7, max_new_tokens=100)
-    assert settings_from_run(tmp_path) == Settings()
-
-
-def test_run_config_values_the_console_would_refuse_are_skipped(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text(
-        'temperature = -2\ntop_k = "lots"\ntop_p = 1.5\nsample_tokens = 0\n'
+    assert settings_from_checkpoint(run / "best") == expected
+    assert settings_from_checkpoint(run / "best" / "model.safetensors") == expected
+    save_native(
+        model, run / "best", generation={"top_k": 7, "temperature": 0, "max_new_tokens": 100}
     )
-    assert settings_from_run(tmp_path) == Settings()
-    (tmp_path / "config.toml").write_text("not = [toml")
-    assert settings_from_run(tmp_path) == Settings()
+    assert settings_from_checkpoint(run / "best") == Settings(
+        temperature=0.0, top_k=7, max_new_tokens=100
+    )
+    save_native(model, tmp_path / "plain")
+    assert settings_from_checkpoint(tmp_path / "plain") == Settings()
+    # A Hugging Face folder's generation_config.json counts too (do_sample false: greedy).
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "generation_config.json").write_text('{"do_sample": false, "top_k": 5}')
+    assert settings_from_checkpoint(tmp_path / "hf") == Settings(temperature=0.0, top_k=5)
+
+
+def test_sampling_settings_the_console_would_refuse_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "generation_config.json").write_text(
+        '{"temperature": -2, "top_k": "lots", "top_p": 1.5, "max_new_tokens": 0}'
+    )
+    assert settings_from_checkpoint(tmp_path) == Settings()
+    (tmp_path / "generation_config.json").write_text("not [json")
+    assert settings_from_checkpoint(tmp_path) == Settings()
 
 
 def test_help_and_bad_values_of_every_command_get_one_line(tokenizer) -> None:

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Prompts can also be piped in, one per line.",
     )
     add_model_arguments(parser)
-    note = " (default: the run's config.toml when fine-tuned here, else %s)"
+    note = " (default: the checkpoint's own sampling settings, else %s)"
     parser.add_argument(
         "--temperature", type=float, default=None, help="0 is greedy" + note % "0.8"
     )
@@ -70,7 +70,7 @@ def _checked_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..console import Console, settings_from_run
+    from ..console import Console, settings_from_checkpoint
     from ..tokenizer import check_tokenizer_fits
     from ._common import load_model
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.device, args.dtype, args.source, n_head=args.n_head
     )
     check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
-    settings = settings_from_run(path)
+    settings = settings_from_checkpoint(path)
     for name, value in flags.items():
         setattr(settings, name, value)
     Console(model, tokenizer, settings).run()

@@ -12,6 +12,7 @@ from .fetch import (
     default_dir,
     download,
     download_file,
+    weights_root,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "default_dir",
     "download",
     "download_file",
+    "weights_root",
 ]

@@ -9,28 +9,16 @@ explicitly; anything else must be https, so nothing silently travels in clear.
 from __future__ import annotations
 
 import os
-import re
 from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import redact
 
 MIRROR_ENV = "GPT2LOAD_MIRROR"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co"})
 
+
 # scheme://USERINFO@ : from "//" to the last "@" before the path, as urlsplit reads it.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'\"<>]*@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``.
-
-    Credentials in a URL (``https://user:pw@host/...``, a mirror or ``$GPT2LOAD_MIRROR``
-    given that way) are still sent to the host, but they must never reach a terminal,
-    a log or ``manifest.json``: every URL that is shown or stored passes through here
-    (a whole message may be passed; each URL in it is redacted).
-    """
-    return _USERINFO.sub(r"\1***@", text)
-
-
 def _check_base(base: str, what: str) -> tuple[str, str, str]:
     parts = urlsplit(base.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:

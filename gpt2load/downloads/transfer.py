@@ -31,6 +31,7 @@ import requests
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..errors import ChecksumError, DownloadError, RetriesExhaustedError
 from ..fileio import atomic_write_text, open_nofollow_for_writing, regular_size
 from .digests import Claim, hash_file, header_claims, normalise_sha256, sha256_file
 from .hosts import effective_url, redact, scheme_allowed
@@ -51,22 +52,6 @@ RETRY_STATUSES = frozenset({408, 425, 429})  # plus every 5xx
 
 Timeout = float | tuple[float, float]
 Note = Callable[[str], None]
-
-
-class DownloadError(RuntimeError):
-    """A download failed; the message names the file and the URL (credentials redacted)."""
-
-    def __init__(self, message: str) -> None:
-        # Every download message names a URL; a user:password in one must not be shown.
-        super().__init__(redact(str(message)))
-
-
-class ChecksumError(DownloadError):
-    """The bytes received are not the expected ones; they were deleted."""
-
-
-class RetriesExhaustedError(DownloadError):
-    """The host kept failing (unreachable, timeouts, 5xx) through every retry."""
 
 
 class _Retryable(Exception):
