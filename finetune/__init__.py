@@ -1,7 +1,6 @@
 """finetune: continued pretraining and fine-tuning of GPT-2 on your text.
 
-``finetune shakespeare`` / ``finetune pretrain`` on the command line, or from
-Python::
+``finetune shakespeare`` / ``finetune pretrain`` on the command line, or from Python::
 
     from finetune import TrainConfig, train
     result = train(TrainConfig(data=["notes.txt"], init="gpt2", out="runs/notes"))
@@ -18,8 +17,8 @@ _EXPORTS = {
     "TrainConfig": ("finetune.config", "TrainConfig"),
     "train": ("finetune.launch", "start"),
     "resume": ("finetune.launch", "resume"),
-    "Trainer": ("finetune.train", "Trainer"),
-    "TrainResult": ("finetune.train", "TrainResult"),
+    "Trainer": ("finetune.trainer", "Trainer"),
+    "TrainResult": ("finetune.trainer", "TrainResult"),
     "prepare_text": ("finetune.data", "prepare_text"),
     "prepare_shakespeare": ("finetune.data", "prepare_shakespeare"),
     "select_device": ("finetune.device", "select_device"),
@@ -42,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .device import select_device
     from .launch import resume
     from .launch import start as train
-    from .train import Trainer, TrainResult
+    from .trainer import Trainer, TrainResult
 
 
 def __getattr__(name: str) -> Any:

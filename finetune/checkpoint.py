@@ -16,7 +16,6 @@ intact. Between the two renames the old folder sits at ``.NAME.old``, which
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -30,14 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2load.config import GPTConfig
-from gpt2load.fileio import atomic_path, atomic_write_text
-from gpt2load.model import GPT
-from gpt2load.native import NATIVE_FILENAME, save_native
+from gpt2load import (
+    NATIVE_FILENAME,
+    CheckpointError,
+    GPTConfig,
+    atomic_path,
+    atomic_write_text,
+    save_native,
+)
 
-from .errors import CheckpointError, SaveError, is_disk_error, os_reason
+from .errors import SaveError, is_disk_error, os_reason
 
 TRAINER_FILE = "trainer.pt"
+CONFIG_FILE = "config.toml"  # the run's resolved settings, beside its checkpoints
 INFO_FILE = "info.json"
 TRAINER_FORMAT = "finetune-trainer"
 TRAINER_VERSION = 1
@@ -164,9 +168,8 @@ def save_failed(run_dir: Path, name: str, exc: BaseException) -> SaveError:
     reason = os_reason(cause) if cause is not None else " ".join(str(exc).split())
     kept = find_checkpoint(run_dir, name)
     what = f"the previous {name} checkpoint is intact" if kept else "nothing was written"
-    if kept is not None:
-        with contextlib.suppress(Exception):
-            what += f" (step {json.loads((kept / INFO_FILE).read_text())['step']})"
+    if kept is not None and read_info(kept).get("step") is not None:
+        what += f" (step {read_info(kept)['step']})"
     last = find_checkpoint(run_dir, LAST)
     then = f"`finetune resume {run_dir}`" if last is not None else "start the run again"
     return SaveError(
@@ -340,51 +343,13 @@ def _short(value: Any) -> str:
     return f"({text[:40]}{'...' if len(text) > 40 else ''})"
 
 
-def read_model_config(folder: Path) -> GPTConfig:
-    """The config stored in a native ``model.safetensors``, without reading the tensors."""
-    from safetensors import safe_open
-
-    path = folder / NATIVE_FILENAME
+def read_info(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``info.json`` summary; a courtesy, so anything wrong with it is {}."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
-    if "config" not in meta:
-        raise CheckpointError(f"{path} carries no model config; it was not written by gpt2load")
-    return GPTConfig.from_dict(json.loads(meta["config"]))
-
-
-def describe_shape(config: GPTConfig) -> str:
-    return (
-        f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, "
-        f"context={config.context_length}, vocab={config.vocab_size}"
-    )
-
-
-def same_shape(a: GPTConfig, b: GPTConfig) -> bool:
-    return not a.shape_differences(b)
-
-
-def load_model_weights(model: GPT, folder: Path) -> None:
-    """Copy a native checkpoint's weights into ``model``, which must be of the same size."""
-    from safetensors.torch import load_file
-
-    stored = read_model_config(folder)
-    if not same_shape(stored, model.config):
-        raise CheckpointError(
-            f"checkpoint {folder} holds a model of another size ({describe_shape(stored)}) "
-            f"than this run's ({describe_shape(model.config)})"
-        )
-    state = load_file(str(folder / NATIVE_FILENAME), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "out_head.weight"]  # tied to tok_emb, stored once
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {folder} does not match the model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    model.tie_weights()
+        info = json.loads((folder / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def now_iso() -> str:

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gpt2load.cli import parse_command_line, warnings_as_lines
+from gpt2load import DownloadError, Gpt2loadError, parse_command_line, warnings_as_lines
 
 from .config import (
     FIXED_ON_RESUME,
     SUBCOMMAND_DEFAULTS,
+    ConfigError,
     TrainConfig,
     add_config_flags,
     build_config,
@@ -138,8 +139,6 @@ def _prepare(args: argparse.Namespace) -> int:
         )
     else:
         if args.input:
-            from .errors import ConfigError
-
             raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
         prepare_text(
             args.sources,
@@ -168,33 +167,22 @@ def _who() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_command_line(parser, argv)
-    from .errors import FinetuneError
-
-    user_errors = (FinetuneError, FileNotFoundError)
     try:
         with warnings_as_lines(f"{_who()}finetune {args.command}"):
             return _run(args)
     except KeyboardInterrupt:
         print(f"\n{_who()}finetune: aborted", file=sys.stderr)
         return 130
-    except user_errors as exc:
-        print(f"{_who()}finetune {args.command}: error: {exc}", file=sys.stderr)
+    except (Gpt2loadError, FileNotFoundError) as exc:
+        message = str(exc)
+        if isinstance(exc, DownloadError):  # a download not worded by its caller
+            message = (
+                f"download failed: {' '.join(message.split())}. Set GPT2LOAD_MIRROR to a "
+                f"reachable mirror, or fetch the files where there is a network and point "
+                f"at them with a local path"
+            )
+        print(f"{_who()}finetune {args.command}: error: {message}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
-    except Exception as exc:
-        # A failed download reaching here (modelinit words the usual one) is still the
-        # user's network, not a bug: one line, exit 2. gpt2load.downloads is only looked
-        # up if it was imported, so commands that download nothing never load it.
-        transfer = sys.modules.get("gpt2load.downloads.transfer")
-        if transfer is None or not isinstance(exc, transfer.DownloadError):
-            raise
-        message = " ".join(str(exc).split())
-        print(
-            f"{_who()}finetune {args.command}: error: download failed: {message}. "
-            f"Set GPT2LOAD_MIRROR to a reachable mirror, or fetch the files where there is a "
-            f"network and point at them with a local path",
-            file=sys.stderr,
-        )
-        return 2
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,51 +1,50 @@
-"""The one description of a training run: a dataclass, its CLI flags and its TOML form.
+"""The one description of a training run: ``TrainConfig``'s fields are the flags, the TOML keys
+and the run's record.
 
-Every field carries its help text in ``metadata`` so the parser is generated
-from the dataclass and a new setting is added in exactly one place. The layers
-of precedence are: field defaults < the sub-command's defaults < ``--config``
-TOML file < flags on the command line.
+Each field carries its help text and limits, so a setting is added in one place and
+checked the same way from every source. Precedence: field defaults < the sub-command's
+defaults < the ``--config`` TOML file < flags on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import math
 import os
 import re
 import stat
 import tomllib
-import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt2load import DTYPE_ALIASES
+
 from .errors import ConfigError
 
-# Other spellings of --dtype's choices, as gpt2load's --dtype accepts them.
-DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+SCRATCH_SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384}
+SCRATCH_LR = 1e-3
+PRETRAINED_LR = 6e-5
+MAX_INT = 2**63 - 1  # torch, numpy and TOML hold 64-bit integers
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; /dev/zero never ends
 
 
-def _f(default: Any, help: str, *, group: str = "training", choices: Sequence[Any] = (), **kw):
+def _f(default: Any, help: str, *, group: str = "training", choices: Sequence[str] = (), **kw):
     meta = {"help": help, "group": group, "choices": tuple(choices), **kw}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-SCRATCH_SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384}
-SCRATCH_LR = 1e-3
-PRETRAINED_LR = 6e-5
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a run needs; saved in the run folder as ``config.toml``."""
 
-    # run
     out: str = _f(
         "runs/pretrain",
         "run folder: checkpoints, metrics.jsonl, loss.png",
@@ -70,13 +69,6 @@ class TrainConfig:
         "data", "where prepared datasets are written and cached", group="data", metavar="DIR"
     )
     val_fraction: float = _f(0.1, "share of the characters held out for validation", group="data")
-    tokenizer_dir: str | None = _f(
-        None,
-        "folder with GPT-2's encoder.json + vocab.bpe (default: $GPT2LOAD_TOKENIZER_DIR, "
-        "else downloaded once into weights/tokenizer)",
-        group="data",
-        metavar="DIR",
-    )
     tokenizer: str = _f(
         "auto",
         "auto: the --init checkpoint's own (characters when a meta.pkl lies beside it, as "
@@ -85,10 +77,16 @@ class TrainConfig:
         group="data",
         choices=("auto", "gpt2", "char"),
     )
+    tokenizer_dir: str | None = _f(
+        None,
+        "folder with GPT-2's encoder.json + vocab.bpe (default: beside --init, else "
+        "$GPT2LOAD_TOKENIZER_DIR, else downloaded once into weights/tokenizer)",
+        group="data",
+        metavar="DIR",
+    )
     overwrite: bool = _f(
         False, "start afresh in an --out folder that already holds a run", group="run"
     )
-    # model
     n_layer: int | None = _f(
         None, "layers for --init scratch (default 6)", group="model", minimum=1
     )
@@ -101,7 +99,6 @@ class TrainConfig:
     dropout: float | None = _f(
         None, "dropout while training (default: the checkpoint's own, 0 for scratch)", group="model"
     )
-    # optimisation
     block_size: int = _f(
         1024, "tokens per training sequence (at most the model's context)", minimum=1
     )
@@ -133,7 +130,6 @@ class TrainConfig:
     beta2: float = _f(0.95, "AdamW beta2", minimum=0.0)
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 turns clipping off)", minimum=0.0)
     seed: int = _f(1337, "seed for initialisation, batches, dropout and samples", minimum=0)
-    # evaluation
     eval_interval: int = _f(
         250, "steps between evaluations (and best-checkpoint checks)", group="eval", minimum=1
     )
@@ -161,7 +157,6 @@ class TrainConfig:
         group="eval",
         minimum=1,
     )
-    # device
     device: str = _f("cuda", "cuda, cuda:N, mps or cpu", group="device", metavar="DEVICE")
     force_cpu: bool = _f(
         False, "train on the CPU (slow): the way to run on a machine without a GPU", group="device"
@@ -177,7 +172,6 @@ class TrainConfig:
     memory_check: bool = _f(
         True, "refuse settings whose estimated memory does not fit the device", group="device"
     )
-    # several processes (torchrun)
     fsdp: bool = _f(
         False,
         "under torchrun, shard weights, gradients and optimizer state across the processes "
@@ -190,7 +184,6 @@ class TrainConfig:
         group="distributed",
         choices=("auto", "nccl", "gloo"),
     )
-    # logging
     progress: bool = _f(True, "show a progress bar", group="logging")
     wandb: bool = _f(False, "log to Weights & Biases", group="logging")
     wandb_project: str = _f("gpt2load-finetune", "W&B project", group="logging", metavar="NAME")
@@ -205,7 +198,10 @@ class TrainConfig:
         choices=("auto", "online", "offline", "disabled"),
     )
 
-    # ----------------------------------------------------------------- helpers
+    # Settings whose default depends on others (see resolved()); a run records which of
+    # them it derived, so a resume with another --lr derives --min-lr again.
+    DERIVED: typing.ClassVar[tuple[str, ...]] = ("lr", "min_lr")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -216,44 +212,34 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **coerce_values(changes, source="override"))
 
-    # Settings whose default depends on others (see resolved()); a run records which of
-    # them it derived, so a resume with another --lr derives --min-lr again.
-    DERIVED: typing.ClassVar[tuple[str, ...]] = ("lr", "min_lr")
-
-    def derived_settings(self) -> list[str]:
-        """The settings of :attr:`DERIVED` left unset here, which :meth:`resolved` will fill."""
-        return [name for name in self.DERIVED if getattr(self, name) is None]
-
     @property
     def is_scratch(self) -> bool:
         return self.init.strip().lower() == "scratch"
 
+    def derived_settings(self) -> list[str]:
+        """The settings of :attr:`DERIVED` left unset here, which :meth:`resolved` fills."""
+        return [name for name in self.DERIVED if getattr(self, name) is None]
+
     def resolved(self) -> TrainConfig:
-        """Fill the 'depends on the init' defaults so the recorded config states real values."""
-        changes: dict[str, Any] = {}
-        if self.lr is None:
-            changes["lr"] = SCRATCH_LR if self.is_scratch else PRETRAINED_LR
-        lr = changes.get("lr", self.lr)
-        if self.min_lr is None:
-            changes["min_lr"] = lr / 10
+        """Fill the defaults that depend on the init, so the record states real values."""
+        lr = self.lr if self.lr is not None else SCRATCH_LR if self.is_scratch else PRETRAINED_LR
+        changes: dict[str, Any] = {
+            "lr": lr,
+            "min_lr": self.min_lr if self.min_lr is not None else lr / 10,
+        }
         if self.is_scratch:
-            for name, value in SCRATCH_SHAPE.items():
-                if getattr(self, name) is None:
-                    changes[name] = value
-            if self.dropout is None:
-                changes["dropout"] = 0.0
-        return dataclasses.replace(self, **changes) if changes else self
+            changes.update({k: v for k, v in SCRATCH_SHAPE.items() if getattr(self, k) is None})
+            changes["dropout"] = self.dropout or 0.0
+        return dataclasses.replace(self, **changes)
 
     def warnings(self) -> list[str]:
         """Settings that are allowed but probably not meant."""
-        notes = []
-        if self.warmup_iters >= self.max_iters:
-            notes.append(
-                f"warning: --warmup-iters {self.warmup_iters} >= --max-iters {self.max_iters}: "
-                f"the learning rate rises for the whole run and never reaches --lr; "
-                f"lower --warmup-iters"
-            )
-        return notes
+        if self.warmup_iters < self.max_iters:
+            return []
+        return [
+            f"warning: --warmup-iters {self.warmup_iters} >= --max-iters {self.max_iters}: the "
+            f"learning rate rises for the whole run and never reaches --lr; lower --warmup-iters"
+        ]
 
     def validate(self) -> None:
         """Cross-field checks (single fields are checked when they are set)."""
@@ -265,14 +251,9 @@ class TrainConfig:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if not self.beta1 < 1.0 or not self.beta2 < 1.0:
             raise ConfigError("--beta1 and --beta2 must be below 1")
-        shape = {k: getattr(self, k) for k in SCRATCH_SHAPE if getattr(self, k) is not None}
-        if (
-            self.is_scratch
-            and {"n_head", "n_embd"} <= shape.keys()
-            and shape["n_embd"] % shape["n_head"]
-        ):
+        if self.is_scratch and self.n_head and self.n_embd and self.n_embd % self.n_head:
             raise ConfigError(
-                f"--n-embd ({shape['n_embd']}) must be a multiple of --n-head ({shape['n_head']})"
+                f"--n-embd ({self.n_embd}) must be a multiple of --n-head ({self.n_head})"
             )
         if not self.data:
             raise ConfigError(
@@ -282,11 +263,9 @@ class TrainConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
-# What a resumed run may not change. The first group decides which model and data the
-# checkpoint belongs to; the second which batches it draws (batch i is a function of seed,
-# batch size and block size) and which fixed batches it evaluates on. Changing those would
-# quietly break exact resume and compare val losses against a best from another eval set,
-# so resume refuses them rather than warning.
+# What a resumed run may not change: the first group decides which model and data the
+# checkpoint belongs to, the second which batches it draws and which fixed batches it
+# evaluates on (exact resume and comparable val losses depend on them).
 FIXED_MODEL_AND_DATA = (
     "init",
     "data",
@@ -302,7 +281,6 @@ FIXED_MODEL_AND_DATA = (
 )
 FIXED_STREAM = ("seed", "batch_size", "block_size", "eval_batches")
 FIXED_ON_RESUME = FIXED_MODEL_AND_DATA + FIXED_STREAM
-
 SUBCOMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {},
     "shakespeare": {
@@ -320,117 +298,83 @@ SUBCOMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# ---------------------------------------------------------------------- types
-MAX_INT = 2**63 - 1
-
-
-def _field_kind(f: dataclasses.Field) -> tuple[type, bool, bool]:
-    """(base type, optional, is list) of a field, from its annotation."""
-    hints = typing.get_type_hints(TrainConfig)
-    tp = hints[f.name]
-    optional = False
+# ------------------------------------------------------------------- values
+@functools.cache
+def _kind(name: str) -> tuple[type, bool, bool]:
+    """(base type, optional, is a list) of a field, from its annotation."""
+    tp = typing.get_type_hints(TrainConfig)[name]
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        optional = True
+    optional = type(None) in args
+    if optional:
         tp = next(a for a in args if a is not type(None))
     if typing.get_origin(tp) is list:
         return typing.get_args(tp)[0], optional, True
     return tp, optional, False
 
 
-def _check_scalar(name: str, base: type, value: Any, source: str) -> Any:
-    label = f"{source}: {name}"
+def _scalar(label: str, base: type, value: Any) -> Any:
     if base is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false, got {value!r}")
-        return value
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label} must be an integer, got {value!r}")
-        if not -MAX_INT <= value <= MAX_INT:
-            # torch, numpy and TOML hold 64-bit integers: a larger one fails deep inside them
-            raise ConfigError(f"{label} must be at most {MAX_INT} (2**63 - 1), got {value}")
-        return value
-    if base is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{label} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{label} must be finite, got {value!r}")
-        return float(value)
-    if base is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{label} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {base}")  # pragma: no cover
-
-
-def _unalias(f: dataclasses.Field, value: Any) -> Any:
-    """The canonical spelling of a choice typed another common way (``bf16`` for ``bfloat16``),
-    so every command accepts what ``gpt2load --dtype`` accepts."""
-    aliases = f.metadata.get("aliases") or {}
-    return aliases.get(value.strip().lower(), value) if isinstance(value, str) else value
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{label} must be true or false, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float) if base is float else base):
+        what = {int: "an integer", float: "a number", str: "a string"}[base]
+        raise ConfigError(f"{label} must be {what}, got {value!r}")
+    if base is int and not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{label} must be at most {MAX_INT} (2**63 - 1), got {value}")
+    if base is float and not math.isfinite(value):
+        raise ConfigError(f"{label} must be finite, got {value!r}")
+    return float(value) if base is float else value
 
 
 def coerce_value(name: str, value: Any, *, source: str = "config") -> Any:
     """Check one value against its field's type, choices and minimum; return it normalised."""
     key = name.replace("-", "_")
     if key not in FIELDS:
-        raise ConfigError(f"{source}: unknown setting {name!r}{_did_you_mean(key)}")
-    f = FIELDS[key]
-    base, optional, is_list = _field_kind(f)
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{source}: unknown setting {name!r}{hint}")
+    meta, (base, optional, is_list) = FIELDS[key].metadata, _kind(key)
     if optional and base is not str and isinstance(value, str) and value.lower() == "none":
         value = None  # TOML has no null; "none" is how an unset number is written
     if value is None:
         if optional:
             return None
         raise ConfigError(f"{source}: {key} cannot be empty")
+    label = f"{source}: {key}"
     if is_list:
-        if isinstance(value, (str, os.PathLike)):
-            value = [value]
+        value = [value] if isinstance(value, (str, os.PathLike)) else value
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
+            raise ConfigError(f"{label} must be a list of strings, got {value!r}")
         return [
-            _check_scalar(key, base, os.fspath(v) if isinstance(v, os.PathLike) else v, source)
-            for v in value
+            _scalar(label, base, os.fspath(v) if isinstance(v, os.PathLike) else v) for v in value
         ]
-    if isinstance(value, os.PathLike) and base is str:
-        value = os.fspath(value)
-    value = _check_scalar(key, base, value, source)
-    value = _unalias(f, value)
-    choices = f.metadata.get("choices") or ()
-    if choices and value not in choices:
-        raise ConfigError(f"{source}: {key} must be one of {', '.join(choices)}; got {value!r}")
-    minimum = f.metadata.get("minimum")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{source}: {key} must be >= {minimum}, got {value!r}")
+    value = _scalar(label, base, os.fspath(value) if isinstance(value, os.PathLike) else value)
+    value = _unalias(meta, value)
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{label} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    if meta.get("minimum") is not None and value < meta["minimum"]:
+        raise ConfigError(f"{label} must be >= {meta['minimum']}, got {value!r}")
     return value
+
+
+def _unalias(meta: Mapping[str, Any], value: Any) -> Any:
+    """A choice typed another common way (``bf16`` for ``bfloat16``), as gpt2load takes it."""
+    aliases = meta.get("aliases") or {}
+    return aliases.get(value.strip().lower(), value) if isinstance(value, str) else value
 
 
 def coerce_values(data: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
     return {k.replace("-", "_"): coerce_value(k, v, source=source) for k, v in data.items()}
 
 
-def _did_you_mean(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# ----------------------------------------------------------------------- TOML
-# A settings file is a few kilobytes; anything far larger is not one (and /dev/zero never ends).
-MAX_CONFIG_BYTES = 1 << 20
-
-
+# --------------------------------------------------------------------- TOML
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Settings from a TOML file; a ``[train]`` table or top-level keys are both accepted.
-
-    Only a regular file of text is read, and at most :data:`MAX_CONFIG_BYTES` of it: a
-    folder, a device or a FIFO given by mistake is refused rather than read for ever.
-    """
+    """Settings from a TOML file (top-level keys or a ``[train]`` table). Only a regular text
+    file is read, and at most :data:`MAX_CONFIG_BYTES` of it: a folder, device or FIFO given
+    by mistake is refused rather than read for ever."""
     path = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer before fstat could refuse
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat refuses it
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
@@ -442,23 +386,18 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
         raise ConfigError(f"config file {path} is {what}; give a .toml file")
     with os.fdopen(fd, "rb", buffering=0) as fh:
-        try:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a settings file "
-            f"is a few lines of TOML"
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a "
+            f"settings file is a few lines of TOML"
         )
     try:
-        text = raw.decode("utf-8")
+        data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not text (byte {exc.start} is not UTF-8); give a .toml file"
         ) from None
-    try:
-        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except RecursionError:
@@ -468,49 +407,21 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return coerce_values(data, source=f"config file {path}")
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        for char, esc in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
-            escaped = escaped.replace(char, esc)
-        escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
-
-
 def to_toml(config: TrainConfig) -> str:
-    """The config as TOML that ``--config`` reads back (unset optional fields are left out)."""
-    lines = ["# finetune run configuration; reuse with: finetune pretrain --config this-file"]
-    for key, value in config.to_dict().items():
-        if value is None:
-            if FIELDS[key].default is not None:
-                lines.append(f'{key} = "none"')
-            continue
-        lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    """The config as TOML that ``--config`` reads back: an unset number whose default is set
+    is written "none" (TOML has no null); other unset fields are left out."""
+    import tomli_w
+
+    values = {
+        k: "none" if v is None else v
+        for k, v in config.to_dict().items()
+        if v is not None or FIELDS[k].default is not None
+    }
+    header = "# finetune run configuration; reuse with: finetune pretrain --config this-file\n"
+    return header + tomli_w.dumps(values)
 
 
-# ------------------------------------------------------------------------ CLI
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _optional(base: type):
-    def convert(text: str):
-        if text.strip().lower() in ("none", "null", ""):
-            return None
-        return base(text)
-
-    convert.__name__ = base.__name__  # argparse names the type in its error message
-    return convert
-
-
+# ---------------------------------------------------------------------- CLI
 GROUP_TITLES = {
     "run": "run",
     "data": "data",
@@ -521,77 +432,61 @@ GROUP_TITLES = {
     "distributed": "several processes (torchrun --nproc_per_node=N -m finetune ...)",
     "logging": "logging",
 }
+_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")  # a field's own words on its default
 
 
-# "(default: ...)" written into a field's help, for commands that set a default of their own.
-_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")
+def _optional(base: type):
+    def convert(text: str):
+        return None if text.strip().lower() in ("none", "null", "") else base(text)
+
+    convert.__name__ = base.__name__  # argparse names the type in its error message
+    return convert
 
 
 def add_config_flags(
     parser: argparse.ArgumentParser,
     *,
     defaults: Mapping[str, Any] | None = None,
-    exclude: Iterable[str] = (),
     include: Iterable[str] | None = None,
     hidden: Iterable[str] = (),
     show_defaults: bool = True,
 ) -> None:
-    """Add one flag per field; parsed values are ``SUPPRESS``-ed when absent.
-
-    Leaving absent flags out of the namespace is what lets a TOML file sit
-    between the defaults and the command line. ``include`` limits the flags to
-    those fields, ``hidden`` ones are accepted but left out of ``--help`` (so a
-    command can refuse them with its own message), and ``show_defaults=False``
-    leaves the "(default: ...)" out where the real default is not the field's
-    (``resume``: the run's own setting).
-    """
-    overridden = set(defaults or {})
+    """One flag per field (``include``: only those); absent flags stay out of the namespace,
+    which is what lets a TOML file sit between the defaults and the command line. ``hidden``
+    flags are accepted but not listed (so a command can refuse them with its own reason);
+    ``show_defaults=False`` leaves "(default: ...)" out where the real default is not the
+    field's (resume: the run's own setting)."""
+    overridden, quiet = set(defaults or {}), set(hidden)
     defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
     groups: dict[str, argparse._ArgumentGroup] = {}
-    skip = set(exclude)
-    wanted = set(FIELDS if include is None else include)
-    unknown = wanted - FIELDS.keys()
-    if unknown:
-        raise ValueError(f"no such settings: {sorted(unknown)}")  # pragma: no cover
-    quiet = set(hidden)
-    for name, f in FIELDS.items():
-        if name in skip or name not in wanted:
-            continue
-        group_name = f.metadata.get("group", "training")
-        if group_name not in groups:
-            groups[group_name] = parser.add_argument_group(GROUP_TITLES.get(group_name, group_name))
-        group = groups[group_name]
-        base, optional, is_list = _field_kind(f)
-        default = defaults.get(name)
-        shown = "" if default in (None, [], "") or not show_defaults else f" (default: {default!r})"
-        described = f.metadata["help"]
-        if name in overridden:  # the command's own default replaces the field's explanation of it
-            described = _OWN_DEFAULT.sub("", described)
-        help_text = described.replace("%", "%%") + shown.replace("%", "%%")
-        if name in quiet:
-            help_text = argparse.SUPPRESS
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    for name in include if include is not None else FIELDS:
+        meta, (base, optional, is_list) = FIELDS[name].metadata, _kind(name)
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
+        default = defaults[name]
+        text = _OWN_DEFAULT.sub("", meta["help"]) if name in overridden else meta["help"]
+        if show_defaults and default not in (None, [], ""):
+            text += f" (default: {default!r})"
+        kw: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": argparse.SUPPRESS if name in quiet else text.replace("%", "%%"),
+        }
         if base is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kw["action"] = argparse.BooleanOptionalAction
+        elif meta["choices"]:
+            kw["choices"] = meta["choices"]
+            kw["type"] = functools.partial(_unalias, meta) if meta.get("aliases") else str
         else:
-            kwargs["type"] = _optional(base) if optional else base
-            kwargs["metavar"] = f.metadata.get("metavar") or {int: "N", float: "X"}.get(
-                base, "TEXT"
-            )
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-                kwargs.pop("metavar")
-                if f.metadata.get("aliases"):
-                    kwargs["type"] = functools.partial(_unalias, f)
-            if is_list:
-                kwargs["nargs"] = "+"
-        group.add_argument(_flag(name), **kwargs)
+            kw["type"] = _optional(base) if optional else base
+            kw["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(base, "TEXT")
+        if is_list:
+            kw["nargs"] = "+"
+        groups[meta["group"]].add_argument("--" + name.replace("_", "-"), **kw)
 
 
 def build_config(
-    command: str,
-    flags: Mapping[str, Any],
-    config_file: str | os.PathLike[str] | None = None,
+    command: str, flags: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None
 ) -> TrainConfig:
     """Merge the layers: field defaults < sub-command defaults < TOML file < flags."""
     values: dict[str, Any] = dict(SUBCOMMAND_DEFAULTS.get(command, {}))

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from gpt2load.fileio import atomic_path, atomic_write_text
+import gpt2load
+from gpt2load import atomic_path, atomic_write_text
 
 from .errors import DataError
 
@@ -363,7 +364,7 @@ def prepare_text(
 ) -> PreparedData:
     """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache.
 
-    ``encoding`` (GPT-2's, or a :class:`~gpt2load.char_tokenizer.CharTokenizer` of a model's
+    ``encoding`` (GPT-2's, or a :class:`gpt2load.CharTokenizer` of a model's
     own) defaults to GPT-2's BPE; ``char_vocab=True`` instead makes a character vocabulary of
     every character in the sources (nanoGPT's ``shakespeare_char``), written beside the bins
     as nanoGPT's ``meta.pkl``.
@@ -380,10 +381,8 @@ def prepare_text(
     if encoding is None and char_vocab:
         # The vocabulary is the text's, so the key names it: a resume that encodes with the
         # run's own vocabulary finds the same folder.
-        from gpt2load.char_tokenizer import CharTokenizer
-
         docs = _read_documents(files, None, log)
-        encoding = CharTokenizer.from_text("".join(docs))
+        encoding = gpt2load.CharTokenizer.from_text("".join(docs))
     # GPT-2's tokenizer files are checked against their published hashes, so its id is known
     # without them: a cached preparation is found even where no tokenizer is at hand.
     ident = tokenizer_id(encoding) if encoding is not None else GPT2_TOKENIZER_ID
@@ -402,9 +401,7 @@ def prepare_text(
     if docs is None:
         docs = _read_documents(files, encoding, log)
     if encoding is None:
-        from gpt2load.tokenizer import get_tokenizer
-
-        encoding = get_tokenizer(tokenizer_dir)
+        encoding = gpt2load.get_tokenizer(tokenizer_dir)
     train_docs, val_docs = split_documents(docs, val_fraction)
     train, val = encode_splits(encoding, [train_docs, val_docs], threads)
     folder.mkdir(parents=True, exist_ok=True)
@@ -487,14 +484,14 @@ def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = p
         if file_sha256(dest) == SHAKESPEARE_SHA256:
             return dest
         aside = move_aside(dest, log)
-    from gpt2load.downloads import DownloadError, download_file
-
     log(f"data: downloading Tiny Shakespeare to {dest}")
     try:
         return Path(
-            download_file(SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256)
+            gpt2load.download_file(
+                SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256
+            )
         )
-    except DownloadError as exc:
+    except gpt2load.DownloadError as exc:
         kept = f" (the file that was there is kept as {aside})" if aside is not None else ""
         raise DataError(
             f"could not download Tiny Shakespeare ({exc}){kept}; put the file at {dest} "

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2load.config import GPTConfig
+from gpt2load import DTYPE_ALIASES, GPTConfig
 
-from .config import DTYPE_ALIASES
 from .errors import DeviceError
 
 GIB = 1024**3
-NO_GPU_EXIT_CODE = 2
 
 
 @dataclass(frozen=True)
@@ -61,10 +59,9 @@ _PEAK_FLOPS = {
 
 
 def peak_flops(name: str) -> float | None:
-    for key in sorted(_PEAK_FLOPS, key=len, reverse=True):
-        if key in name:
-            return _PEAK_FLOPS[key]
-    return None
+    return next(
+        (_PEAK_FLOPS[k] for k in sorted(_PEAK_FLOPS, key=len, reverse=True) if k in name), None
+    )
 
 
 def _no_cuda_message(requested: str) -> str:

@@ -17,23 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2load.char_tokenizer import META_PKL, CharTokenizer, meta_pkl_beside
-from gpt2load.config import is_model_name
+import gpt2load
+from gpt2load import META_PKL, CharTokenizer
 
 from .errors import ConfigError, DataError
 
 AUTO, GPT2, CHAR = "auto", "gpt2", "char"
-CHOICES = (AUTO, GPT2, CHAR)
 
 
 @dataclass(frozen=True)
 class RunVocab:
-    """The run's tokenizer as far as it is known before data is prepared.
-
-    ``char`` is a character vocabulary already fixed by the weights or the data; None with
-    ``kind == "char"`` means it is built from the training text. ``gpt2_place`` is where
-    GPT-2's files are looked for first (``--tokenizer-dir``, else beside the weights).
-    """
+    """The run's tokenizer as far as it is known before data is prepared: ``char`` is a
+    character vocabulary fixed by the weights or the data (None with ``kind == "char"``: built
+    from the training text); ``gpt2_place`` is where GPT-2's files are looked for first."""
 
     kind: str
     char: CharTokenizer | None = None
@@ -47,30 +43,18 @@ class RunVocab:
 def weights_folder(init: str) -> Path | None:
     """The folder the ``--init`` weights live in (a named model's download folder), whose
     tokenizer files belong to them; None for scratch or a name not downloaded yet."""
-    from .modelinit import init_path
-
-    path = init_path(init)
-    if path is not None:
-        return path if path.is_dir() else path.parent
-    if init.strip().lower() == "scratch" or not is_model_name(init):
+    if init.strip().lower() == "scratch":
         return None
-    from gpt2load.verify import locate
-
     try:
-        return locate(init)
+        path = gpt2load.resolve(init, download=False, quiet=True)
     except FileNotFoundError:
         return None
+    return path if path.is_dir() else path.parent
 
 
-def _prepared_vocab(data: Sequence[str]) -> CharTokenizer | None:
-    """The character vocabulary of a prepared ``--data`` folder (its ``meta.pkl``), if any."""
-    if len(data) != 1:
-        return None
-    folder = Path(data[0]).expanduser()
-    meta = folder / META_PKL
-    if not (folder.is_dir() and meta.is_file()):
-        return None
-    return CharTokenizer.from_meta_pkl(meta)
+def _char_vocab(folder: Path | None) -> CharTokenizer | None:
+    meta = folder / META_PKL if folder is not None else None
+    return CharTokenizer.from_meta_pkl(meta) if meta is not None and meta.is_file() else None
 
 
 def choose_vocab(
@@ -83,9 +67,8 @@ def choose_vocab(
 ) -> RunVocab:
     """The run's tokenizer from ``--tokenizer``, the weights' folder (None: a new model) and
     ``--data``; a choice the weights cannot take is refused with the reason."""
-    meta = meta_pkl_beside(weights) if weights is not None else None
-    weights_char = CharTokenizer.from_meta_pkl(meta) if meta is not None else None
-    data_char = _prepared_vocab(data)
+    weights_char = _char_vocab(weights)
+    data_char = _char_vocab(Path(data[0]).expanduser()) if len(data) == 1 else None
     if weights_char is not None and data_char is not None and weights_char.name != data_char.name:
         raise DataError(
             f"--data {data[0]} was prepared with another character vocabulary "
@@ -93,25 +76,20 @@ def choose_vocab(
             f"({weights_char.n_vocab}); give the text itself so it is encoded with the model's"
         )
     place = Path(tokenizer_dir).expanduser() if tokenizer_dir is not None else weights
-    if choice == GPT2:
-        if weights_char is not None:
-            raise ConfigError(
-                f"{label} {weights} is a character-level model (its {META_PKL} lists "
-                f"{weights_char.n_vocab} characters); it cannot train on GPT-2's BPE: drop "
-                f"--tokenizer gpt2"
-            )
-        return RunVocab(GPT2, gpt2_place=place)
-    if choice == CHAR:
-        if weights is not None and weights_char is None:
-            raise ConfigError(
-                f"--tokenizer char needs --init scratch or a character-level checkpoint (a "
-                f"{META_PKL} beside it); {label} {weights} has GPT-2's BPE vocabulary"
-            )
+    if choice == GPT2 and weights_char is not None:
+        raise ConfigError(
+            f"{label} {weights} is a character-level model (its {META_PKL} lists "
+            f"{weights_char.n_vocab} characters); it cannot train on GPT-2's BPE: drop "
+            f"--tokenizer gpt2"
+        )
+    if choice == CHAR and weights is not None and weights_char is None:
+        raise ConfigError(
+            f"--tokenizer char needs --init scratch or a character-level checkpoint (a "
+            f"{META_PKL} beside it); {label} {weights} has GPT-2's BPE vocabulary"
+        )
+    brought = weights_char is not None or (weights is None and data_char is not None)
+    if choice == CHAR or (choice == AUTO and brought):
         return RunVocab(CHAR, char=weights_char or data_char)
-    if weights_char is not None:
-        return RunVocab(CHAR, char=weights_char)
-    if weights is None and data_char is not None:
-        return RunVocab(CHAR, char=data_char)
     return RunVocab(GPT2, gpt2_place=place)
 
 
@@ -119,28 +97,24 @@ def run_tokenizer(vocab: RunVocab, data_folder: Path) -> Any:
     """The tokenizer itself, once data is prepared: a character vocabulary built from the
     text lies in the prepared folder; GPT-2's BPE is loaded from its files (downloaded once
     when none are at hand: raises when that fails)."""
-    if vocab.is_char:
-        if vocab.char is not None:
-            return vocab.char
-        if not (data_folder / META_PKL).is_file():
-            raise DataError(
-                f"{data_folder} holds no {META_PKL}, so its ids are not characters; with "
-                f"--tokenizer char give the text itself (it is prepared with its characters)"
-            )
-        return CharTokenizer.from_meta_pkl(data_folder / META_PKL)
-    from gpt2load.tokenizer import get_tokenizer
-
-    return get_tokenizer(vocab.gpt2_place)
+    if not vocab.is_char:
+        return gpt2load.get_tokenizer(vocab.gpt2_place)
+    if vocab.char is not None:
+        return vocab.char
+    if not (data_folder / META_PKL).is_file():
+        raise DataError(
+            f"{data_folder} holds no {META_PKL}, so its ids are not characters; with "
+            f"--tokenizer char give the text itself (it is prepared with its characters)"
+        )
+    return CharTokenizer.from_meta_pkl(data_folder / META_PKL)
 
 
 def checkpoint_files(vocab: RunVocab, tokenizer: Any) -> dict[str, Path]:
     """The tokenizer files a checkpoint carries so that it generates alone and offline:
     ``meta.pkl`` for characters, GPT-2's pair when at hand (a missing pair is no reason
     to fail a save)."""
-    source = getattr(tokenizer, "source", None)
     if vocab.is_char:
+        source = getattr(tokenizer, "source", None)
         return {META_PKL: Path(source)} if source is not None else {}
-    from gpt2load.tokenizer import ENCODER_JSON, VOCAB_BPE, local_tokenizer_files
-
-    pair = local_tokenizer_files(vocab.gpt2_place)
-    return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]} if pair is not None else {}
+    files = gpt2load.tokenizer_files(vocab.gpt2_place)
+    return {} if META_PKL in files else files

@@ -30,12 +30,14 @@ _EXPORTS = {
     "canonical_name": "gpt2load.config",
     "is_model_name": "gpt2load.config",
     "VOCAB_SIZE": "gpt2load.config",
+    "DTYPE_ALIASES": "gpt2load.config",
     # checkpoints: a name or a path, what it is, the model, and back to files
     "resolve": "gpt2load.loading",
     "load": "gpt2load.loading",
     "inspect": "gpt2load.formats",
     "CheckpointInfo": "gpt2load.formats",
     "save_native": "gpt2load.native",
+    "NATIVE_FILENAME": "gpt2load.native",
     "generation_config": "gpt2load.native",
     "convert": "gpt2load.formats",
     # downloads
@@ -67,12 +69,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "ChecksumError",
+    "DTYPE_ALIASES",
     "DownloadError",
     "GPT",
     "GPTConfig",
     "Gpt2loadError",
     "KVCache",
     "META_PKL",
+    "NATIVE_FILENAME",
     "TokenizerError",
     "TokenizerNotFoundError",
     "VOCAB_SIZE",
@@ -105,7 +109,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .char_tokenizer import META_PKL, CharTokenizer
     from .cli import parse_command_line, user_error_line, warnings_as_lines
-    from .config import VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
+    from .config import DTYPE_ALIASES, VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
     from .downloads import download, download_file, weights_root
     from .errors import (
         CheckpointError,
@@ -122,7 +126,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .generation import generate
     from .loading import load, resolve
     from .model import GPT, KVCache
-    from .native import generation_config, save_native
+    from .native import NATIVE_FILENAME, generation_config, save_native
     from .tokenizer import check_tokenizer_fits, get_tokenizer, prompt_ids, tokenizer_files
 
 

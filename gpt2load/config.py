@@ -17,6 +17,19 @@ from typing import Any
 VOCAB_SIZE = 50257
 CONTEXT_LENGTH = 1024
 EOT_TOKEN_ID = 50256
+# Other spellings of the floating dtypes, as users type them (every --dtype takes them).
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "f32": "float32",
+    "float": "float32",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "fp64": "float64",
+    "f64": "float64",
+    "double": "float64",
+}
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ SYNCS: list[tuple[int, int]] = []  # (optimizer step, DDP bucket) of every gradi
 STEP = {"now": 1}
 
 
-def counting_wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    ddp = REAL_WRAP_DDP(model, device)
+def counting_wrap_ddp(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:  # noqa: ANN001
+    ddp = REAL_WRAP_DDP(self, model, device)
 
     # No annotations: DDP checks them, and this module's are strings (__future__ annotations).
     def hook(state, bucket):  # noqa: ANN001, ANN202
@@ -38,9 +38,9 @@ def counting_wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.
     return ddp
 
 
-TRAIN = importlib.import_module("finetune.train")  # the module; finetune.train is also a function
-REAL_WRAP_DDP = TRAIN.wrap_ddp
-TRAIN.wrap_ddp = counting_wrap_ddp
+STRATEGY = importlib.import_module("finetune.strategy")
+REAL_WRAP_DDP = STRATEGY.DDP.wrap
+STRATEGY.DDP.wrap = counting_wrap_ddp
 
 
 def main() -> int:

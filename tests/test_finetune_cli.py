@@ -156,7 +156,7 @@ def test_resolved_fills_init_dependent_defaults() -> None:
 
 
 def test_resume_refuses_to_change_model_data_or_batches(tmp_path: Path) -> None:
-    from finetune.launch import _check_fixed
+    from finetune.plan import check_fixed as _check_fixed
 
     recorded = TrainConfig(data=["x"], init="scratch", n_layer=2, seed=1, out=str(tmp_path))
     # The run's own values (its config.toml given back with --config) are fine.

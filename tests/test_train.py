@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from finetune import cli
 from finetune.checkpoint import find_checkpoint, read_trainer_state
 from finetune.config import TrainConfig
 from finetune.data import open_prepared
-from finetune.device import select_device
 from finetune.launch import resume, start
-from finetune.train import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
+from finetune.plan import single_process_plan
+from finetune.trainer import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
 from gpt2load.model import GPT
 
 from .conftest import SHAKESPEARE_TXT, VERDICT_TXT, make_dataset
@@ -100,7 +101,7 @@ def test_eval_uses_exactly_the_fixed_batches(tmp_path: Path) -> None:
     data = open_prepared(cfg.data[0])
     torch.manual_seed(0)
     model = GPT(__import__("finetune.modelinit", fromlist=["x"]).scratch_config(cfg))
-    trainer = Trainer(cfg.resolved(), model, data, select_device("cpu"), log=_quiet)
+    trainer = Trainer(single_process_plan(cfg), model, data, log=_quiet)
     assert len(trainer.eval_sets["train"]) == 5 and len(trainer.eval_sets["val"]) == 5
     calls = []
     handle = model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
@@ -112,9 +113,7 @@ def test_eval_uses_exactly_the_fixed_batches(tmp_path: Path) -> None:
     assert first == second  # the same batches every time, so evaluations compare
     assert model.training  # evaluation puts the model back in training mode
 
-    three = Trainer(
-        cfg.resolved().replace(eval_batches=3), model, data, select_device("cpu"), log=_quiet
-    )
+    three = Trainer(single_process_plan(cfg.replace(eval_batches=3)), model, data, log=_quiet)
     assert len(three.eval_sets["val"]) == 3
 
 
@@ -167,9 +166,9 @@ def test_checkpoints_load_with_gpt2load(tmp_path: Path) -> None:
         loaded = gpt2load.load(run / name)
         assert loaded.config.n_layer == 2 and loaded.config.context_length == 32
         reference = GPT(loaded.config)
-        from finetune.checkpoint import load_model_weights
-
-        load_model_weights(reference, run / name)
+        state = load_file(str(run / name / "model.safetensors"))
+        assert not reference.load_state_dict(state, strict=False).unexpected_keys
+        reference.tie_weights()
         reference.eval()
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), reference(x))
@@ -393,7 +392,7 @@ def test_wandb_logs_the_samples_as_a_table(
 def test_wandb_failure_never_stops_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import finetune.logging_wandb as lw
+    import finetune.sinks as lw
 
     class Broken:
         def __getattr__(self, name):
@@ -404,8 +403,8 @@ def test_wandb_failure_never_stops_training(
     cfg = tiny_config(tmp_path, max_iters=2, wandb=True, wandb_mode="offline")
     assert start(cfg, log=messages.append).status == "completed"
     assert any("continuing without W&B" in m for m in messages)
-    assert lw.resolve_mode("auto", enabled=False) == "disabled"
-    assert lw.resolve_mode("disabled", enabled=True) == "disabled"
+    assert lw.wandb_mode("auto", enabled=False) == "disabled"
+    assert lw.wandb_mode("disabled", enabled=True) == "disabled"
     assert lw.safe_text("ok\x1b[31mred\u202eevil\r\nline") == "ok\ufffd[31mredevil\nline"
 
 

@@ -13,7 +13,8 @@ from finetune.data import open_prepared
 from finetune.device import DeviceInfo, flops_per_token, select_device
 from finetune.launch import start
 from finetune.modelinit import scratch_config
-from finetune.train import Trainer
+from finetune.plan import single_process_plan
+from finetune.trainer import Trainer
 from gpt2load.model import GPT
 
 from .test_train import _quiet, read_metrics, tiny_config
@@ -26,7 +27,7 @@ def _trainer(tmp_path: Path, device: DeviceInfo | None = None, **overrides) -> T
     torch.manual_seed(0)
     model = GPT(scratch_config(cfg))
     device = device or select_device("cpu")
-    return Trainer(cfg, model, open_prepared(cfg.data[0]), device, log=_quiet)
+    return Trainer(single_process_plan(cfg, device), model, open_prepared(cfg.data[0]), log=_quiet)
 
 
 def _grads_at_step(trainer: Trainer) -> tuple[dict[str, torch.Tensor], float]:
@@ -129,7 +130,9 @@ def test_mfu_is_model_flops_over_the_device_peak(
     cfg = cfg.resolved()
     torch.manual_seed(0)
     model = GPT(scratch_config(cfg))
-    trainer = Trainer(cfg, model, open_prepared(cfg.data[0]), device, log=_quiet)
+    trainer = Trainer(
+        single_process_plan(cfg, device), model, open_prepared(cfg.data[0]), log=_quiet
+    )
     result = trainer.fit()
     assert result.status == "completed"
     records = read_metrics(Path(cfg.out))

@@ -1,0 +1,212 @@
+"""A run is planned once: the command line (or a resumed run's record plus the changes asked
+for) becomes one frozen :class:`Plan`, and nothing downstream derives a setting again.
+
+Planning is cheap and touches nothing: the device is checked, every derived setting is
+filled (learning rates, gradient accumulation, dropout, a new model's shape), the tokenizer
+is chosen and the model's shape is read from headers, so a wrong setting fails in seconds,
+before any download, data preparation or run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gpt2load
+from gpt2load import VOCAB_SIZE, CheckpointError, GPTConfig
+
+from .checkpoint import LAST, TRAINER_FILE, find_checkpoint, read_trainer_state
+from .config import FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
+from .device import DeviceInfo, resolve_dtype, select_device
+from .errors import ConfigError, DistributedNotSupported
+from .modelinit import check_planned, describe_shape, planned_config
+from .strategy import Strategy
+from .vocab import RunVocab, choose_vocab, weights_folder
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before a run touches anything."""
+
+    cfg: TrainConfig  # every setting as the run records it (derived ones filled in)
+    strategy: Strategy  # one process, DDP or FSDP, and this process's place
+    device: DeviceInfo
+    dtype: torch.dtype  # autocast dtype (float32: none)
+    model: GPTConfig | None  # the planned shape (None: known once the model is built)
+    vocab: RunVocab
+    derived: tuple[str, ...]  # settings filled from others, filled again on resume
+    resume: dict[str, Any] | None = None  # the trainer state a resume continues from
+    resume_from: Path | None = None  # the checkpoint folder it was read from
+    overwrite: bool = False  # clear an old run in the folder (a one-time act, not a setting)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.out).expanduser()
+
+    @property
+    def grad_accum_local(self) -> int:
+        return self.strategy.local_grad_accum(self.cfg.grad_accum)
+
+    def settle(self, model: GPTConfig) -> Plan:
+        """The plan once the model is built, whose shape and dropout the run records (they
+        are the checkpoint's own, or a new model's)."""
+        shape = {k: getattr(model, k) for k in ("n_layer", "n_head", "n_embd")}
+        dropout = self.cfg.dropout if self.cfg.dropout is not None else model.dropout
+        cfg = dataclasses.replace(self.cfg, **shape, dropout=dropout)
+        return dataclasses.replace(self, cfg=cfg, model=model)
+
+
+def single_process_plan(cfg: TrainConfig, device: DeviceInfo | None = None) -> Plan:
+    """The plan of a single CPU process for ``cfg`` as given (tests and benchmarks build a
+    :class:`~finetune.trainer.Trainer` from it directly)."""
+    device = device or select_device("cpu")
+    cfg = cfg.resolved()
+    cfg = dataclasses.replace(cfg, grad_accum=cfg.grad_accum or 1)
+    dtype = resolve_dtype(cfg.dtype, device)
+    return Plan(cfg, Strategy(), device, dtype, None, RunVocab("gpt2"), ())
+
+
+def _device(cfg: TrainConfig, strategy: Strategy, log: Log) -> tuple[DeviceInfo, torch.dtype]:
+    """This process's device (under torchrun ``cuda`` is the GPU of ``LOCAL_RANK``) and the
+    dtype training will use there, both said once."""
+    info = select_device(strategy.device_request(cfg.device, cfg.force_cpu), cfg.force_cpu)
+    dtype = resolve_dtype(cfg.dtype, info)
+    if strategy.sharded and dtype is torch.float16:
+        raise DistributedNotSupported(
+            "--fsdp with float16 would need a grad scaler that agrees across shards; "
+            "use --dtype bfloat16 (A100, H100 and newer) or --dtype float32"
+        )
+    log(f"device: {info.describe()}; training in {str(dtype).removeprefix('torch.')}")
+    if strategy.is_distributed:
+        log(
+            f"distributed: {strategy.world_size} processes ({strategy.local_world_size} on this "
+            f"machine), {strategy.describe()}; --grad-accum {cfg.grad_accum} is split "
+            f"{strategy.local_grad_accum(cfg.grad_accum)} per process"
+        )
+    elif cfg.fsdp:
+        log("note: --fsdp shards over several processes (torchrun); one process trains whole")
+    return info, dtype
+
+
+def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
+    """The plan of a new run from its settings."""
+    cfg.validate()
+    strategy = Strategy.from_env(cfg.fsdp)
+    cfg = dataclasses.replace(cfg, grad_accum=cfg.grad_accum or strategy.world_size)
+    say = log if strategy.is_main else _silent
+    device, dtype = _device(cfg, strategy, say)
+    weights = None if cfg.is_scratch else weights_folder(cfg.init)
+    vocab = choose_vocab(cfg.tokenizer, weights, cfg.data, cfg.tokenizer_dir)
+    vocab_size = VOCAB_SIZE if not vocab.is_char else vocab.char.n_vocab if vocab.char else None
+    model = planned_config(cfg, vocab_size)
+    check_planned(cfg, model)  # sizes and context: before data, weights or the run folder
+    for note in cfg.warnings():
+        say(note)
+    derived = tuple(cfg.derived_settings())
+    overwrite, cfg = cfg.overwrite, dataclasses.replace(cfg.resolved(), overwrite=False)
+    return Plan(cfg, strategy, device, dtype, model, vocab, derived, overwrite=overwrite)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -> Plan:
+    """The plan that continues ``run_dir`` from its ``last`` checkpoint with ``overrides``
+    (more ``max_iters``, another device ...; never another model, data or batch stream).
+    What the run derived (``min_lr`` from ``lr``) is derived again from the new settings."""
+    overrides = {k: v for k, v in overrides.items() if not (k == "grad_accum" and v is None)}
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    folder = find_checkpoint(run_dir, LAST)
+    if folder is None:
+        raise CheckpointError(
+            f"{run_dir} has no '{LAST}' checkpoint to resume (a run writes one "
+            f"every --save-interval steps and when it stops)"
+        )
+    state = read_trainer_state(folder)
+    recorded = TrainConfig.from_dict(state["config"], source=f"{folder}/{TRAINER_FILE}")
+    check_fixed(recorded, overrides, run_dir)
+    changes = {k: v for k, v in overrides.items() if k not in FIXED_ON_RESUME}
+    derived = tuple(k for k in _derived_on_record(state, recorded) if k not in changes)
+    cfg = recorded.replace(**{k: None for k in derived}).replace(**changes, out=str(run_dir))
+    cfg = cfg.resolved()
+    cfg.validate()
+    _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
+    strategy = Strategy.from_env(cfg.fsdp)
+    say = log if strategy.is_main else _silent
+    for note in cfg.warnings():
+        say(note)
+    device, dtype = _device(cfg, strategy, say)
+    model = GPTConfig.from_dict(state["model_config"])
+    stored = gpt2load.inspect(folder).config
+    if stored.shape_differences(model):
+        raise CheckpointError(
+            f"{folder} is inconsistent: its weights are {describe_shape(stored)} "
+            f"but its trainer state belongs to {describe_shape(model)}"
+        )
+    vocab = choose_vocab(cfg.tokenizer, folder, cfg.data, cfg.tokenizer_dir, label="the checkpoint")
+    return Plan(cfg, strategy, device, dtype, model, vocab, derived, state, folder)
+
+
+def _derived_on_record(state: Mapping[str, Any], recorded: TrainConfig) -> list[str]:
+    """The settings the run derived rather than was given. Checkpoints from before this was
+    recorded: a min_lr of exactly lr/10 is taken as the derived default it almost surely is."""
+    if "derived" in state:
+        return [k for k in state["derived"] if k in TrainConfig.DERIVED]
+    lr, min_lr = recorded.lr, recorded.min_lr
+    return ["min_lr"] if lr is not None and min_lr is not None and min_lr == lr / 10 else []
+
+
+def check_fixed(recorded: TrainConfig, overrides: Mapping[str, Any], run_dir: Path) -> None:
+    """Settings a resume may not change are fine with the run's own value (its config.toml
+    given as ``--config``); another value is refused, saying why."""
+    changed, keys = [], set()
+    for key in (k for k in FIXED_ON_RESUME if k in overrides):
+        if key == "out":
+            same = Path(overrides[key]).expanduser().resolve() == run_dir.resolve()
+            had: Any = str(run_dir)
+        else:
+            same, had = overrides[key] == getattr(recorded, key), getattr(recorded, key)
+        if not same:
+            changed.append(f"--{key.replace('_', '-')} (the run has {had!r})")
+            keys.add(key)
+    if not changed:
+        return
+    reasons = []
+    if keys & set(FIXED_MODEL_AND_DATA):
+        reasons.append("the model and data decide what the checkpoint belongs to")
+    if keys & set(FIXED_STREAM):
+        reasons.append(
+            "seed, batch and block size decide which batches the run draws and which fixed "
+            "batches it evaluates on, so the resumed run would neither continue exactly nor "
+            "give val losses comparable with its best so far"
+        )
+    raise ConfigError(
+        f"{', '.join(changed)} cannot change when resuming: {'; '.join(reasons)}. Resume "
+        f"without {'it' if len(changed) == 1 else 'them'}, or start a new run from this "
+        f"one's weights with --init {run_dir / LAST}"
+    )
+
+
+def _check_steps_left(cfg: TrainConfig, step: int, given: bool, run_dir: Path) -> None:
+    if cfg.max_iters > step:
+        return
+    if given:
+        raise ConfigError(
+            f"--max-iters {cfg.max_iters} is not beyond the run's current step {step}: "
+            f"--max-iters is the step to train up to, not a number of extra steps; pass more "
+            f"than {step} (e.g. --max-iters {step + max(cfg.eval_interval, 1)})"
+        )
+    raise ConfigError(
+        f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer "
+        f"give a larger --max-iters (e.g. finetune resume {run_dir} --max-iters "
+        f"{2 * step})"
+    )

@@ -1,0 +1,306 @@
+"""Where a run's numbers go, behind one interface: ``metrics.jsonl``, ``samples.jsonl`` and
+``loss.png`` in the run folder, a tqdm bar, and Weights & Biases.
+
+``metrics.jsonl`` (one JSON object per optimizer step) is the record a run is judged by:
+plain text, appendable, readable while training runs, and cut back to the checkpoint's step
+on resume so steps a crashed run logged after its last save are not listed twice. W&B is a
+convenience, the run is the product: its first failure prints one warning and turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import netrc
+import os
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from gpt2load import atomic_path, atomic_write_text
+
+from .errors import SaveError, os_reason
+
+Log = Callable[[str], None]
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+PLOT_FILE = "loss.png"
+MAX_SAMPLE_CHARS = 2000
+WANDB_NAMES = {
+    "train_loss": "train/loss",
+    "val_loss": "val/loss",
+    "eval_train_loss": "train/eval_loss",
+    "tokens_per_s": "perf/tokens_per_s",
+    "mfu": "perf/mfu",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_seen": "train/tokens_seen",
+}
+
+
+class Sink:
+    """What every sink is told; each ignores what it has no use for."""
+
+    def step(self, record: dict[str, Any]) -> None: ...
+
+    def sample(self, step: int, prompt: str, text: str) -> None: ...
+
+    def close(self, summary: dict[str, Any]) -> None: ...
+
+
+def safe_text(text: str, limit: int = MAX_SAMPLE_CHARS) -> str:
+    """Model output made harmless to show: no control or bidi-override characters (a terminal
+    escape or a right-to-left override garbles a table cell), bounded length."""
+    out = []
+    for ch in text.replace("\r\n", "\n"):
+        category = unicodedata.category(ch)
+        if ch not in "\n\t" and category in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            ch = "" if category == "Cf" else "\ufffd"
+        out.append(ch)
+    cleaned = "".join(out)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
+
+
+def append_line(path: Path, line: str, resumable: bool) -> None:
+    """Append one line to a run's log file, never through a link planted at its name; a
+    write the file system refuses stops the run with a one-line :class:`SaveError`."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        what = "a symbolic link" if path.is_symlink() else os_reason(exc)
+        then = f"`finetune resume {path.parent}`" if resumable else "start the run again"
+        raise SaveError(
+            f"cannot write {path}: {what}. Fix that (free space, make {path.parent} writable, "
+            f"move what is at that name away), then {then}"
+        ) from None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a line cut short by a crash ends the good part."""
+    records: list[dict[str, Any]] = []
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for line in filter(str.strip, lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+class RunFiles(Sink):
+    """``metrics.jsonl``, ``samples.jsonl`` and ``loss.png`` (redrawn at every evaluation)."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None, log: Log, resumable: Callable):
+        self.run_dir, self._log, self._resumable = run_dir, log, resumable
+        self.metrics = run_dir / METRICS_FILE
+        if resume_step is not None and self.metrics.exists():
+            kept = [r for r in read_records(self.metrics) if int(r.get("step", 0)) <= resume_step]
+            atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def step(self, record: dict[str, Any]) -> None:
+        clean = {
+            k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()
+        }  # JSON has no nan/inf: keep the fact as text
+        append_line(self.metrics, json.dumps(clean), self._resumable())
+        if "val_loss" in record:
+            self.plot()
+
+    def sample(self, step: int, prompt: str, text: str) -> None:
+        record = json.dumps({"step": step, "prompt": prompt, "text": text})
+        append_line(self.run_dir / SAMPLES_FILE, record, self._resumable())
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.plot()
+
+    def plot(self) -> None:
+        try:  # a plot is never worth a failed run
+            plot_losses(read_records(self.metrics), self.run_dir / PLOT_FILE)
+        except Exception as exc:
+            self._log(f"warning: could not draw {PLOT_FILE}: {exc}")
+
+
+def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
+    """Train loss per step, and train/val loss at each evaluation; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    steps, loss = series("train_loss")
+    if steps:
+        ax.plot(steps, loss, color="tab:blue", alpha=0.35, linewidth=1, label="train (step)")
+    for key, color, label in (
+        ("eval_train_loss", "tab:blue", "train (eval)"),
+        ("val_loss", "tab:orange", "val (eval)"),
+    ):
+        xs, ys = series(key)
+        if xs:
+            ax.plot(xs, ys, color=color, marker="o", markersize=3, linewidth=1.5, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+class ProgressBar(Sink):
+    """A tqdm bar of steps with loss, lr, tokens/s and MFU; log lines print above it."""
+
+    def __init__(self, total: int, initial: int, name: str, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            unit="step",
+            desc=name,
+        )
+
+    def write(self, message: str, fallback: Log) -> None:
+        if self.bar.disable:
+            fallback(message)
+        else:
+            self.bar.write(message)
+
+    def step(self, record: dict[str, Any]) -> None:
+        text = f"loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
+        text += f"{record['tokens_per_s']:,.0f} tok/s"
+        if "mfu" in record:
+            text += f", MFU {100 * record['mfu']:.1f}%"
+        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.update(1)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.bar.close()
+
+
+def has_wandb_login() -> bool:
+    """Whether W&B would find credentials (an API key in the environment or in netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        return bool(host) and netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str, enabled: bool) -> str:
+    """'disabled' unless ``--wandb``; 'auto' is ``$WANDB_MODE``, else online with a login."""
+    if not enabled or requested == "disabled":
+        return "disabled"
+    if requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled"):
+        return env
+    return "online" if has_wandb_login() else "offline"
+
+
+class Wandb(Sink):
+    """A W&B run that can never stop training: the first failure warns and turns it off."""
+
+    def __init__(self, mode: str, run_dir: Path, log: Log, run_id: str | None, **init: Any):
+        self._log, self.run, self.mode, self._samples = log, None, mode, []
+        if mode == "disabled":
+            return
+        try:
+            import wandb
+
+            directory = os.environ.get("WANDB_DIR") or str(run_dir)
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            settings = wandb.Settings(console="off", quiet=True)
+            self.run = wandb.init(
+                dir=directory,
+                mode=mode,
+                id=run_id,
+                settings=settings,
+                resume="allow" if run_id else None,
+                **init,
+            )
+            self._wandb = wandb
+        except Exception as exc:
+            self._fail("could not start", exc)
+            return
+        if mode == "offline":
+            log(
+                f"wandb: no W&B login found, logging offline to {self.offline_dir()}; upload "
+                f"later with `wandb sync {self.offline_dir()}` (or `wandb login` first and pass "
+                f"--wandb-mode online)"
+            )
+
+    @property
+    def run_id(self) -> str | None:
+        return getattr(self.run, "id", None)
+
+    def offline_dir(self) -> str:
+        try:
+            return str(Path(self.run.dir).parent)
+        except Exception:
+            return "the wandb folder"
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        self._log(f"wandb: {what} ({type(exc).__name__}: {exc}); continuing without W&B")
+        run, self.run = self.run, None
+        if run is not None:
+            with contextlib.suppress(Exception):
+                run.finish(exit_code=1)
+
+    def _call(self, what: str, action: Callable[[], Any]) -> None:
+        if self.run is not None:
+            try:
+                action()
+            except Exception as exc:
+                self._fail(what, exc)
+
+    def step(self, record: dict[str, Any]) -> None:
+        metrics = {WANDB_NAMES[k]: v for k, v in record.items() if k in WANDB_NAMES}
+        self._call("logging failed", lambda: self.run.log(metrics, step=record["step"]))
+
+    def sample(self, step: int, prompt: str, text: str) -> None:
+        """A row more in the samples table, logged whole (W&B tables are immutable)."""
+
+        def log_table() -> None:
+            self._samples.append([step, safe_text(prompt, 200), safe_text(text)])
+            table = self._wandb.Table(columns=["step", "prompt", "sample"], data=self._samples)
+            self.run.log({"samples": table}, step=step)
+
+        self._call("logging a sample failed", log_table)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        exit_code = summary.pop("exit_code", 0)
+        self._call("writing the summary failed", lambda: self.run.summary.update(summary))
+        if self.run is None:
+            return
+        where, offline = self.offline_dir(), self.mode == "offline"
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as exc:
+            self._log(f"wandb: finishing the run failed ({type(exc).__name__}: {exc})")
+        self.run = None
+        if offline:
+            self._log(f"wandb: offline run saved; upload it with `wandb sync {where}`")

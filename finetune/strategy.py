@@ -1,0 +1,358 @@
+"""How the work is spread: one process, DDP, or FSDP under torchrun, behind one interface.
+
+``torchrun --nproc_per_node=N -m finetune ...`` starts N copies of the command and tells each
+its place (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``). The trainer is
+written against :class:`Strategy`, which is also the single process, where every collective
+is a no-op, so one process runs exactly the code it always ran. Both parallel ways are data
+parallel (each rank runs its share of every step's micro-batches): DDP keeps a whole model
+per rank; FSDP shards weights, gradients and AdamW state so gpt2-xl trains on GPUs that
+could not hold it alone. Checkpoints are always whole, written by rank 0 in the
+single-process layout, so a run resumes with any number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, DistributedNotSupported
+
+# Rank 0 alone writes checkpoints while the others wait in a collective; gpt2-xl's 19 GB of
+# weights and optimizer state can take minutes to write, well past NCCL's default of 10.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+_FULL = {"full_state_dict": True, "cpu_offload": True}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+class Strategy:
+    """One process (rank 0 of 1); the parallel strategies below override what differs."""
+
+    sharded = False
+
+    def __init__(self, rank: int = 0, local_rank: int = 0, world: int = 1, local_world: int = 1):
+        self.rank, self.local_rank, self.world_size = rank, local_rank, world
+        self.local_world_size = local_world
+
+    @classmethod
+    def from_env(cls, fsdp: bool = False) -> Strategy:
+        """The place torchrun gave this process; a plain ``python -m finetune`` is rank 0 of 1."""
+        world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
+        local_rank = _env_int("LOCAL_RANK", 0)
+        if world < 1 or not 0 <= rank < world or not 0 <= local_rank < world:
+            raise ConfigError(
+                f"inconsistent torchrun environment: RANK={rank}, "
+                f"LOCAL_RANK={local_rank}, WORLD_SIZE={world}"
+            )
+        kind = Strategy if world == 1 else FSDP if fsdp else DDP
+        return kind(rank, local_rank, world, max(1, _env_int("LOCAL_WORLD_SIZE", world)))
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes checkpoints, metrics, samples and W&B."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def describe(self) -> str:
+        return "one process"
+
+    def local_grad_accum(self, grad_accum: int) -> int:
+        """Micro-batches this rank runs per step: the global count split evenly, so a run's
+        tokens per step, schedule and data order do not depend on the number of processes."""
+        if grad_accum % self.world_size:
+            near = self.world_size * max(1, round(grad_accum / self.world_size))
+            raise ConfigError(
+                f"--grad-accum {grad_accum} must be a multiple of the {self.world_size} "
+                f"processes: each optimizer step's micro-batches are split evenly among them "
+                f"(try --grad-accum {near})"
+            )
+        return grad_accum // self.world_size
+
+    def device_request(self, requested: str, force_cpu: bool) -> str:
+        """``--device`` for this rank: under torchrun ``cuda`` is the GPU of ``LOCAL_RANK``;
+        another rank's GPU is refused (NCCL would fail obscurely with two ranks on one)."""
+        requested = requested.strip().lower()
+        if not self.is_distributed or force_cpu or requested == "cpu":
+            return requested
+        if requested == "mps":
+            raise DistributedNotSupported(
+                "training with several processes needs CUDA GPUs (NCCL) or --force-cpu (gloo); "
+                "Apple's MPS backend has no collective operations: run a single process"
+            )
+        if requested == "cuda":
+            return f"cuda:{self.local_rank}"
+        if requested.startswith("cuda:") and requested != f"cuda:{self.local_rank}":
+            raise ConfigError(
+                f"--device {requested}: under torchrun each process uses the GPU numbered by its "
+                f"LOCAL_RANK, so pass --device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)"
+            )
+        return requested
+
+    # ------------------------------------------------------------ collectives
+    def barrier(self) -> None:
+        if self.is_distributed:
+            torch.distributed.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self, local: bool = True) -> Iterator[None]:
+        """The main rank (per machine with ``local``) does a step first, the others then find
+        its work cached; if it fails, they still pass the barrier and meet the error too."""
+        first = (self.local_rank if local else self.rank) == 0
+        if not first:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if first:
+                self.barrier()
+
+    def any_true(self, flags: Sequence[bool], device: torch.device) -> list[bool]:
+        """Each flag OR-ed over all ranks in one collective: how ranks agree to stop."""
+        if not self.is_distributed:
+            return list(flags)
+        values = torch.tensor([float(bool(f)) for f in flags], device=device)
+        torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
+        return [bool(v) for v in values.tolist()]
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.is_distributed:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def interleave(self, local: torch.Tensor, count: int) -> torch.Tensor:
+        """Rebuild a list dealt out round-robin (item ``i`` computed by rank ``i % world``), in
+        order, so a mean over it is bit-for-bit the single-process mean."""
+        if not self.is_distributed:
+            return local[:count]
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, local.contiguous())
+        return torch.stack(parts, dim=1).reshape(-1)[:count]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self.is_distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    # ------------------------------------------------------------ the model
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module that runs forward and backward; ``model`` stays the one whose
+        parameters the optimizer updates and checkpoints save."""
+        return model
+
+    @contextlib.contextmanager
+    def sync_gradients(self, wrapped: nn.Module, enabled: bool) -> Iterator[None]:
+        """One micro-batch's forward and backward, averaging gradients only when ``enabled``
+        (the last micro-batch of a step): syncing every one would multiply the traffic."""
+        yield
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The whole model's tensors for rank 0 to save; None means "read the module"."""
+        return None
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping, source: str
+    ) -> None:
+        try:
+            optimizer.load_state_dict(state)
+        except ValueError as exc:
+            raise ConfigError(f"{_mismatch(source)}: {exc}") from None
+
+
+def _mismatch(source: str) -> str:
+    return (
+        f"the optimizer state in {source} belongs to another model layout (other parameter "
+        f"groups or shapes); resume it with the model it was saved with, or start a new run"
+    )
+
+
+class DDP(Strategy):
+    """Every rank holds the whole model; gradients are averaged once per optimizer step."""
+
+    def describe(self) -> str:
+        return "DDP"
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """DDP copies rank 0's weights to every rank. Buffers never change (no re-broadcast
+        before every forward) and gradients live in the all-reduce buckets (one copy less)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        options = inspect.signature(DistributedDataParallel).parameters
+        no_buffer_sync = {
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in options
+            else "broadcast_buffers": False
+        }  # torch 2.13 renamed it
+        return DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+            **no_buffer_sync,
+        )
+
+    @contextlib.contextmanager
+    def sync_gradients(self, wrapped: nn.Module, enabled: bool) -> Iterator[None]:
+        with contextlib.nullcontext() if enabled else wrapped.no_sync():
+            yield
+
+
+class FSDP(Strategy):
+    """Weights, gradients and AdamW state sharded; each block gathered whole only when used."""
+
+    sharded = True
+
+    def describe(self) -> str:
+        return "FSDP (sharded)"
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """Shard ``model`` in place, each transformer block a unit of its own; the root keeps
+        the embeddings, final norm and (tied) head. Rank 0's weights are broadcast first."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                torch.distributed.broadcast(tensor, src=0)
+        mesh = init_device_mesh(device.type, (self.world_size,))
+        for block in model.trf_blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+
+    @contextlib.contextmanager
+    def sync_gradients(self, wrapped: nn.Module, enabled: bool) -> Iterator[None]:
+        wrapped.set_requires_gradient_sync(enabled)
+        yield
+
+    @staticmethod
+    def reshard(model: nn.Module) -> None:
+        """Drop the gathered copies a forward without backward (evaluation, sampling) leaves:
+        the state-dict helpers do not recognise them, and they waste memory."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """Collective; only rank 0 gets the tensors, on the CPU (no GPU holds a second copy)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        self.reshard(model)
+        return get_model_state_dict(model, options=StateDictOptions(**_FULL))
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        """FSDP's gathered state, keyed by parameter name, renumbered as one process numbers
+        it, so a checkpoint reads the same whoever wrote it (meaningful on rank 0 only)."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        self.reshard(model)
+        groups = _param_names(model, optimizer)
+        by_name = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(**_FULL))
+        if not by_name:  # ranks other than 0
+            return {}
+        index = {name: i for i, name in enumerate(n for group in groups for n in group)}
+        return {
+            "state": {index[name]: value for name, value in by_name["state"].items()},
+            "param_groups": [
+                {**saved, "params": [index[n] for n in names]}
+                for saved, names in zip(by_name["param_groups"], groups, strict=True)
+            ],
+        }
+
+    def load_optimizer_state(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping, source: str
+    ) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        self.reshard(model)
+        groups = _param_names(model, optimizer)
+        flat = [n for group in groups for n in group]
+        saved_groups = state["param_groups"]
+        if len(saved_groups) != len(groups) or any(
+            len(s["params"]) != len(g) for s, g in zip(saved_groups, groups, strict=True)
+        ):
+            raise ConfigError(_mismatch(source))
+        by_name = {
+            "state": {flat[int(i)]: value for i, value in state["state"].items()},
+            "param_groups": [
+                {**saved, "params": names}
+                for saved, names in zip(saved_groups, groups, strict=True)
+            ],
+        }
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer, by_name, options=options)
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    """A float from ``clip_grad_norm_``'s result, also when FSDP returns a DTensor."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A dropout seed of its own for each rank, so ranks do not drop the same units."""
+    return (seed * 1_000_003 + rank * 7919 + step) % (2**63)
+
+
+@contextlib.contextmanager
+def process_group(
+    strategy: Strategy, device: torch.device, backend: str = "auto"
+) -> Iterator[None]:
+    """Join the other ranks for the run and leave cleanly (a process that exits without
+    destroying its group makes NCCL warn and can keep torchrun waiting)."""
+    if not strategy.is_distributed:
+        yield
+        return
+    import torch.distributed as dist
+
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    elif backend == "nccl" and device.type != "cuda":
+        raise ConfigError("--dist-backend nccl needs CUDA GPUs; with --force-cpu use gloo")
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        kwargs["device_id"] = device
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **kwargs)
+    try:
+        yield
+    finally:
+        if owned and dist.is_initialized():
+            # The DDP wrapper sits in reference cycles: free it while its group exists, or gloo
+            # aborts at exit ("terminate called without an active exception").
+            gc.collect()
+            dist.destroy_process_group()
