@@ -1,26 +1,9 @@
-"""Downloads that resume, retry, prove their bytes and never leave half a file in place.
+"""Downloads that resume, retry, prove their bytes and never leave half a file in place:
+``download`` (fetch.py) a whole release into a folder, ``download_file`` (file.py) one file."""
 
-``download`` fetches a whole release (or a custom manifest) into a folder;
-``download_file`` fetches one file. The modules here are their parts: hosts
-(mirror rewriting), digests, locks, manifests and the HTTP transfer itself.
-"""
+from ..errors import ChecksumError, DownloadError
+from .fetch import WEIGHTS_DIR_ENV, default_dir, download, weights_root
+from .file import download_file
 
-from .fetch import (
-    WEIGHTS_DIR_ENV,
-    ChecksumError,
-    DownloadError,
-    default_dir,
-    download,
-    download_file,
-    weights_root,
-)
-
-__all__ = [
-    "WEIGHTS_DIR_ENV",
-    "ChecksumError",
-    "DownloadError",
-    "default_dir",
-    "download",
-    "download_file",
-    "weights_root",
-]
+__all__ = ["WEIGHTS_DIR_ENV", "ChecksumError", "DownloadError", "default_dir", "download"]
+__all__ += ["download_file", "weights_root"]

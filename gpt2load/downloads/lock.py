@@ -1,14 +1,6 @@
-"""An exclusive lock on a file, so two downloads into one folder take turns.
-
-The operating system drops the lock when its holder exits, however it exits, so a
-crashed download never leaves a stale lock behind. On POSIX the holder also removes
-the lock file before it lets go, so lock files do not pile up beside finished
-downloads: a waiter that then gets the lock notices that its file is no longer the
-one at the path (removed, or replaced by a newcomer's) and starts over on the
-current one, so two processes never believe they hold "the" lock at once. Only a
-process killed while holding the lock leaves its (empty, unlocked, harmless) file.
-On Windows an open file cannot be removed, so the file stays there.
-"""
+"""An exclusive lock on a file, so two downloads into one folder take turns. The system drops
+it however its holder exits, so a crash leaves no stale lock; the holder removes the file before
+letting go (not on Windows), so a waiter checks its file is still the one at the path."""
 
 from __future__ import annotations
 
@@ -21,32 +13,24 @@ from pathlib import Path
 
 from ..fileio import open_fd_nofollow
 
+_REMOVABLE_WHILE_OPEN = sys.platform != "win32"
+
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
+    _BUSY: type[OSError] = OSError
 
-    def _unlock(fd: int) -> None:
+    def _lock(fd: int, release: bool = False) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK if release else msvcrt.LK_NBLCK, 1)
 
 else:
     import fcntl
 
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+    _BUSY = BlockingIOError
 
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+    def _lock(fd: int, release: bool = False) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager
@@ -55,12 +39,8 @@ def exclusive_lock(
     on_wait: Callable[[str], None] | None = None,
     poll_seconds: float = 0.1,
 ) -> Iterator[Path]:
-    """Hold an exclusive lock on ``path`` (created if missing), waiting for any other holder.
-
-    ``on_wait`` is told once, with a message, when the lock is busy. A symbolic link (or
-    anything but a regular file) at ``path`` is refused with ``UnsafePathError``: following
-    it would create or lock a file outside the folder.
-    """
+    """Hold an exclusive lock on ``path`` (created if missing), telling ``on_wait`` once if
+    another holds it. A link there is refused (``UnsafePathError``), never followed."""
     path = Path(path)
     told = False
     while True:
@@ -68,14 +48,18 @@ def exclusive_lock(
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = open_fd_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if not _try_lock(fd):
-                if on_wait is not None and not told:
-                    on_wait(f"waiting for another download holding {path} to finish")
-                    told = True
-                while not _try_lock(fd):
+            while True:
+                try:
+                    _lock(fd)
+                    break
+                except _BUSY:
+                    if on_wait is not None and not told:
+                        on_wait(f"waiting for another download holding {path} to finish")
+                        told = True
                     time.sleep(poll_seconds)
-            if not _is_current(fd, path):
-                _unlock(fd)  # the holder before us removed this file: lock the current one
+            if _REMOVABLE_WHILE_OPEN and not _is_current(fd, path):
+                # The holder before us removed this file: lock the current one.
+                _lock(fd, release=True)
                 continue
             try:
                 yield path
@@ -83,22 +67,14 @@ def exclusive_lock(
                 if _REMOVABLE_WHILE_OPEN:
                     with contextlib.suppress(OSError):
                         path.unlink()
-                _unlock(fd)
+                _lock(fd, release=True)
             return
         finally:
             os.close(fd)
 
 
-_REMOVABLE_WHILE_OPEN = sys.platform != "win32"
-
-
 def _is_current(fd: int, path: Path) -> bool:
-    """Whether the locked descriptor is still the file at ``path``."""
-    if not _REMOVABLE_WHILE_OPEN:
-        return True
     try:
-        on_disk = os.lstat(path)
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
     except FileNotFoundError:
         return False
-    held = os.fstat(fd)
-    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)

@@ -1,13 +1,8 @@
-"""Manifests: the custom ones users hand us, and the record we leave in each folder.
+"""Custom manifests, and the record (``manifest.json``) each download leaves in its folder.
 
-A manifest is the only place file names come from; a server never chooses where
-bytes land. Names are therefore checked here, once, so nothing can be written
-outside the target folder whatever a manifest says.
-
-The record (``manifest.json`` in the downloaded folder) keeps the sha256 of every
-file as it arrived, which lets a re-run skip the network and ``gpt2load verify``
-notice a file that changed afterwards.
-"""
+File names come only from a manifest, never from a server, and are checked here so nothing is
+written outside the folder. The record keeps each file's sha256 as it arrived, so a re-run can
+skip the network and ``gpt2load verify`` can notice a later change."""
 
 from __future__ import annotations
 
@@ -19,10 +14,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import redact
 from ..fileio import atomic_write_text
-from ..releases import FileSpec
+from ..releases import FileSpec, Release
 from .digests import normalise_sha256
-from .hosts import redact
 
 RECORD_NAME = "manifest.json"
 RECORD_FORMAT = "gpt2load-download/1"
@@ -35,28 +30,16 @@ _MANIFEST_KEYS = {"url", "path", "size", "sha256"}
 def safe_relative_path(
     name: object, what: str = "path", folder: str | os.PathLike[str] | None = None
 ) -> str:
-    """``name`` as a clean relative POSIX path that stays inside its folder, or ValueError.
-
-    With ``folder``, the path is also resolved there, following any symbolic links
-    already on disk (a linked sub-folder, or a link where the file will go), and
-    must still land inside ``folder``.
-    """
+    """``name`` as a relative POSIX path that stays in ``folder`` (through any links), or ValueError."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what} must be a non-empty string, got {name!r}")
-    bad = (
-        "\\" in name
-        or "\0" in name
-        or name.startswith("/")
-        or (len(name) > 1 and name[1] == ":")  # a Windows drive
-        or any(part in ("", ".", "..") for part in name.split("/"))
-    )
-    if bad:
+    drive = name[1:2] == ":"  # C:... on Windows; a leading "/" makes an empty part below
+    if "\\" in name or "\0" in name or drive or any(p in ("", ".", "..") for p in name.split("/")):
         raise ValueError(
             f"{what} {name!r} is not allowed: use a relative path with '/' separators and "
             f"no '.', '..' or empty parts"
         )
-    leaf = PurePosixPath(name).name
-    if name in (RECORD_NAME, LOCK_NAME) or leaf.endswith((PART_SUFFIX, PART_INFO_SUFFIX)):
+    if name in (RECORD_NAME, LOCK_NAME) or name.endswith((PART_SUFFIX, PART_INFO_SUFFIX)):
         raise ValueError(f"{what} {name!r} is reserved for gpt2load's own bookkeeping")
     if folder is not None:
         root = Path(folder).resolve()
@@ -69,12 +52,10 @@ def safe_relative_path(
     return name
 
 
-def _entry(raw: object, index: int, where: str) -> FileSpec:
-    label = f"{where}: files[{index}]"
+def _entry(raw: object, label: str) -> FileSpec:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{label} must be an object with 'url' and 'path', got {raw!r}")
-    unknown = set(raw) - _MANIFEST_KEYS
-    if unknown:
+    if unknown := set(raw) - _MANIFEST_KEYS:
         raise ValueError(
             f"{label} has unknown keys {sorted(unknown)}; allowed: {sorted(_MANIFEST_KEYS)}"
         )
@@ -86,58 +67,51 @@ def _entry(raw: object, index: int, where: str) -> FileSpec:
     if path is None:  # default: the last part of the URL's path, checked like any other name
         path = PurePosixPath(urlsplit(url).path).name
     path = safe_relative_path(path, f"{label}.path")
-    size = raw.get("size")
+    size, sha = raw.get("size"), raw.get("sha256")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise ValueError(f"{label}.size must be a non-negative integer, got {size!r}")
-    sha = raw.get("sha256")
     if sha is not None and not isinstance(sha, str):
         raise ValueError(f"{label}.sha256 must be a string, got {sha!r}")
-    return FileSpec(url=url, path=path, size=size, sha256=normalise_sha256(sha, f"{label}.sha256"))
+    return FileSpec(url, path, size, normalise_sha256(sha, f"{label}.sha256"))
 
 
-def parse_manifest(data: object, where: str = "manifest") -> tuple[FileSpec, ...]:
-    """Validate a manifest ``{"files": [{"url", "path", "size"?, "sha256"?}, ...]}``."""
+def load_manifest(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[FileSpec, ...]:
+    """The files of a custom manifest (a JSON file or a parsed mapping), checked."""
+    where, data = "manifest", manifest
+    if not isinstance(manifest, Mapping):
+        where = str(Path(manifest))
+        try:
+            data = json.loads(Path(where).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"manifest file not found: {where}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"manifest {where} is not valid JSON: {exc}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("files"), list):
         raise ValueError(f'{where}: expected an object {{"files": [...]}}')
     if not data["files"]:
         raise ValueError(f"{where}: 'files' is empty")
-    files = tuple(_entry(raw, i, where) for i, raw in enumerate(data["files"]))
+    files = tuple(_entry(raw, f"{where}: files[{i}]") for i, raw in enumerate(data["files"]))
+    paths = [spec.path for spec in files]
     seen: set[str] = set()
-    for spec in files:
-        if spec.path in seen:
-            raise ValueError(f"{where}: path {spec.path!r} appears more than once")
-        seen.add(spec.path)
+    for path in paths:
+        if path in seen:
+            raise ValueError(f"{where}: path {path!r} appears more than once")
+        seen.add(path)
     # "a" and "a/b": "a" would have to be a file and a folder at once
-    folders = {
-        str(parent): spec.path for spec in files for parent in PurePosixPath(spec.path).parents
-    }
-    for spec in files:
-        if spec.path in folders:
+    folders = {str(parent): path for path in paths for parent in PurePosixPath(path).parents}
+    for path in paths:
+        if path in folders:
             raise ValueError(
-                f"{where}: path {spec.path!r} is a file, but {folders[spec.path]!r} needs a "
+                f"{where}: path {path!r} is a file, but {folders[path]!r} needs a "
                 f"folder of that name; rename one of them"
             )
     return files
 
 
-def load_manifest(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[FileSpec, ...]:
-    """Files of a custom manifest given as a JSON file path or an already parsed mapping."""
-    if isinstance(manifest, Mapping):
-        return parse_manifest(manifest)
-    path = Path(manifest)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"manifest file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"manifest {path} is not valid JSON: {exc}") from None
-    return parse_manifest(data, str(path))
-
-
 @dataclass(frozen=True)
 class RecordedFile:
     path: str
-    url: str
+    url: str  # redacted: anyone may read the record
     size: int
     sha256: str
     expected_size: int | None = None
@@ -145,22 +119,15 @@ class RecordedFile:
 
 
 @dataclass(frozen=True)
-class Record:
-    model: str
-    source: str
-    files: tuple[RecordedFile, ...]
+class Record(Release):
+    """What a download verified, as ``manifest.json`` in its folder keeps it."""
 
-    def file(self, path: str) -> RecordedFile | None:
-        return next((f for f in self.files if f.path == path), None)
+    files: tuple[RecordedFile, ...]  # type: ignore[assignment]
 
 
 def write_record(folder: str | os.PathLike[str], record: Record) -> Path:
-    data = {
-        "format": RECORD_FORMAT,
-        "model": record.model,
-        "source": record.source,
-        "files": [asdict(f) for f in record.files],
-    }
+    data = {"format": RECORD_FORMAT, "model": record.model, "source": record.source}
+    data["files"] = [asdict(f) for f in record.files]
     return atomic_write_text(Path(folder) / RECORD_NAME, json.dumps(data, indent=2) + "\n")
 
 
@@ -175,10 +142,9 @@ def read_record(folder: str | os.PathLike[str]) -> Record | None:
             raise ValueError(f"format is {data.get('format')!r}, expected {RECORD_FORMAT!r}")
         files = []
         for raw in data["files"]:
-            entry = RecordedFile(**raw)
+            files.append(entry := RecordedFile(**raw))
             safe_relative_path(entry.path)
             normalise_sha256(entry.sha256)
-            files.append(entry)
-        return Record(model=str(data["model"]), source=str(data["source"]), files=tuple(files))
+        return Record(str(data["model"]), str(data["source"]), tuple(files))
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a readable gpt2load download record: {exc}") from None
