@@ -1,10 +1,6 @@
-"""The project's own checkpoint: one safetensors file that describes itself.
-
-``model.safetensors`` holds the state dict in our layout (a tied ``out_head``
-is stored once, as ``tok_emb.weight``; an untied one as itself) and its safetensors metadata carries the
-format tag and the model config, so the file alone is enough to rebuild the
-model. ``finetune`` writes its ``best``/``last`` folders with this file inside.
-"""
+"""The project's own checkpoint: one ``model.safetensors`` in our layout (a tied head
+stored once) whose metadata holds the format tag and the config, so the file alone rebuilds
+the model. ``finetune`` writes its ``best``/``last`` folders with it."""
 
 from __future__ import annotations
 
@@ -15,22 +11,10 @@ from typing import Any
 
 import torch
 
-from .config import GPTConfig
 from .fileio import atomic_path
 
 NATIVE_FORMAT = "gpt2load"
 NATIVE_FILENAME = "model.safetensors"
-TIED_KEYS = ("out_head.weight",)
-
-
-def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors in our layout, minus a tied head, contiguous and on the CPU."""
-    model = getattr(model, "_orig_mod", model)
-    skip = TIED_KEYS if model.config.tie_head else ()
-    state = model.state_dict()
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in skip}
-
-
 GENERATION_KEY = "generation_config"  # sampling defaults, as Hugging Face's generation_config.json
 GENERATION_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens")
 
@@ -42,35 +26,34 @@ def save_native(
     *,
     generation: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as a native checkpoint; ``path`` is a folder or a ``.safetensors`` file.
+    """Write ``model`` as a native checkpoint into a folder or ``.safetensors`` file; the file.
 
-    Returns the file written. ``metadata`` values are stored as JSON strings next to
-    the config (safetensors metadata must be ``str -> str``). ``generation`` holds the
-    sampling defaults the model is meant to be used with (``temperature``, ``top_k``,
-    ``top_p``, ``max_new_tokens``): ``generate`` and ``chat`` start from them.
-    """
+    ``metadata`` values are stored as JSON strings (safetensors metadata is ``str -> str``);
+    ``generation`` holds the sampling defaults ``generate`` and ``chat`` start from."""
     from safetensors.torch import save_file
 
     path = Path(path)
     file = path if path.suffix == ".safetensors" else path / NATIVE_FILENAME
-    config: GPTConfig = getattr(model, "_orig_mod", model).config
-    meta = {"format": NATIVE_FORMAT, "config": json.dumps(config.to_dict())}
-    for key, value in (metadata or {}).items():
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    model = getattr(model, "_orig_mod", model)
+    meta = {"format": NATIVE_FORMAT, "config": json.dumps(model.config.to_dict())}
+    meta |= {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     if generation:
         meta[GENERATION_KEY] = json.dumps(
             {k: generation[k] for k in GENERATION_FIELDS if k in generation}
         )
+    skip = "out_head.weight" if model.config.tie_head else None
+    state = {
+        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k != skip
+    }
     with atomic_path(file) as tmp:
-        save_file(native_state_dict(model), str(tmp), metadata=meta)
+        save_file(state, str(tmp), metadata=meta)
     return file
 
 
 def generation_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The sampling defaults that travel with a checkpoint: a native file's own (see
-    :func:`save_native`), else a Hugging Face ``generation_config.json`` beside it; only the
-    keys of :data:`GENERATION_FIELDS` (``do_sample: false`` reads as temperature 0). An
-    unreadable record is no reason to fail: it gives no defaults."""
+    """The sampling defaults that travel with a checkpoint (:data:`GENERATION_FIELDS`): a native
+    file's own, else a ``generation_config.json`` beside it (``do_sample: false`` is temperature
+    0); an unreadable record gives none rather than fail."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     native = path if path.suffix == ".safetensors" else folder / NATIVE_FILENAME
@@ -88,6 +71,4 @@ def generation_config(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raw["temperature"] = 0.0
     except Exception:  # safetensors' own error type included
         return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {k: raw[k] for k in GENERATION_FIELDS if k in raw}
+    return {k: raw[k] for k in GENERATION_FIELDS if k in raw} if isinstance(raw, dict) else {}

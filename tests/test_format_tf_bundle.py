@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2load.formats.sstable import crc32c, unmask_crc
-from gpt2load.formats.tf_bundle import TFBundleSource, read_index
+from gpt2load.formats.tf_bundle import TFBundleSource, crc32c, read_index, unmask_crc
 from tests.checkpoint_factory import openai_arrays, random_hf_state_dict, write_tf_bundle
 from tests.conftest import TINY_CONFIGS
 

@@ -30,8 +30,14 @@ from safetensors.torch import save_file
 from gpt2load.cli import main
 from gpt2load.config import GPTConfig
 from gpt2load.formats import CheckpointError, load_checkpoint
-from gpt2load.formats.sstable import crc32c, fast_crc32c, mask_crc, unmask_crc
-from gpt2load.formats.tf_bundle import CHECK_CRC_ENV, read_index
+from gpt2load.formats.tf_bundle import (
+    CHECK_CRC_ENV,
+    crc32c,
+    fast_crc32c,
+    mask_crc,
+    read_index,
+    unmask_crc,
+)
 from tests.checkpoint_factory import (
     Tensors,
     hf_file_state_dict,
@@ -84,7 +90,7 @@ def write_tf_bundle_raw(
 ) -> Path:
     """A TensorFlow checkpoint written byte by byte (float32 arrays only), so tests can claim
     what TensorFlow never writes (10^12 shards) and skip importing TensorFlow (seconds)."""
-    from gpt2load.formats.sstable import FOOTER_SIZE, TABLE_MAGIC, fast_crc32c, mask_crc
+    from gpt2load.formats.tf_bundle import FOOTER_SIZE, TABLE_MAGIC, fast_crc32c, mask_crc
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)

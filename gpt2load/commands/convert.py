@@ -4,37 +4,29 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files"
+DESCRIPTION = (
+    "Load SRC (any supported format) and write it to the folder DST: 'hf' writes "
+    "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
+    "in the original release layout with hparams.json (needs TensorFlow), 'nanogpt' a "
+    "ckpt.pt for nanoGPT's sample.py (init_from='resume'), 'rasbt' the book's model.pth "
+    "(strict load_state_dict into GPTModel) with its cfg dict as config.json, 'native' "
+    "gpt2load's own model.safetensors. A model the target cannot compute is refused with "
+    "the reason. Tokenizer files beside SRC (or in --tokenizer-dir) and a nanoGPT "
+    "meta.pkl are copied along, under each format's names; 'openai' also looks in "
+    "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
+)
+TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")  # formats.convert.TARGETS, without torch
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files",
-        description=(
-            "Load SRC (any supported format) and write it to the folder DST: 'hf' writes "
-            "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
-            "in the original release layout with hparams.json (needs TensorFlow), 'nanogpt' a "
-            "ckpt.pt for nanoGPT's sample.py (init_from='resume'), 'rasbt' the book's model.pth "
-            "(strict load_state_dict into GPTModel) with its cfg dict as config.json, 'native' "
-            "gpt2load's own model.safetensors. A model the target cannot compute is refused with "
-            "the reason. Tokenizer files beside SRC (or in --tokenizer-dir) and a nanoGPT "
-            "meta.pkl are copied along, under each format's names; 'openai' also looks in "
-            "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
-        ),
-    )
+    from ._common import add_n_head_argument
+
+    parser = subparsers.add_parser("convert", help=HELP, description=DESCRIPTION)
     parser.add_argument("src", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
     parser.add_argument("dst", help="output folder (for native also a .safetensors file)")
-    parser.add_argument(
-        "--to",
-        required=True,
-        choices=("hf", "openai", "nanogpt", "rasbt", "native"),
-        help="output format",
-    )
-    parser.add_argument(
-        "--n-head",
-        type=int,
-        default=None,
-        help="attention heads of a SRC that does not record them (default: from its files)",
-    )
+    parser.add_argument("--to", required=True, choices=TARGETS, help="output format")
+    add_n_head_argument(parser)
     parser.add_argument(
         "--dtype", default=None, help="cast the weights (float32, bf16, fp16); default: as stored"
     )
@@ -55,17 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        written = convert(
-            resolve(args.src),
-            args.dst,
-            args.to,
-            dtype=args.dtype,
-            tokenizer_dir=args.tokenizer_dir,
-            n_head=args.n_head,
-        )
+        options = dict(dtype=args.dtype, tokenizer_dir=args.tokenizer_dir, n_head=args.n_head)
+        written = convert(resolve(args.src), args.dst, args.to, **options)
     print(f"wrote {args.to} checkpoint to {args.dst}:")
-    for path in written:
-        print(f"  {path}")
+    print("\n".join(f"  {path}" for path in written))
     for warning in caught:  # after the list, so that it is the last thing on the screen
         print(f"gpt2load convert: WARNING: {warning.message}", file=sys.stderr)
     return 0

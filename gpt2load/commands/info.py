@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "show a checkpoint's format, config, parameter count, dtype and files"
+DESCRIPTION = (
+    "Describe a GPT-2 checkpoint in any supported format (OpenAI TensorFlow, Hugging Face "
+    "safetensors/.bin, from-scratch .pth/.safetensors, nanoGPT ckpt.pt, native) without "
+    "loading its weights."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ._common import add_n_head_argument
 
-    parser = subparsers.add_parser(
-        "info",
-        help="show a checkpoint's format, config, parameter count, dtype and files",
-        description=(
-            "Describe a GPT-2 checkpoint in any supported format (OpenAI TensorFlow, Hugging "
-            "Face safetensors/.bin, from-scratch .pth/.safetensors, nanoGPT ckpt.pt, native) "
-            "without loading its weights."
-        ),
-    )
+    parser = subparsers.add_parser("info", help=HELP, description=DESCRIPTION)
     parser.add_argument("path", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
     parser.add_argument("--json", action="store_true", help="print the details as JSON")
     add_n_head_argument(parser)

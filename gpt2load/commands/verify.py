@@ -4,34 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "check a checkpoint: hashes, tensors, and a known answer for OpenAI's 124M"
+DESCRIPTION = (
+    "Re-hash the files against the sha256 recorded at download time and the published "
+    "values, load the checkpoint (every tensor present, right shape, finite) and, for "
+    "OpenAI's 124M weights, check the greedy continuation of 'Every effort moves'. Exit "
+    "code 0 when everything holds, 1 otherwise."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..releases import SOURCES
     from ._common import add_n_head_argument
 
-    parser = subparsers.add_parser(
-        "verify",
-        help="check a checkpoint: hashes, tensors, and a known answer for OpenAI's 124M",
-        description=(
-            "Re-hash the files against the sha256 recorded at download time and the "
-            "published values, load the checkpoint (every tensor present, right shape, "
-            "finite) and, for OpenAI's 124M weights, check the greedy continuation of "
-            "'Every effort moves'. Exit code 0 when everything holds, 1 otherwise."
-        ),
-    )
+    parser = subparsers.add_parser("verify", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "target",
         metavar="PATH|MODEL",
         help="a checkpoint file or folder, or a model name whose download folder to check",
     )
-    parser.add_argument(
-        "--source",
-        choices=SOURCES,
-        default=None,
-        help="with a model name: which download to check (default: the first found of "
-        + ", ".join(SOURCES)
-        + ")",
-    )
+    first = ", ".join(SOURCES)
+    which = f"with a model name: which download to check (default: the first found of {first})"
+    parser.add_argument("--source", choices=SOURCES, default=None, help=which)
     parser.add_argument("--device", default="cpu", help="where to run the model (default: cpu)")
     parser.add_argument(
         "--no-known-answer", action="store_true", help="skip the known-answer generation"
@@ -43,12 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..verify import verify
 
-    report = verify(
-        args.target,
-        source=args.source,
-        known_answer=None if args.no_known_answer else "auto",
-        device=args.device,
-        n_head=args.n_head,
-    )
+    options = dict(source=args.source, device=args.device, n_head=args.n_head)
+    report = verify(args.target, known_answer=None if args.no_known_answer else "auto", **options)
     print(report.format())
     return 0 if report.ok else 1

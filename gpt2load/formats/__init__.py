@@ -1,19 +1,16 @@
 """Every GPT-2 checkpoint format, in and out.
 
-Reading goes container -> layout -> plan -> model: ``detect`` finds the files
-and their container from their bytes, a reader lists the stored tensors from
-headers, ``layouts`` (the name tables) and ``plan`` match them to the model's
-parameters and check every shape, and ``loader`` fills a meta-device model.
-Writing (``export``) runs the same tables backwards.
-"""
+Reading: ``detect`` finds the files and their container from their bytes, a reader lists
+the stored tensors from headers, ``layouts`` (the name tables) and ``plan`` match them to
+the model's parameters, and ``checkpoint`` fills a meta-device model. Writing (``export``,
+``convert``) runs the same tables backwards."""
 
 from __future__ import annotations
 
+from ..errors import CheckpointError
+from .checkpoint import load_checkpoint, parse_dtype
 from .convert import convert
-from .dtypes import parse_dtype
-from .errors import CheckpointError
 from .info import CheckpointInfo, detect_format, inspect_checkpoint
-from .loader import load_checkpoint
 
 __all__ = [
     "CheckpointError",

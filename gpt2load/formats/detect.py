@@ -1,10 +1,8 @@
 """Finding the checkpoint in a path by looking inside files, not at their names.
 
-Each file is classified from its first and last bytes: a safetensors header,
-a zip archive or pickle stream (PyTorch), or the magic number that ends a
-TensorFlow table (``*.index``). A folder is searched the same way, so renamed
-files still load and an ``encoder.json`` is never mistaken for weights.
-"""
+Each file is classified from its first and last bytes (a safetensors header, a zip or pickle,
+the magic number that ends a TF ``*.index``), so renamed files still load and an
+``encoder.json`` is never mistaken for weights."""
 
 from __future__ import annotations
 
@@ -14,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .safetensors_reader import looks_like_safetensors
 from .sources import read_head, regular_size
-from .sstable import FOOTER_SIZE, has_table_magic
+from .tf_bundle import FOOTER_SIZE, has_table_magic
 from .torch_reader import looks_like_torch
 
 SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
@@ -42,45 +40,38 @@ class Located:
 
 
 def sniff(path: Path) -> str | None:
-    """The container a file's bytes belong to, or None for anything else (a device or a
-    pipe included: it is never opened in a way that could block or read without end)."""
+    """The container a file's bytes belong to, or None (a device or a pipe is never read)."""
     try:
         head, tail, size = read_head(path, 16, 8)
     except (OSError, CheckpointError):
         return None
-    if size < FOOTER_SIZE:
-        tail = b""
-    if looks_like_safetensors(head, size):
+    if looks_like_safetensors(head):
         return SAFETENSORS
     if looks_like_torch(head):
         return TORCH
-    if has_table_magic(tail):
-        return TF
-    return None
+    return TF if size >= FOOTER_SIZE and has_table_magic(tail) else None
 
 
-def _describe_bytes(path: Path) -> str:
-    try:
-        head, _, _ = read_head(path, 12)
-    except OSError as exc:
-        return f"unreadable: {exc}"
-    return "it is empty" if not head else f"it starts with {head!r}"
+def _index_of(prefix: Path) -> Path:
+    return prefix.with_name(prefix.name + ".index")
 
 
-def _damaged_index(index: Path) -> CheckpointError | None:
-    """An error naming ``PREFIX.index`` as damaged when it is one: a regular file of that name
-    that lacks the table footer while data shards of the same prefix sit beside it (a
-    truncated download), so the user is not told there is no checkpoint at all."""
-    if not index.name.endswith(".index") or sniff(index) == TF:
-        return None
-    prefix = index.name[: -len(".index")]
-    if not prefix or not glob.glob(glob.escape(str(index.parent / prefix)) + ".data-*"):
-        return None
+def _prefix_of(index: Path) -> Path:
+    return index.with_name(index.name.removesuffix(".index"))
+
+
+def _refuse_damaged_index(index: Path) -> None:
+    """Name ``PREFIX.index`` damaged (not absent) when it lacks the table footer while data
+    shards of its prefix sit beside it: a truncated download."""
+    if not index.name.endswith(".index") or index.name == ".index" or sniff(index) == TF:
+        return
+    if not glob.glob(glob.escape(str(_prefix_of(index))) + ".data-*"):
+        return
     try:
         size = regular_size(index)
     except (OSError, CheckpointError):
-        return None
-    return CheckpointError(
+        return
+    raise CheckpointError(
         f"{index} is truncated or corrupt: its {size} bytes do not end with the footer of a "
         f"TensorFlow checkpoint index (download it again)"
     )
@@ -92,12 +83,9 @@ def locate(path: str | Path) -> Located:
     if path.is_dir():
         return _locate_in_folder(path)
     if not path.exists():
-        index = path.with_name(path.name + ".index")
-        if index.is_file() and sniff(index) == TF:
+        if sniff(_index_of(path)) == TF:
             return Located(TF, (path,), path.parent)
-        damaged = _damaged_index(index)
-        if damaged is not None:
-            raise damaged
+        _refuse_damaged_index(_index_of(path))
         raise FileNotFoundError(f"no such checkpoint file or folder: {path}")
     regular_size(path)  # a device or a pipe is refused before anything reads it
     kind = sniff(path)
@@ -106,35 +94,35 @@ def locate(path: str | Path) -> Located:
             raise CheckpointError(
                 f"{path} is a TensorFlow checkpoint index but is not named PREFIX.index"
             )
-        return Located(TF, (path.with_name(path.name[: -len(".index")]),), path.parent)
+        return Located(TF, (_prefix_of(path),), path.parent)
     if kind is not None:
         return Located(kind, (path,), path.parent)
-    prefix = _tf_prefix_of_side_file(path)
+    # A TF data shard or the ``checkpoint`` state file stands for its whole checkpoint.
+    shard_prefix = path.with_name(path.name.split(".data-")[0])
+    if ".data-" in path.name and sniff(_index_of(shard_prefix)) == TF:
+        return Located(TF, (shard_prefix,), path.parent)
+    prefix = _prefix_from_state_file(path)
     if prefix is not None:
         return Located(TF, (prefix,), path.parent)
-    for index in (path, path.with_name(path.name.split(".data-")[0] + ".index")):
-        damaged = _damaged_index(index)
-        if damaged is not None:
-            raise damaged
+    _refuse_damaged_index(path)
+    _refuse_damaged_index(_index_of(shard_prefix))
     raise CheckpointError(
         f"{path} is not a checkpoint gpt2load can read ({_describe_bytes(path)}); expected "
         f"safetensors, a PyTorch .pth/.bin/.pt, or a TensorFlow checkpoint"
     )
 
 
-def _tf_prefix_of_side_file(path: Path) -> Path | None:
-    """A TF data shard or the ``checkpoint`` state file stands for its whole checkpoint."""
-    if ".data-" in path.name:
-        prefix = path.with_name(path.name.split(".data-")[0])
-        if sniff(prefix.with_name(prefix.name + ".index")) == TF:
-            return prefix
-    return _prefix_from_state_file(path)
+def _describe_bytes(path: Path) -> str:
+    try:
+        head, _, _ = read_head(path, 12)
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    return "it is empty" if not head else f"it starts with {head!r}"
 
 
 def _prefix_from_state_file(state: Path) -> Path | None:
     try:
-        head, _, _ = read_head(state, _STATE_FILE_BYTES)
-        text = head.decode("utf-8", errors="strict")[:4096]
+        text = read_head(state, _STATE_FILE_BYTES)[0].decode("utf-8", errors="strict")[:4096]
     except (OSError, UnicodeDecodeError, CheckpointError):
         return None
     match = _CHECKPOINT_LINE.search(text)
@@ -142,11 +130,8 @@ def _prefix_from_state_file(state: Path) -> Path | None:
         return None
     named = Path(match.group("path"))
     # Absolute paths go stale when a folder is moved; the file beside the state file wins.
-    for prefix in (
-        state.parent / named.name,
-        named if named.is_absolute() else state.parent / named,
-    ):
-        if sniff(prefix.with_name(prefix.name + ".index")) == TF:
+    for prefix in (state.parent / named.name, state.parent / named):
+        if sniff(_index_of(prefix)) == TF:
             return prefix
     return None
 
@@ -164,8 +149,7 @@ def _locate_in_folder(folder: Path) -> Located:
             found[kind].append(child)
         elif state_prefix is None and child.stat().st_size < _STATE_FILE_BYTES:
             state_prefix = _prefix_from_state_file(child)
-    for kind in PREFERENCE:
-        files = found[kind]
+    for kind, files in found.items():
         if not files:
             continue
         if kind == TF:
@@ -173,22 +157,17 @@ def _locate_in_folder(folder: Path) -> Located:
                 return Located(TF, (state_prefix,), folder)
             files = [f for f in files if f.name.endswith(".index")]
             if len(files) == 1:
-                return Located(TF, (files[0].with_name(files[0].name[: -len(".index")]),), folder)
+                return Located(TF, (_prefix_of(files[0]),), folder)
         elif len(files) == 1:
             return Located(kind, (files[0],), folder)
-        else:
-            shards = _shards_from_index_json(folder, files)
-            if shards:
-                return Located(kind, shards, folder)
-        names = ", ".join(f.name for f in files)
+        elif shards := _shards_from_index_json(folder, files):
+            return Located(kind, shards, folder)
         raise CheckpointError(
-            f"{folder} holds several {kind} checkpoints ({names}) and no index saying they are "
-            f"shards of one; pass the file to load"
+            f"{folder} holds several {kind} checkpoints ({', '.join(f.name for f in files)}) and "
+            f"no index saying they are shards of one; pass the file to load"
         )
     for index in sorted(folder.glob("*.index")):
-        damaged = _damaged_index(index)
-        if damaged is not None:
-            raise damaged
+        _refuse_damaged_index(index)
     raise CheckpointError(
         f"no checkpoint found in {folder}: none of its {looked} files is safetensors, a PyTorch "
         f"pickle or a TensorFlow checkpoint index"
@@ -202,17 +181,10 @@ def _shards_from_index_json(folder: Path, candidates: list[Path]) -> tuple[Path,
         try:
             if regular_size(index) > _MAX_INDEX_JSON_BYTES:
                 continue
-            text, _, _ = read_head(index, _MAX_INDEX_JSON_BYTES)
-            weight_map = json.loads(text.decode("utf-8")).get("weight_map", {})
-        except (
-            OSError,
-            UnicodeDecodeError,
-            json.JSONDecodeError,
-            AttributeError,
-            RecursionError,
-            CheckpointError,
-        ):
-            continue
+            text = read_head(index, _MAX_INDEX_JSON_BYTES)[0].decode("utf-8")
+            weight_map = json.loads(text).get("weight_map", {})
+        except (OSError, ValueError, AttributeError, RecursionError, CheckpointError):
+            continue  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         shard_names = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if shard_names and set(shard_names) <= names:
             return tuple(folder / n for n in shard_names)

@@ -1,16 +1,13 @@
 """Our parameters in another layout: the name tables of ``layouts`` run backwards.
 
-What a target layout can express is data too (``EXPRESSIBLE``): the settings of the
-GPT-2 family each producer's own model code computes. A setting the target cannot
-compute is refused with the reason; a missing bias is written as zeros, which
-computes exactly what no bias computes.
-"""
+What a target can express is data too (``EXPRESSIBLE``); anything else is refused with the
+reason. A missing bias is written as zeros, which computes exactly what no bias computes."""
 
 from __future__ import annotations
 
 import torch
 
-from ..config import GPTConfig
+from ..config import VARIANT_FIELDS, GPTConfig
 from ..model import GPT
 from .layouts import TIED, Layout, expand
 
@@ -21,8 +18,8 @@ EXPRESSIBLE: dict[str, frozenset[str]] = {
     "openai": frozenset({"qkv_bias", "bias"}),
     "rasbt": frozenset({"qkv_bias", "bias", "tie_head"}),
     "nanogpt": frozenset({"qkv_bias", "bias", "activation"}),
-    "hf": frozenset(GPTConfig().to_dict()),
-    "native": frozenset(GPTConfig().to_dict()),
+    "hf": frozenset(VARIANT_FIELDS),
+    "native": frozenset(VARIANT_FIELDS),
 }
 WHY_NOT = {
     "tie_head": "has no output head of its own (it is always the token embedding)",
@@ -51,50 +48,35 @@ def unsupported(config: GPTConfig, target: str) -> list[str]:
 def _zeros_for(name: str, ours: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """Zeros standing in for a bias (``.bias``) or LayerNorm shift (``.shift``) the model lacks."""
     for absent, present in ((".bias", ".weight"), (".shift", ".scale")):
-        if name.endswith(absent):
-            partner = ours.get(name.removesuffix(absent) + present)
-            if partner is not None:
-                return partner.new_zeros(partner.shape[0])
+        partner = ours.get(name.removesuffix(absent) + present) if name.endswith(absent) else None
+        if partner is not None:
+            return partner.new_zeros(partner.shape[0])
     return None
 
 
 def stored_state_dict(
-    model: GPT,
-    layout: Layout,
-    prefix: str = "",
-    *,
-    head: bool = False,
-    zeros: bool = True,
-    qkv_zeros: bool = True,
+    model: GPT, layout: Layout, *, head: bool = False, zeros: bool = True, qkv_zeros: bool = True
 ) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint of ``layout`` holds for ``model`` (contiguous, on the CPU).
 
-    A tied output head is left out, as GPT-2's own files leave it out, unless ``head`` asks
-    for it (nanoGPT's and the book's strict ``load_state_dict`` want one); an untied head is
-    always written. Biases the model lacks are written as zeros where the layout has them,
-    unless ``zeros=False`` (nanoGPT's ``bias=False`` has none) or, for the QKV bias alone,
-    ``qkv_zeros=False`` (the book's ``qkv_bias=False`` has none).
-    """
+    A tied head is left out, as GPT-2's files leave it, unless ``head`` (nanoGPT's and the book's
+    strict loads want one). Absent biases are zeros unless ``zeros=False`` (nanoGPT's
+    ``bias=False``) or, for the QKV bias, ``qkv_zeros=False`` (the book's ``qkv_bias=False``)."""
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     tied = model.config.tie_head
     out: dict[str, torch.Tensor] = {}
     for rule in layout.rules:
-        if rule.ours[0] in TIED and tied and not head:
+        if rule.ours[0] in TIED and tied:
+            if head:  # one tensor, so torch.save stores the tied pair once
+                embedding = layout.rule_for(TIED[rule.ours[0]])[0].stored
+                out[rule.stored] = out[embedding]
             continue
-        indices: list[int | None] = (
-            list(range(model.config.n_layer)) if "{i}" in rule.stored else [None]
-        )
-        for index in indices:
+        for index in range(model.config.n_layer) if "{i}" in rule.stored else [None]:
             names = [expand(t, index) for t in rule.ours]
             fill = zeros and (qkv_zeros or ".att.W_" not in names[0])
             parts = [ours.get(n, _zeros_for(n, ours) if fill else None) for n in names]
-            if any(p is None for p in parts):  # a layout without this tensor
-                continue
-            tensor = rule.transform.inverse(parts).to("cpu").contiguous()
-            out[prefix + expand(rule.stored, index)] = tensor
-    if head and tied:  # one tensor, so torch.save stores the tied pair once
-        for rule in layout.rules:
-            if rule.ours[0] in TIED:
-                embedding = layout.rule_for(TIED[rule.ours[0]])[0].stored
-                out[prefix + rule.stored] = out[prefix + embedding]
+            if all(p is not None for p in parts):  # else the model lacks this tensor
+                out[expand(rule.stored, index)] = (
+                    rule.transform.inverse(parts).to("cpu").contiguous()
+                )
     return out

@@ -1,10 +1,6 @@
-"""Hyper-parameters a checkpoint states about itself, in whatever words it uses.
-
-OpenAI's ``hparams.json``, Hugging Face's ``config.json``, nanoGPT's
-``model_args``, the book's ``GPT_CONFIG_124M`` dicts and our own safetensors
-metadata all name the same few numbers differently; one alias table maps them
-onto ``GPTConfig`` fields. Shapes give everything else (see ``plan``).
-"""
+"""Hyper-parameters a checkpoint states about itself, in whatever words it uses: one alias
+table maps OpenAI's ``hparams.json``, Hugging Face's ``config.json``, nanoGPT's ``model_args``,
+the book's cfg dicts and our metadata onto ``GPTConfig`` fields. Shapes give the rest."""
 
 from __future__ import annotations
 
@@ -14,46 +10,28 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ACTIVATIONS
+from ..errors import CheckpointError
 from ..native import NATIVE_FORMAT
-from .errors import CheckpointError
 
-ALIASES: dict[str, str] = {
-    "n_layer": "n_layer",
-    "n_layers": "n_layer",
-    "n_head": "n_head",
-    "n_heads": "n_head",
-    "n_embd": "n_embd",
-    "emb_dim": "n_embd",
-    "context_length": "context_length",
-    "n_positions": "context_length",
-    "n_ctx": "context_length",
-    "block_size": "context_length",
-    "vocab_size": "vocab_size",
-    "n_vocab": "vocab_size",
+_NAMES = {  # GPTConfig field: every name a checkpoint gives it
+    "n_layer": "n_layer n_layers",
+    "n_head": "n_head n_heads",
+    "n_embd": "n_embd emb_dim",
+    "context_length": "context_length n_positions n_ctx block_size",
+    "vocab_size": "vocab_size n_vocab",
     "qkv_bias": "qkv_bias",
     "bias": "bias",
-    "dropout": "dropout",
-    "drop_rate": "dropout",
-    "tie_head": "tie_head",
-    "tie_word_embeddings": "tie_head",
-    "activation": "activation",
-    "activation_function": "activation",
+    "dropout": "dropout drop_rate",
+    "tie_head": "tie_head tie_word_embeddings",
+    "activation": "activation activation_function",
     "n_inner": "n_inner",
-    "layer_norm_eps": "layer_norm_eps",
-    "layer_norm_epsilon": "layer_norm_eps",
+    "layer_norm_eps": "layer_norm_eps layer_norm_epsilon",
     "scale_attn_by_inverse_layer_idx": "scale_attn_by_inverse_layer_idx",
 }
-# Side files, looked up beside the weights, by container.
-SIDE_FILES = {"tf": ("hparams.json",), "safetensors": ("config.json",), "torch": ("config.json",)}
+ALIASES = {name: field for field, names in _NAMES.items() for name in names.split()}
 # transformers' activation names (ACT2FN) for the three activations GPTConfig knows.
-HF_ACTIVATIONS = {
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu": "gelu",
-    "gelu_python": "gelu",
-    "relu": "relu",
-}
+HF_ACTIVATIONS = dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_fast"), "gelu_tanh")
+HF_ACTIVATIONS |= {"gelu": "gelu", "gelu_python": "gelu", "relu": "relu"}
 # Hugging Face GPT2Config switches that change the maths in ways gpt2load's GPT does not
 # compute, with the value GPT-2 has and what the other value would mean.
 MATHS_SWITCHES: dict[str, tuple[bool, str]] = {
@@ -75,6 +53,10 @@ class Hints:
     origin: str | None  # where they came from, for ``info``
     native: bool = False
     said_by: str = "its metadata"  # the same, for messages: a side file's whole path
+
+    def with_values(self, **values: Any) -> Hints:
+        """The same hints with values a caller states (``n_head=`` of ``gpt2load.load``)."""
+        return replace(self, values={**self.values, **values})
 
 
 def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -104,13 +86,8 @@ def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def _hf_config(raw: dict[str, Any], origin: str) -> dict[str, Any]:
-    """A Hugging Face ``config.json`` read as transformers reads it.
-
-    transformers ignores ``n_ctx`` (``n_positions`` decides) and ties the head unless
-    ``tie_word_embeddings`` says otherwise. ``reorder_and_upcast_attn`` is accepted: it
-    only makes transformers compute attention in float32, the same maths. What the
-    model cannot compute is refused, naming the file and the key.
-    """
+    """A ``config.json`` read as transformers reads it (``n_ctx`` ignored, the head tied unless
+    it says otherwise), refusing what the model cannot compute."""
     model_type = raw.get("model_type")
     if model_type not in (None, "gpt2"):
         raise CheckpointError(f"{origin} describes a {model_type!r} model, not GPT-2")
@@ -124,10 +101,6 @@ def _hf_config(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     read = {k: v for k, v in raw.items() if k != "n_ctx"}
     read.setdefault("tie_word_embeddings", True)
     return read
-
-
-def _is_hf_config(raw: dict[str, Any]) -> bool:
-    return any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd"))
 
 
 def _json_object(text: str, origin: str) -> dict[str, Any]:
@@ -156,10 +129,8 @@ def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
         if not isinstance(model_args, dict):
             raise CheckpointError(f"the nanoGPT model_args in {folder} are not a dict")
         return Hints(_normalise(model_args, "model_args"), "model_args", said_by="model_args")
-    for name in SIDE_FILES.get(container, ()):
-        side = folder / name
-        if not side.is_file():
-            continue
+    side = folder / ("hparams.json" if container == "tf" else "config.json")  # beside the weights
+    if side.is_file():
         try:
             with open(side, "rb") as handle:
                 text = handle.read(MAX_SIDE_FILE + 1).decode("utf-8")
@@ -168,12 +139,7 @@ def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
         if len(text) > MAX_SIDE_FILE:
             raise CheckpointError(f"{side} is over {MAX_SIDE_FILE // 1024} KiB: not a config")
         raw = _json_object(text, str(side))
-        if _is_hf_config(raw):
+        if any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd")):
             raw = _hf_config(raw, str(side))
-        return Hints(_normalise(raw, str(side)), name, said_by=str(side))
+        return Hints(_normalise(raw, str(side)), side.name, said_by=str(side))
     return Hints({}, None)
-
-
-def with_values(hints: Hints, **values: Any) -> Hints:
-    """The same hints with values a caller states (``n_head=`` of ``gpt2load.load``)."""
-    return replace(hints, values={**hints.values, **values})

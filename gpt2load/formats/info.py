@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import GPTConfig
-from .checkpoint import FORMAT_DESCRIPTIONS, open_checkpoint
-from .detect import SAFETENSORS, TF, TORCH, Located
-from .meta import parameter_shapes
+from ..native import NATIVE_FILENAME
+from .checkpoint import OpenCheckpoint, open_checkpoint
+from .detect import SAFETENSORS, TF, TORCH
+from .plan import parameter_shapes
+
+FORMAT_DESCRIPTIONS = {
+    "native": "gpt2load native checkpoint (safetensors with config metadata)",
+    "openai-tf": "OpenAI TensorFlow checkpoint",
+    "hf-safetensors": "Hugging Face GPT-2 weights (safetensors)",
+    "hf-torch": "Hugging Face GPT-2 weights (PyTorch pickle)",
+    "nanogpt-torch": "nanoGPT checkpoint (PyTorch pickle)",
+    "nanogpt-safetensors": "nanoGPT weights (safetensors)",
+    "rasbt-torch": "from-scratch (book) state dict (PyTorch pickle)",
+    "rasbt-safetensors": "from-scratch (book) state dict (safetensors)",
+}
+_TOKENIZER_FILES = ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt", "tokenizer.json")
+# Files that travel with the weights, looked up beside them: name -> (role, the containers
+# it comes with; None: any).
+COMPANIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "checkpoint": ("TensorFlow checkpoint state", (TF,)),
+    "hparams.json": ("hyper-parameters", None),
+    "config.json": ("config", (SAFETENSORS, TORCH)),
+    "generation_config.json": ("generation config", (SAFETENSORS, TORCH)),
+    **dict.fromkeys(_TOKENIZER_FILES, ("tokenizer", None)),
+    **dict.fromkeys(("tokenizer_config.json", "special_tokens_map.json"), ("tokenizer", None)),
+}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
     format: str
@@ -29,38 +53,33 @@ class CheckpointInfo:
     files: tuple[tuple[Path, int], ...]  # (file, bytes): weights first, then companions
     roles: tuple[str, ...] = ()  # what each file of ``files`` is ("weights", "tokenizer", ...)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "description": self.description,
-            "config": self.config.to_dict(),
-            "config_source": self.config_source,
-            "num_parameters": self.num_parameters,
-            "dtypes": dict(self.dtypes),
-            "num_tensors": self.num_tensors,
-            "ignored": list(self.ignored),
-            "has_output_head": self.has_output_head,
-            "files": [
-                {"path": str(p), "bytes": n, "role": role}
-                for (p, n), role in zip(self.files, self._roles(), strict=True)
-            ],
-        }
+    def _listed(self) -> list[tuple[Path, int, str]]:
+        roles = self.roles or ("",) * len(self.files)
+        return [(p, n, role) for (p, n), role in zip(self.files, roles, strict=True)]
 
-    def _roles(self) -> tuple[str, ...]:
-        return self.roles if len(self.roles) == len(self.files) else ("",) * len(self.files)
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del out["roles"]  # each file says its role
+        return out | {
+            "path": str(self.path),
+            "config": self.config.to_dict(),
+            "dtypes": dict(self.dtypes),
+            "ignored": list(self.ignored),
+            "files": [{"path": str(p), "bytes": n, "role": r} for p, n, r in self._listed()],
+        }
 
     def describe(self) -> str:
         """A human-readable summary, as ``gpt2load info`` prints it."""
         c = self.config
         dtypes = ", ".join(f"{name} ({n} tensors)" for name, n in sorted(self.dtypes.items()))
+        variant = " ".join(f"{k}={v}" for k, v in c.variant().items())
         lines = [
             f"path        {self.path}",
             f"format      {self.format}: {self.description}",
             f"config      n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} "
             f"context_length={c.context_length} vocab_size={c.vocab_size} qkv_bias={c.qkv_bias} "
             f"(from {self.config_source})",
-            *([f"variant     {_variant_text(c)}"] if c.variant() else []),
+            *([f"variant     {variant}"] if variant else []),
             f"parameters  {self.num_parameters:,}",
             f"dtype       {dtypes}",
         ]
@@ -69,18 +88,11 @@ class CheckpointInfo:
         if self.has_output_head:
             lines.append("head        stored separately; must equal the token embedding (tied)")
         width = max(len(str(p)) for p, _ in self.files)
-        total = sum(n for _, n in self.files)
-        lines.append(f"files       {len(self.files)}, {total:,} bytes")
-        lines.extend(
-            f"  {str(p):<{width}}  {n:>15,} bytes  {role}".rstrip()
-            for (p, n), role in zip(self.files, self._roles(), strict=True)
-        )
+        lines.append(f"files       {len(self.files)}, {sum(n for _, n in self.files):,} bytes")
+        lines += [
+            f"  {str(p):<{width}}  {n:>15,} bytes  {r}".rstrip() for p, n, r in self._listed()
+        ]
         return "\n".join(lines)
-
-
-def _variant_text(config: GPTConfig) -> str:
-    """How the model differs from GPT-2, in the config's own words (``bias=False ...``)."""
-    return " ".join(f"{k}={v}" for k, v in config.variant().items())
 
 
 def inspect_checkpoint(
@@ -88,23 +100,18 @@ def inspect_checkpoint(
 ) -> CheckpointInfo:
     """Describe a checkpoint from its headers; raises ``CheckpointError`` if it cannot load."""
     checkpoint = open_checkpoint(path, n_head=n_head)
-    plan, source = checkpoint.plan, checkpoint.source
-    entries = source.entries()
+    plan, entries = checkpoint.plan, checkpoint.source.entries()
     used = [entries[a.stored] for a in plan.assignments]
-    shapes = parameter_shapes(plan.config)
-    num_parameters = sum(
-        _numel(shape)
-        for name, shape in shapes.items()
-        if name != "out_head.weight" or not plan.config.tie_head
-    )
-    files = checkpoint_files(checkpoint.located, source.files)
+    tied = {"out_head.weight"} if plan.config.tie_head else set()  # the head counts once
+    count = sum(math.prod(s) for k, s in parameter_shapes(plan.config).items() if k not in tied)
+    files = checkpoint_files(checkpoint)
     return CheckpointInfo(
         path=Path(path),
         format=checkpoint.format,
         description=FORMAT_DESCRIPTIONS.get(checkpoint.format, plan.layout.description),
         config=plan.config,
         config_source=checkpoint.hints.origin or "tensor shapes",
-        num_parameters=num_parameters,
+        num_parameters=count,
         dtypes=dict(Counter(e.dtype_name for e in used)),
         num_tensors=len(used),
         ignored=tuple(plan.ignored),
@@ -114,49 +121,29 @@ def inspect_checkpoint(
     )
 
 
-# Files that travel with the weights, looked up beside them: (name, role, containers or None).
-COMPANIONS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
-    ("checkpoint", "TensorFlow checkpoint state", (TF,)),
-    ("hparams.json", "hyper-parameters", None),
-    ("config.json", "config", (SAFETENSORS, TORCH)),
-    ("generation_config.json", "generation config", (SAFETENSORS, TORCH)),
-    ("encoder.json", "tokenizer", None),
-    ("vocab.bpe", "tokenizer", None),
-    ("vocab.json", "tokenizer", None),
-    ("merges.txt", "tokenizer", None),
-    ("tokenizer.json", "tokenizer", None),
-    ("tokenizer_config.json", "tokenizer", None),
-    ("special_tokens_map.json", "tokenizer", None),
-    ("info.json", "finetune summary", (SAFETENSORS,)),
-    ("trainer.pt", "finetune resume state", (SAFETENSORS,)),
-)
-
-
-def checkpoint_files(located: Located, weights: tuple[Path, ...]) -> list[tuple[Path, str]]:
-    """Every file of a checkpoint with its role: the weights, then what comes with them.
-
-    For an OpenAI TensorFlow checkpoint that is the index, the data shards, the
-    ``checkpoint`` state file, the ``.meta`` graph and ``hparams.json``; for Hugging
-    Face the weights (and a shard index), ``config.json``; for all, the tokenizer files.
-    """
-    files: list[tuple[Path, str]] = []
+def checkpoint_files(checkpoint: OpenCheckpoint) -> list[tuple[Path, str]]:
+    """Every file of a checkpoint with its role: the weights, then the companions beside them."""
+    located, weights = checkpoint.located, checkpoint.source.files
     if located.container == TF:  # the reader lists the index, then the data shards
-        files += [(weights[0], "TensorFlow index")] + [(f, "weights") for f in weights[1:]]
-        prefix = located.files[0]
-        meta = prefix.with_name(prefix.name + ".meta")
-        if meta.is_file():
-            files.append((meta, "TensorFlow graph"))
+        files = [(weights[0], "TensorFlow index"), *((f, "weights") for f in weights[1:])]
+        meta = located.files[0].with_name(located.files[0].name + ".meta")
+        files += [(meta, "TensorFlow graph")] if meta.is_file() else []
     else:
-        files += [(f, "weights") for f in weights]
+        files = [(f, "weights") for f in weights]
         if len(located.files) > 1:
             files += [(f, "shard index") for f in sorted(located.folder.glob("*.index.json"))]
+    names = [
+        n for n, (_, kinds) in COMPANIONS.items() if kinds is None or located.container in kinds
+    ]
+    if checkpoint.format == "native" and weights[0].name == NATIVE_FILENAME:
+        # A folder that save_native filled is written whole by gpt2load or a program built on
+        # it (finetune), so every other file in it belongs to the checkpoint too.
+        names += sorted(p.name for p in located.folder.iterdir() if not p.name.startswith("."))
     seen = {f.resolve() for f, _ in files}
-    for name, role, containers in COMPANIONS:
+    for name in names:
         candidate = located.folder / name
-        if containers is not None and located.container not in containers:
-            continue
         if candidate.is_file() and candidate.resolve() not in seen:
-            files.append((candidate, role))
+            files.append((candidate, COMPANIONS.get(name, ("other", None))[0]))
             seen.add(candidate.resolve())
     return files
 
@@ -164,10 +151,3 @@ def checkpoint_files(located: Located, weights: tuple[Path, ...]) -> list[tuple[
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format name of a checkpoint (``openai-tf``, ``hf-safetensors``, ``native`` ...)."""
     return open_checkpoint(path).format
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

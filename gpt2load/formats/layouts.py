@@ -1,26 +1,63 @@
-"""The name tables: which stored tensor becomes which of our parameters.
+"""The name tables: which stored tensor becomes which of our parameters, and through what.
 
-This module is data. A ``Layout`` lists rules ``(stored name, our names,
-transform)`` with ``{i}`` standing for the block index, the buffers that are
-known and skipped, and the prefixes that wrappers add (``transformer.`` from
-``GPT2LMHeadModel``, ``_orig_mod.`` from ``torch.compile``, ``module.`` from
-DDP). Loading, exporting, shape checks and error messages all read these
-tables; no format has its own code path for names.
-"""
+This module is data: a ``Layout``'s rules ``(stored name, our names, transform)`` with ``{i}``
+for the block, the buffers it skips, the prefixes wrappers add (``transformer.``,
+``_orig_mod.``, ``module.``). Each transform has its inverse and the stored shape it implies,
+so loading, exporting, shape checks and messages all run off these tables."""
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from .transforms import CONV1D, CONV1D_QKV, QKV, SAME, TF_CONV1D, TF_CONV1D_QKV, Transform
+import torch
 
-# A tied model's output head shares its weight with the token embedding (GPT-2 ties
-# them), so there a stored head is only accepted when it equals the stored embedding.
-TIED: dict[str, str] = {"out_head.weight": "tok_emb.weight"}
+Shape = tuple[int, ...]
 
-_QKV_W = tuple(f"trf_blocks.{{i}}.att.{m}.weight" for m in ("W_query", "W_key", "W_value"))
-_QKV_B = tuple(f"trf_blocks.{{i}}.att.{m}.bias" for m in ("W_query", "W_key", "W_value"))
+
+@dataclass(frozen=True)
+class Transform:
+    """Stored tensor -> our tensors (views, never copies), back, and the stored shape that
+    our shapes imply (so a wrong file is reported before any data is read)."""
+
+    name: str
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    inverse: Callable[[Sequence[torch.Tensor]], torch.Tensor]
+    stored_shape: Callable[[Sequence[Shape]], Shape]
+
+
+SAME = Transform("same", lambda x: (x,), lambda p: p[0], lambda s: tuple(s[0]))
+# GPT-2's Conv1D keeps weights as [in, out]; nn.Linear wants [out, in].
+CONV1D = Transform(
+    "conv1d-transpose", lambda x: (x.t(),), lambda p: p[0].t(), lambda s: tuple(reversed(s[0]))
+)
+# Query, key and value stacked along dim 0 (nanoGPT's fused weight, every fused bias):
+# the chunks stay contiguous views.
+QKV = Transform(
+    "split-qkv",
+    lambda x: tuple(x.chunk(3, dim=0)),
+    lambda p: torch.cat(list(p), dim=0),
+    lambda s: (sum(x[0] for x in s), *s[0][1:]),
+)
+# GPT-2's fused Conv1D c_attn weight [in, 3*out]: split the columns, transpose each.
+CONV1D_QKV = Transform(
+    "split-qkv-conv1d",
+    lambda x: tuple(part.t() for part in x.chunk(3, dim=1)),
+    lambda p: torch.cat([x.t() for x in p], dim=1),
+    lambda s: (s[0][1], s[0][0] * len(s)),
+)
+
+
+def with_leading_one(inner: Transform) -> Transform:
+    """The OpenAI TF checkpoint stores every Conv1D weight with an extra leading axis of 1."""
+    return Transform(
+        f"tf-{inner.name}",
+        lambda x: inner.forward(x[0]),
+        lambda p: inner.inverse(p).unsqueeze(0),
+        lambda s: (1, *inner.stored_shape(s)),
+    )
 
 
 @dataclass(frozen=True)
@@ -30,6 +67,20 @@ class Rule:
     transform: Transform
 
 
+@functools.cache
+def _pattern(template: str) -> re.Pattern[str]:
+    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)"))
+
+
+def _match(template: str, name: str) -> tuple[bool, int | None]:
+    m = _pattern(template).fullmatch(name)
+    return m is not None, int(m["i"]) if m and "i" in m.groupdict() else None
+
+
+def expand(template: str, index: int | None) -> str:
+    return template if index is None else template.replace("{i}", str(index))
+
+
 @dataclass(frozen=True)
 class Layout:
     name: str
@@ -37,150 +88,121 @@ class Layout:
     rules: tuple[Rule, ...]
     buffers: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
-    # Config values the producer of this layout always uses (nanoGPT: exact GELU); what a
+    # Config values this layout's producer always uses (nanoGPT: exact GELU); what a
     # checkpoint states about itself still overrides them.
     implies: tuple[tuple[str, object], ...] = ()
-    _compiled: list[tuple[re.Pattern[str], Rule]] = field(
-        default_factory=list, init=False, repr=False, compare=False
-    )
 
     def match(self, stored_name: str) -> tuple[Rule, int | None] | None:
         """The rule for a stored name (prefixes already stripped) and its block index."""
-        if not self._compiled:
-            self._compiled.extend((_pattern(r.stored), r) for r in self.rules)
-        for pattern, rule in self._compiled:
-            m = pattern.fullmatch(stored_name)
-            if m:
-                return rule, int(m.group("i")) if "i" in pattern.groupindex else None
+        for rule in self.rules:
+            hit, index = _match(rule.stored, stored_name)
+            if hit:
+                return rule, index
         return None
 
     def is_buffer(self, stored_name: str) -> bool:
-        return any(_pattern(b).fullmatch(stored_name) for b in self.buffers)
+        return any(_match(b, stored_name)[0] for b in self.buffers)
 
     def strip_prefixes(self, stored_name: str) -> str:
-        changed = True
-        while changed:
-            changed = False
-            for prefix in self.prefixes:
-                if stored_name.startswith(prefix):
-                    stored_name = stored_name[len(prefix) :]
-                    changed = True
+        while prefix := next((p for p in self.prefixes if stored_name.startswith(p)), None):
+            stored_name = stored_name[len(prefix) :]
         return stored_name
 
     def rule_for(self, our_name: str) -> tuple[Rule, int | None]:
-        """The rule producing one of our parameter names (used to export and to name gaps)."""
+        """The rule producing one of our parameter names (to export, and to name gaps)."""
         for rule in self.rules:
             for target in rule.ours:
-                m = _pattern(target).fullmatch(our_name)
-                if m:
-                    return rule, int(m.group("i")) if "i" in m.groupdict() else None
+                hit, index = _match(target, our_name)
+                if hit:
+                    return rule, index
         raise KeyError(f"layout {self.name} has no rule for {our_name!r}")
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)"))
+# A tied model's output head is the token embedding (GPT-2 ties them), so there a stored
+# head is only accepted when it equals the stored embedding.
+TIED: dict[str, str] = {"out_head.weight": "tok_emb.weight"}
+
+_QKV = tuple(f"att.{m}" for m in ("W_query", "W_key", "W_value"))
+# Our name, Hugging Face's (and nanoGPT's), OpenAI's, and the Hugging Face transform; a
+# block's names drop their prefixes (trf_blocks.{i}. / h.{i}. / model/h{i}/).
+_TOP = (
+    ("tok_emb.weight", "wte.weight", "model/wte", SAME),
+    ("pos_emb.weight", "wpe.weight", "model/wpe", SAME),
+)
+_BLOCK = (
+    ("norm1.scale", "ln_1.weight", "ln_1/g", SAME),
+    ("norm1.shift", "ln_1.bias", "ln_1/b", SAME),
+    (tuple(f"{m}.weight" for m in _QKV), "attn.c_attn.weight", "attn/c_attn/w", CONV1D_QKV),
+    (tuple(f"{m}.bias" for m in _QKV), "attn.c_attn.bias", "attn/c_attn/b", QKV),
+    ("att.out_proj.weight", "attn.c_proj.weight", "attn/c_proj/w", CONV1D),
+    ("att.out_proj.bias", "attn.c_proj.bias", "attn/c_proj/b", SAME),
+    ("norm2.scale", "ln_2.weight", "ln_2/g", SAME),
+    ("norm2.shift", "ln_2.bias", "ln_2/b", SAME),
+    ("ff.layers.0.weight", "mlp.c_fc.weight", "mlp/c_fc/w", CONV1D),
+    ("ff.layers.0.bias", "mlp.c_fc.bias", "mlp/c_fc/b", SAME),
+    ("ff.layers.2.weight", "mlp.c_proj.weight", "mlp/c_proj/w", CONV1D),
+    ("ff.layers.2.bias", "mlp.c_proj.bias", "mlp/c_proj/b", SAME),
+)
+_END = (
+    ("final_norm.scale", "ln_f.weight", "model/ln_f/g", SAME),
+    ("final_norm.shift", "ln_f.bias", "model/ln_f/b", SAME),
+    ("out_head.weight", "lm_head.weight", None, SAME),  # OpenAI's files store no head
+)
 
 
-def expand(template: str, index: int | None) -> str:
-    return template if index is None else template.replace("{i}", str(index))
+def _names(ours: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (ours,) if isinstance(ours, str) else ours
 
 
-def _rules(*rows: tuple[str, str | tuple[str, ...], Transform]) -> tuple[Rule, ...]:
-    return tuple(Rule(s, (o,) if isinstance(o, str) else o, t) for s, o, t in rows)
+def _in_block(ours, hf: str, openai: str, transform: Transform) -> tuple:
+    blocked = tuple(f"trf_blocks.{{i}}.{n}" for n in _names(ours))
+    return blocked, f"h.{{i}}.{hf}", f"model/h{{i}}/{openai}", transform
 
 
+_ROWS = (*_TOP, *(_in_block(*row) for row in _BLOCK), *_END)
+
+
+def _rules(column: int, swap: dict[Transform, Transform] | None = None) -> tuple[Rule, ...]:
+    """One column of the table as rules, each Hugging Face transform swapped as told."""
+    swap = swap or {}
+    return tuple(
+        Rule(row[column], _names(row[0]), swap.get(row[3], row[3]))
+        for row in _ROWS
+        if row[column] is not None
+    )
+
+
+_WRAPPERS = ("_orig_mod.", "module.")
 HF = Layout(
     name="hf",
     description="Hugging Face GPT2LMHeadModel (Conv1D weights [in, out])",
-    rules=_rules(
-        ("wte.weight", "tok_emb.weight", SAME),
-        ("wpe.weight", "pos_emb.weight", SAME),
-        ("h.{i}.ln_1.weight", "trf_blocks.{i}.norm1.scale", SAME),
-        ("h.{i}.ln_1.bias", "trf_blocks.{i}.norm1.shift", SAME),
-        ("h.{i}.attn.c_attn.weight", _QKV_W, CONV1D_QKV),
-        ("h.{i}.attn.c_attn.bias", _QKV_B, QKV),
-        ("h.{i}.attn.c_proj.weight", "trf_blocks.{i}.att.out_proj.weight", CONV1D),
-        ("h.{i}.attn.c_proj.bias", "trf_blocks.{i}.att.out_proj.bias", SAME),
-        ("h.{i}.ln_2.weight", "trf_blocks.{i}.norm2.scale", SAME),
-        ("h.{i}.ln_2.bias", "trf_blocks.{i}.norm2.shift", SAME),
-        ("h.{i}.mlp.c_fc.weight", "trf_blocks.{i}.ff.layers.0.weight", CONV1D),
-        ("h.{i}.mlp.c_fc.bias", "trf_blocks.{i}.ff.layers.0.bias", SAME),
-        ("h.{i}.mlp.c_proj.weight", "trf_blocks.{i}.ff.layers.2.weight", CONV1D),
-        ("h.{i}.mlp.c_proj.bias", "trf_blocks.{i}.ff.layers.2.bias", SAME),
-        ("ln_f.weight", "final_norm.scale", SAME),
-        ("ln_f.bias", "final_norm.shift", SAME),
-        ("lm_head.weight", "out_head.weight", SAME),
-    ),
+    rules=_rules(1),
     buffers=("h.{i}.attn.bias", "h.{i}.attn.masked_bias"),
-    prefixes=("_orig_mod.", "module.", "transformer."),
+    prefixes=(*_WRAPPERS, "transformer."),
 )
-
-# nanoGPT uses the Hugging Face names but plain nn.Linear layers ([out, in]),
-# so nothing is transposed and the fused c_attn splits along its first axis. Its MLP
-# is nn.GELU(), the exact GELU, whatever weights it was started from.
-_LINEAR_EQUIVALENT = {CONV1D: SAME, CONV1D_QKV: QKV}
+# nanoGPT has the Hugging Face names but nn.Linear layers ([out, in]): nothing is
+# transposed, the fused c_attn splits along dim 0, and its MLP is always the exact GELU.
 NANOGPT = Layout(
     name="nanogpt",
     description="nanoGPT (Hugging Face names, nn.Linear weights [out, in])",
-    rules=tuple(
-        Rule(r.stored, r.ours, _LINEAR_EQUIVALENT.get(r.transform, r.transform)) for r in HF.rules
-    ),
+    rules=_rules(1, {CONV1D: SAME, CONV1D_QKV: QKV}),
     buffers=HF.buffers,
     prefixes=HF.prefixes,
     implies=(("activation", "gelu"),),
 )
-
 OPENAI = Layout(
     name="openai",
     description="OpenAI TensorFlow checkpoint",
-    rules=_rules(
-        ("model/wte", "tok_emb.weight", SAME),
-        ("model/wpe", "pos_emb.weight", SAME),
-        ("model/h{i}/ln_1/g", "trf_blocks.{i}.norm1.scale", SAME),
-        ("model/h{i}/ln_1/b", "trf_blocks.{i}.norm1.shift", SAME),
-        ("model/h{i}/attn/c_attn/w", _QKV_W, TF_CONV1D_QKV),
-        ("model/h{i}/attn/c_attn/b", _QKV_B, QKV),
-        ("model/h{i}/attn/c_proj/w", "trf_blocks.{i}.att.out_proj.weight", TF_CONV1D),
-        ("model/h{i}/attn/c_proj/b", "trf_blocks.{i}.att.out_proj.bias", SAME),
-        ("model/h{i}/ln_2/g", "trf_blocks.{i}.norm2.scale", SAME),
-        ("model/h{i}/ln_2/b", "trf_blocks.{i}.norm2.shift", SAME),
-        ("model/h{i}/mlp/c_fc/w", "trf_blocks.{i}.ff.layers.0.weight", TF_CONV1D),
-        ("model/h{i}/mlp/c_fc/b", "trf_blocks.{i}.ff.layers.0.bias", SAME),
-        ("model/h{i}/mlp/c_proj/w", "trf_blocks.{i}.ff.layers.2.weight", TF_CONV1D),
-        ("model/h{i}/mlp/c_proj/b", "trf_blocks.{i}.ff.layers.2.bias", SAME),
-        ("model/ln_f/g", "final_norm.scale", SAME),
-        ("model/ln_f/b", "final_norm.shift", SAME),
-    ),
+    rules=_rules(2, {t: with_leading_one(t) for t in (CONV1D, CONV1D_QKV)}),
 )
-
-_OUR_NAMES = (
-    "tok_emb.weight",
-    "pos_emb.weight",
-    "trf_blocks.{i}.norm1.scale",
-    "trf_blocks.{i}.norm1.shift",
-    *_QKV_W,
-    *_QKV_B,
-    "trf_blocks.{i}.att.out_proj.weight",
-    "trf_blocks.{i}.att.out_proj.bias",
-    "trf_blocks.{i}.norm2.scale",
-    "trf_blocks.{i}.norm2.shift",
-    "trf_blocks.{i}.ff.layers.0.weight",
-    "trf_blocks.{i}.ff.layers.0.bias",
-    "trf_blocks.{i}.ff.layers.2.weight",
-    "trf_blocks.{i}.ff.layers.2.bias",
-    "final_norm.scale",
-    "final_norm.shift",
-    "out_head.weight",
-)
-
-# The from-scratch book layout is ours; its .pth files also carry causal-mask buffers.
+# The from-scratch book's layout is ours (one rule per parameter); its .pth files also
+# carry causal-mask buffers.
 OURS = Layout(
     name="rasbt",
     description="from-scratch state dict (tok_emb, trf_blocks.N.att.W_query, ...)",
-    rules=tuple(Rule(n, (n,), SAME) for n in _OUR_NAMES),
+    rules=tuple(Rule(n, (n,), SAME) for rule in _rules(1) for n in rule.ours),
     buffers=("trf_blocks.{i}.att.mask",),
-    prefixes=("_orig_mod.", "module."),
+    prefixes=_WRAPPERS,
 )
 
 LAYOUTS: tuple[Layout, ...] = (HF, NANOGPT, OPENAI, OURS)
-BY_NAME: dict[str, Layout] = {layout.name: layout for layout in LAYOUTS}

@@ -1,102 +1,166 @@
 """Reading TensorFlow checkpoints (the V2 "tensor bundle") without TensorFlow.
 
-A checkpoint ``PREFIX`` is ``PREFIX.index`` (a table, see ``sstable``, mapping
-each tensor name to a ``BundleEntryProto``) plus ``PREFIX.data-0000i-of-0000n``
-shards holding raw little-endian tensor bytes. The protobuf messages involved
-are small, so they are decoded by hand here; importing TensorFlow takes longer
-than reading the whole 124M model this way.
-
-Each entry also records a masked CRC-32C of the tensor's bytes. OpenAI publishes
-no hash for its checkpoints, so that CRC is the only content check they carry:
-a tensor's bytes are checked against it the first time the tensor is read
-(``check_crc``; ``GPT2LOAD_CHECK_CRC=0`` turns it off), and ``gpt2load verify``
-checks every tensor.
-"""
+``PREFIX.index`` is a LevelDB-style table (prefix-compressed blocks, each with a masked
+CRC-32C, and a footer ending in a magic number) of ``BundleEntryProto`` messages, decoded by
+hand: importing TensorFlow takes longer than reading 124M this way. OpenAI publishes no hash
+for these files, so each entry's CRC-32C is their only content check: checked on first read
+(unless ``check_crc=False`` or ``GPT2LOAD_CHECK_CRC=0``), and all of them by ``verify``."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .sources import MappedFile, StoredTensor, open_regular, refuse_unusable_dtype
-from .sstable import TableError, read_table, unmask_crc, varint
+from ..errors import CheckpointError
+from .sources import MappedFile, StoredTensor, TensorSource, open_regular
 
 #: Set to 0 (or false/no/off) to skip checking tensors against the index's CRC-32C on load.
 CHECK_CRC_ENV = "GPT2LOAD_CHECK_CRC"
 # An index is a few kilobytes per hundred tensors; anything near this is not one.
 MAX_INDEX_BYTES = 256 << 20
-_crc_override: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
-    "gpt2load_check_crc", default=None
-)
+# tensorflow/core/framework/types.proto, by number; each but "string" is a torch dtype's name.
+DTYPES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string"}
+DTYPES |= {9: "int64", 10: "bool", 14: "bfloat16", 19: "float16"}
+_CHECKS_OFF = {"0", "false", "no", "off"}
 
 
-@contextlib.contextmanager
-def crc_checks(enabled: bool) -> Iterator[None]:
-    """Turn the load-time CRC check on or off for sources opened inside the block
-    (``verify`` checks every tensor itself first, and need not pay for it twice)."""
-    token = _crc_override.set(enabled)
-    try:
-        yield
-    finally:
-        _crc_override.reset(token)
+TABLE_MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48
 
 
-def crc_checks_enabled() -> bool:
-    """Whether a source opened now checks CRCs: ``crc_checks`` if inside one, else the
-    environment (on unless ``GPT2LOAD_CHECK_CRC`` is 0/false/no/off)."""
-    override = _crc_override.get()
-    if override is not None:
-        return override
-    value = os.environ.get(CHECK_CRC_ENV, "1").strip().lower()
-    return value not in {"0", "false", "no", "off"}
+class TableError(Exception):
+    """The bytes are not a well-formed table (the caller adds which file)."""
 
 
-# tensorflow/core/framework/types.proto
-DTYPES: dict[int, tuple[str, torch.dtype | None]] = {
-    1: ("float32", torch.float32),
-    2: ("float64", torch.float64),
-    3: ("int32", torch.int32),
-    4: ("uint8", torch.uint8),
-    5: ("int16", torch.int16),
-    6: ("int8", torch.int8),
-    7: ("string", None),
-    9: ("int64", torch.int64),
-    10: ("bool", torch.bool),
-    14: ("bfloat16", torch.bfloat16),
-    19: ("float16", torch.float16),
-}
-
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+def has_table_magic(tail: bytes) -> bool:
+    return len(tail) >= 8 and struct.unpack("<Q", tail[-8:])[0] == TABLE_MAGIC
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value) for every field of one protobuf message."""
-    out = []
-    pos = 0
+def varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a base-128 varint at ``pos``; return (value, next position)."""
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise TableError("varint runs past the end of its buffer")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise TableError("varint longer than 10 bytes")
+
+
+def _crc_row(i: int) -> int:
+    for _ in range(8):
+        i = (i >> 1) ^ 0x82F63B78 if i & 1 else i >> 1
+    return i
+
+
+_CRC_TABLE = [_crc_row(i) for i in range(256)]
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C in pure Python: the reference the fast implementation is tested against."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def fast_crc32c(data: bytes) -> int:
+    """CRC-32C with ``google-crc32c`` (hardware-accelerated C)."""
+    import google_crc32c
+
+    return google_crc32c.value(bytes(data))
+
+
+def mask_crc(crc: int) -> int:
+    """TensorFlow's (LevelDB's) mask, so a CRC stored beside its data is not a CRC of it."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def unmask_crc(masked: int) -> int:
+    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def _block(data: bytes, offset: int, size: int) -> bytes:
+    end = offset + size
+    if end + 5 > len(data) - FOOTER_SIZE:  # 5: the block's compression byte and CRC
+        raise TableError(f"block at {offset}+{size} lies past the end of the table")
+    (stored_crc,) = struct.unpack("<I", data[end + 1 : end + 5])
+    if fast_crc32c(data[offset : end + 1]) != unmask_crc(stored_crc):
+        raise TableError(f"block at {offset}+{size} fails its CRC-32C check")
+    if data[end] != 0:
+        raise TableError(
+            f"block at {offset} uses compression type {data[end]}, which is not supported"
+        )
+    return data[offset:end]
+
+
+def _entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if len(block) < 4:
+        raise TableError("block too short")
+    limit = len(block) - 4 - 4 * struct.unpack("<I", block[-4:])[0]
+    if limit < 0:
+        raise TableError("block restart array is larger than the block")
+    pos, key = 0, b""
+    while pos < limit:
+        shared, pos = varint(block, pos)
+        unshared, pos = varint(block, pos)
+        value_len, pos = varint(block, pos)
+        if shared > len(key) or pos + unshared + value_len > limit:
+            raise TableError("block entry runs past the end of its block")
+        key = key[:shared] + block[pos : pos + unshared]
+        pos += unshared
+        yield key, block[pos : pos + value_len]
+        pos += value_len
+
+
+def _handle(buf: bytes, pos: int = 0) -> tuple[int, int, int]:
+    """A block handle (offset, size) and the position after it."""
+    offset, pos = varint(buf, pos)
+    size, pos = varint(buf, pos)
+    return offset, size, pos
+
+
+def read_table(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of the table, in key order."""
+    if len(data) < FOOTER_SIZE or not has_table_magic(data):
+        raise TableError("it ends without the table footer (truncated, or not a TensorFlow index)")
+    footer = data[-FOOTER_SIZE:]
+    *_, pos = _handle(footer)  # the metaindex block, which holds nothing we need
+    index_offset, index_size, _ = _handle(footer, pos)
+    for _, handle in _entries(_block(data, index_offset, index_size)):
+        yield from _entries(_block(data, *_handle(handle)[:2]))
+
+
+def _fields(buf: bytes) -> list[tuple[int, Any]]:
+    """(field number, value) for every field of one protobuf message, all checked first."""
+    out, pos = [], 0
     while pos < len(buf):
         key, pos = varint(buf, pos)
         number, wire = key >> 3, key & 7
-        if wire == _VARINT:
+        if wire == 0:
             value, pos = varint(buf, pos)
-        elif wire == _FIXED64:
-            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
-        elif wire == _BYTES:
+        elif wire == 2:
             length, pos = varint(buf, pos)
             value, pos = buf[pos : pos + length], pos + length
-        elif wire == _FIXED32:
-            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
+        elif wire in (1, 5):  # fixed 64 or 32 bits
+            width = 8 if wire == 1 else 4
+            value, pos = int.from_bytes(buf[pos : pos + width], "little"), pos + width
         else:
             raise TableError(f"unsupported protobuf wire type {wire}")
         if pos > len(buf):
             raise TableError("protobuf field runs past the end of its message")
-        out.append((number, wire, value))
+        out.append((number, value))
     return out
 
 
@@ -106,9 +170,9 @@ def _signed64(value: int) -> int:
 
 def _shape(buf: bytes) -> tuple[int, ...]:
     dims = []
-    for number, _, value in _fields(buf):
+    for number, value in _fields(buf):
         if number == 2:  # TensorShapeProto.dim
-            size = _signed64(next((v for n, _, v in _fields(value) if n == 1), 0))
+            size = _signed64(next((v for n, v in _fields(value) if n == 1), 0))
             if size < 0:
                 raise TableError(f"tensor dimension {size} is negative")
             dims.append(size)
@@ -117,56 +181,30 @@ def _shape(buf: bytes) -> tuple[int, ...]:
     return tuple(dims)
 
 
+# BundleEntryProto's fields by number; offset and size are signed, and any slice means sliced.
+_ENTRY_KEYS = dict(
+    enumerate(("dtype", "shape", "shard_id", "offset", "size", "crc32c", "sliced"), 1)
+)
+_READ = {"shape": _shape, "offset": _signed64, "size": _signed64, "sliced": lambda _: True}
+
+
 def parse_entry(value: bytes) -> dict[str, Any]:
     """A ``BundleEntryProto`` as a dict (dtype, shape, shard_id, offset, size, crc32c, sliced)."""
-    entry: dict[str, Any] = {
-        "dtype": 0,
-        "shape": (),
-        "shard_id": 0,
-        "offset": 0,
-        "size": 0,
-        "sliced": False,
-    }
-    for number, _, field_value in _fields(value):
-        if number == 1:
-            entry["dtype"] = field_value
-        elif number == 2:
-            entry["shape"] = _shape(field_value)
-        elif number == 3:
-            entry["shard_id"] = field_value
-        elif number == 4:
-            entry["offset"] = _signed64(field_value)
-        elif number == 5:
-            entry["size"] = _signed64(field_value)
-        elif number == 6:
-            entry["crc32c"] = field_value
-        elif number == 7:
-            entry["sliced"] = True
+    entry: dict[str, Any] = dict(dtype=0, shape=(), shard_id=0, offset=0, size=0, sliced=False)
+    for number, field_value in _fields(value):
+        if key := _ENTRY_KEYS.get(number):
+            entry[key] = _READ[key](field_value) if key in _READ else field_value
     return entry
 
 
-def parse_header(value: bytes) -> dict[str, int]:
-    """A ``BundleHeaderProto``: number of data shards and byte order."""
-    header = {"num_shards": 1, "endianness": 0}
-    for number, _, field_value in _fields(value):
-        if number == 1:
-            header["num_shards"] = field_value
-        elif number == 2:
-            header["endianness"] = field_value
-    return header
-
-
 def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
-    """The bundle header and every tensor entry of ``PREFIX.index``."""
-    fd, size = open_regular(index_path)
-    try:
+    """The bundle header (``num_shards``, ``endianness``) and every entry of ``PREFIX.index``."""
+    with open_regular(index_path) as (fd, size):
         if size > MAX_INDEX_BYTES:
             raise CheckpointError(
                 f"{index_path} is {size} bytes, too large for a TensorFlow checkpoint index"
             )
         data = os.pread(fd, size, 0)
-    finally:
-        os.close(fd)
     try:
         rows = list(read_table(data))
     except TableError as exc:
@@ -175,8 +213,10 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
     entries: dict[str, dict[str, Any]] = {}
     try:
         for key, value in rows:
-            if key == b"":
-                header = parse_header(value)
+            if key == b"":  # BundleHeaderProto
+                header = {"num_shards": 1, "endianness": 0}
+                names = {1: "num_shards", 2: "endianness"}
+                header.update((names[n], v) for n, v in _fields(value) if n in names)
             else:
                 entries[key.decode("utf-8")] = parse_entry(value)
     except (TableError, UnicodeDecodeError) as exc:
@@ -188,16 +228,9 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
     return header, entries
 
 
-def data_file(prefix: Path, shard: int, num_shards: int) -> Path:
-    return prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
-
-
-class TFBundleSource:
-    """The tensors of one TensorFlow checkpoint prefix, memory-mapped from its data shards.
-
-    ``check_crc`` (default: ``crc_checks_enabled()``) checks each tensor's bytes against
-    the CRC-32C in the index the first time ``tensor`` hands it out.
-    """
+class TFBundleSource(TensorSource):
+    """One TF checkpoint prefix, its data shards memory-mapped; with ``check_crc`` (None:
+    ``$GPT2LOAD_CHECK_CRC``, on by default) each tensor is checked against its CRC on first read."""
 
     container = "tf"
 
@@ -219,56 +252,43 @@ class TFBundleSource:
                     f"{num_shards}"
                 )
             if shard_id not in shards:
-                path = data_file(prefix, shard_id, num_shards)
+                path = prefix.with_name(f"{prefix.name}.data-{shard_id:05d}-of-{num_shards:05d}")
                 if not path.exists():
                     raise CheckpointError(f"{path} is missing: tensor {name!r} is stored there")
                 shards[shard_id] = MappedFile(path)
-        self.prefix = prefix
-        self.files = (index_path, *(shards[i].path for i in sorted(shards)))
-        self.metadata: dict[str, Any] = {}
-        self.check_crc = crc_checks_enabled() if check_crc is None else check_crc
-        self._entries: dict[str, StoredTensor] = {}
-        self._where: dict[str, tuple[MappedFile, int, int]] = {}
-        self._crcs: dict[str, int] = {}
-        self._crc_checked: set[str] = set()
+        super().__init__((index_path, *(shards[i].path for i in sorted(shards))))
+        if check_crc is None:
+            check_crc = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
+        self.check_crc = check_crc
+        self._crcs: dict[str, int] = {}  # tensor name -> CRC-32C not yet checked
         for name, raw in raw_entries.items():
             if raw["sliced"]:
                 raise CheckpointError(
                     f"{index_path}: tensor {name!r} is partitioned, which is not supported"
                 )
             shard = shards[raw["shard_id"]]
-            dtype_name, dtype = DTYPES.get(raw["dtype"], (f"tf-dtype-{raw['dtype']}", None))
-            entry = StoredTensor(
-                name=name, shape=raw["shape"], dtype=dtype, dtype_name=dtype_name, file=shard.path
-            )
-            if dtype is not None:
-                expected = entry.numel * torch.empty((), dtype=dtype).element_size()
-                if raw["size"] != expected:
-                    raise CheckpointError(
-                        f"{index_path} is corrupt: tensor {name!r} of shape {list(entry.shape)} "
-                        f"{dtype_name} needs {expected} bytes but its entry gives {raw['size']}"
-                    )
+            dtype_name = DTYPES.get(raw["dtype"], f"tf-dtype-{raw['dtype']}")
+            dtype = getattr(torch, dtype_name, None)
+            entry = StoredTensor(name, raw["shape"], dtype, dtype_name, shard.path)
+            if dtype is not None and raw["size"] != entry.numel * dtype.itemsize:
+                raise CheckpointError(
+                    f"{index_path} is corrupt: tensor {name!r} of shape {list(entry.shape)} "
+                    f"{dtype_name} needs {entry.numel * dtype.itemsize} bytes but its entry "
+                    f"gives {raw['size']}"
+                )
             shard.check_range(name, raw["offset"], raw["size"])
-            self._entries[name] = entry
-            self._where[name] = (shard, raw["offset"], raw["size"])
+            self.add(entry, (shard, raw["offset"], raw["size"]))
             if "crc32c" in raw:
                 self._crcs[name] = raw["crc32c"]
 
-    def entries(self) -> dict[str, StoredTensor]:
-        return self._entries
-
-    def duplicates(self) -> list[tuple[str, Path, Path]]:
-        return []
-
-    def crc_problem(self, name: str) -> str | None:
-        """Why tensor ``name``'s bytes do not match the index's CRC-32C, or None when they do
-        (or when its entry records none)."""
+    def _crc_problem(self, name: str) -> str | None:
+        """Why ``name`` fails its CRC-32C; None if it passes, was checked already or has none."""
         if name not in self._crcs:
             return None
         shard, offset, nbytes = self._where[name]
-        expected = unmask_crc(self._crcs[name])
-        actual = shard.crc32c(offset, nbytes)
+        expected, actual = unmask_crc(self._crcs[name]), shard.crc32c(offset, nbytes)
         if actual == expected:
+            del self._crcs[name]
             return None
         return (
             f"{shard.path} is corrupt: tensor {name!r} fails its CRC-32C check (the index "
@@ -278,26 +298,11 @@ class TFBundleSource:
 
     def check_crcs(self) -> tuple[int, list[str]]:
         """Check every tensor that records a CRC: (how many were checked, one line per failure)."""
-        problems = []
-        for name in self._crcs:
-            problem = self.crc_problem(name)
-            if problem is None:
-                self._crc_checked.add(name)
-            else:
-                problems.append(problem)
-        return len(self._crcs), problems
+        count = len(self._crcs)
+        return count, [p for name in list(self._crcs) if (p := self._crc_problem(name))]
 
     def tensor(self, name: str) -> torch.Tensor:
-        entry = self._entries[name]
-        refuse_unusable_dtype(entry)
-        if self.check_crc and name not in self._crc_checked:
-            problem = self.crc_problem(name)
-            if problem is not None:
-                raise CheckpointError(problem)
-            self._crc_checked.add(name)
-        shard, offset, nbytes = self._where[name]
-        return shard.view(offset, nbytes, entry.dtype, entry.shape)
-
-    def release(self, name: str) -> None:
-        shard, offset, nbytes = self._where[name]
-        shard.release(offset, nbytes)
+        self._entries[name].refuse_unusable_dtype()  # before a byte is read
+        if self.check_crc and (problem := self._crc_problem(name)):
+            raise CheckpointError(problem)
+        return super().tensor(name)
