@@ -111,14 +111,6 @@ def collect_sources(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_key(hashes: Sequence[str], val_fraction: float, tokenizer_id: str) -> str:
     """What a prepared folder was built from; any change means preparing again."""
     blob = json.dumps(
@@ -376,7 +368,7 @@ def prepare_text(
     if all(f.stat().st_size == 0 for f in files):
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
-    hashes = [file_sha256(f) for f in files]
+    hashes = [gpt2load.sha256_file(f) for f in files]
     docs: list[str] | None = None
     if encoding is None and char_vocab:
         # The vocabulary is the text's, so the key names it: a resume that encodes with the
@@ -481,7 +473,7 @@ def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = p
     dest = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
     aside = None
     if dest.is_file():
-        if file_sha256(dest) == SHAKESPEARE_SHA256:
+        if gpt2load.sha256_file(dest) == SHAKESPEARE_SHA256:
             return dest
         aside = move_aside(dest, log)
     log(f"data: downloading Tiny Shakespeare to {dest}")
@@ -539,13 +531,13 @@ def prepare_shakespeare(
         given = Path(input_path).expanduser()
         if not given.is_file():
             raise DataError(f"{given} does not exist")
-        if file_sha256(given) != SHAKESPEARE_SHA256:
+        if gpt2load.sha256_file(given) != SHAKESPEARE_SHA256:
             raise DataError(
                 f"{given} is not Tiny Shakespeare (sha256 differs from {SHAKESPEARE_SHA256}); "
                 f"prepare other text with `finetune prepare {given}`"
             )
         source = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
-        if not (source.is_file() and file_sha256(source) == SHAKESPEARE_SHA256):
+        if not (source.is_file() and gpt2load.sha256_file(source) == SHAKESPEARE_SHA256):
             if source.is_file():
                 move_aside(source, log)
             source.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ _EXPORTS = {
     "download": "gpt2load.downloads",
     "download_file": "gpt2load.downloads",
     "weights_root": "gpt2load.downloads",
+    "sha256_file": "gpt2load.downloads.digests",
     # tokenizers
     "get_tokenizer": "gpt2load.tokenizer",
     "tokenizer_files": "gpt2load.tokenizer",
@@ -100,6 +101,7 @@ __all__ = [
     "redact",
     "resolve",
     "save_native",
+    "sha256_file",
     "tokenizer_files",
     "user_error_line",
     "warnings_as_lines",
@@ -111,6 +113,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cli import parse_command_line, user_error_line, warnings_as_lines
     from .config import DTYPE_ALIASES, VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
     from .downloads import download, download_file, weights_root
+    from .downloads.digests import sha256_file
     from .errors import (
         CheckpointError,
         ChecksumError,
