@@ -127,29 +127,19 @@ def _prepare(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
     settings = TrainConfig(**coerce_values(given, source="command line"))
+    how = {
+        "val_fraction": settings.val_fraction,
+        "tokenizer_dir": settings.tokenizer_dir,
+        "char_vocab": settings.tokenizer == "char",
+        "force": args.force,
+        "threads": args.threads,
+    }
     if [s.lower() for s in args.sources] == [SHAKESPEARE]:
-        prepare_shakespeare(
-            settings.data_dir,
-            input_path=args.input,
-            val_fraction=settings.val_fraction,
-            tokenizer_dir=settings.tokenizer_dir,
-            char_vocab=settings.tokenizer == "char",
-            force=args.force,
-            threads=args.threads,
-        )
+        prepare_shakespeare(settings.data_dir, input_path=args.input, **how)
+    elif args.input:
+        raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
     else:
-        if args.input:
-            raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
-        prepare_text(
-            args.sources,
-            settings.data_dir,
-            name=args.name,
-            val_fraction=settings.val_fraction,
-            tokenizer_dir=settings.tokenizer_dir,
-            char_vocab=settings.tokenizer == "char",
-            force=args.force,
-            threads=args.threads,
-        )
+        prepare_text(args.sources, settings.data_dir, name=args.name, **how)
     return 0
 
 
