@@ -1,10 +1,5 @@
-"""The ``gpt2load`` command line.
-
-Each sub-command lives in its own module under ``gpt2load.commands`` and is
-found there at start-up, so adding a command never means editing this file.
-Command modules keep heavy imports (torch, tensorflow) inside ``run`` so that
-``gpt2load --help`` stays instant.
-"""
+"""The ``gpt2load`` command line: one module per sub-command under ``gpt2load.commands``,
+found at start-up. Those modules import torch only inside ``run``, so ``--help`` is instant."""
 
 from __future__ import annotations
 
@@ -19,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from . import commands
 from .errors import Gpt2loadError, redact
+from .fileio import UnsafePathError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,18 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpt2load",
         description="Download, verify, inspect, convert and run OpenAI's GPT-2 weights.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        if not name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{name}").register(sub)
     return parser
-
-
-# Exceptions that are the user's to fix: reported in one line, exit code 2.
-USER_ERRORS = (Gpt2loadError, FileNotFoundError, ValueError, KeyError)
 
 
 # What the operating system says when the disk, the permissions or a path a user gave are
@@ -59,33 +48,19 @@ _OS_ERROR_ADVICE = {
 }
 
 
-def _os_error_line(exc: OSError) -> str | None:
-    """One line for an OSError of the kinds in ``_OS_ERROR_ADVICE``; None for the others."""
-    if exc.errno not in _OS_ERROR_ADVICE:
-        return None
-    from .fileio import UnsafePathError  # stdlib only: cheap
-
-    what = exc.strerror or str(exc)
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    text = f"{where}: {what}" if where else what
-    if isinstance(exc, UnsafePathError):  # its own words say what to do
-        return text
-    return f"{text} ({_OS_ERROR_ADVICE[exc.errno]})"
-
-
 def user_error_line(exc: BaseException) -> str | None:
-    """The one line to show for an error that is the user's to fix; None for a bug.
-
-    Credentials in any URL in it are redacted (a mirror may be given as user:pw@host).
-    """
+    """The one line to show for an error that is the user's to fix (None: a bug), with the
+    credentials of any URL in it redacted (a mirror may be given as user:pw@host)."""
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-        line = _os_error_line(exc)
-    elif isinstance(exc, USER_ERRORS):
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        line = str(message)
+        if exc.errno not in _OS_ERROR_ADVICE:
+            return None
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        line = f"{where}: {exc.strerror or exc}" if where else exc.strerror or str(exc)
+        if not isinstance(exc, UnsafePathError):  # whose own words say what to do
+            line += f" ({_OS_ERROR_ADVICE[exc.errno]})"
+    elif isinstance(exc, (Gpt2loadError, FileNotFoundError, ValueError, KeyError)):
+        line = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
     else:
-        line = None
-    if line is None:
         return None
     return redact(" ".join(line.split("\n")))
 
@@ -102,33 +77,31 @@ def check_device(spec: str | None) -> None:
         raise Gpt2loadError(
             f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps"
         ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Gpt2loadError(
-                f"--device {spec}: no CUDA GPU is available here (torch.cuda.is_available() "
-                f"is False, torch {torch.__version__}); use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise Gpt2loadError(f"--device {spec}: only {count} CUDA device(s) are visible")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise Gpt2loadError(
-                f"--device {spec}: Apple's MPS backend is not available on this machine or "
-                f"PyTorch build; use --device cpu"
-            )
-    elif device.type != "cpu":
-        backend = getattr(torch, device.type, None)
-        available = getattr(backend, "is_available", None)
-        if callable(available) and not available():
-            raise Gpt2loadError(f"--device {spec}: no {device.type} device is available here")
+    available = getattr(getattr(torch, device.type, None), "is_available", None)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        missing = (
+            f"no CUDA GPU is available here (torch.cuda.is_available() is False, torch "
+            f"{torch.__version__}); use --device cpu"
+        )
+    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        missing = f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        missing = (
+            "Apple's MPS backend is not available on this machine or PyTorch build; use "
+            "--device cpu"
+        )
+    elif device.type not in ("cuda", "mps", "cpu") and callable(available) and not available():
+        missing = f"no {device.type} device is available here"
+    else:
+        return
+    raise Gpt2loadError(f"--device {spec}: {missing}")
 
 
 def parse_command_line(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> argparse.Namespace:
     """``parser.parse_args``, except that a mistyped flag after a command is reported by that
-    command's parser, with its own usage line, rather than by the top-level one."""
+    command's parser, with its usage line."""
     args, extras = parser.parse_known_args(argv)
     if extras:
         command = getattr(args, "command", None)
@@ -141,13 +114,11 @@ def parse_command_line(
 
 @contextlib.contextmanager
 def warnings_as_lines(program: str) -> Iterator[None]:
-    """Show Python warnings (a guessed head count, a folder written without a tokenizer) as
-    one ``PROGRAM: warning: ...`` line, not with the source file and line that raised them;
-    only while the command runs, so a caller's own warning display is left as it was."""
+    """While a command runs, show each Python warning as one ``PROGRAM: warning: ...`` line,
+    without the source line that raised it."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        text = " ".join(str(message).split())
-        print(f"{program}: warning: {text}", file=file or sys.stderr)
+        print(f"{program}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
     before = warnings.showwarning
     warnings.showwarning = show
@@ -175,7 +146,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"gpt2load {args.command}: error: {line}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

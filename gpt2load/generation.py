@@ -1,16 +1,13 @@
-"""Autoregressive sampling with a preallocated KV cache.
-
-With the cache, the prompt is run once and each new token costs one forward
-step over one position. GPT-2's positions are learned and absolute, so once a
-sequence outgrows the context window every cached key is at the wrong
-position; from then on each step re-runs the last ``context_length`` tokens,
-which is exactly what a cache-less loop does, so both paths give the same text.
-"""
+"""Autoregressive sampling with a preallocated KV cache: the prompt runs once, then each
+new token costs one step over one position. GPT-2's positions are absolute, so once a sequence
+outgrows the context each step re-runs the last ``context_length`` tokens, as a loop without
+a cache does: both paths give the same text."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -51,11 +48,9 @@ def sample_next_token(
     generator: torch.Generator | None = None,
     vocab_limit: int | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy.
-
-    ``vocab_limit`` keeps the choice below that id: models whose embedding is padded
-    beyond the tokenizer's vocabulary (nanoGPT's 50304) never emit an id it cannot decode.
-    """
+    """One token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy.
+    Only ids below ``vocab_limit`` are picked: a vocabulary padded beyond the tokenizer's
+    (nanoGPT's 50304) must never yield an id the tokenizer cannot decode."""
     if vocab_limit is not None and vocab_limit < logits.size(-1):
         logits = logits[..., :vocab_limit]
     if temperature == 0 or top_k == 1:
@@ -87,31 +82,24 @@ def stream(
     use_cache: bool = True,
     vocab_limit: int | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token of every sequence ([batch] ids), one step at a time.
-
-    Rows that have produced ``eos_id`` keep yielding ``eos_id``; the stream ends
-    when every row has finished or ``max_new_tokens`` were produced. With
-    ``vocab_limit`` (the tokenizer's ``n_vocab``) only ids below it are sampled.
-    """
+    """Yield the next token of every row of ``idx`` ([batch] ids), one step at a time; a row
+    that has produced ``eos_id`` keeps yielding it, until every row has. A ``seed`` makes the
+    sampling reproducible without touching the global RNG."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, seed, vocab_limit)
-    if idx.dim() == 1:
-        idx = idx.unsqueeze(0)
+    idx = idx[None] if idx.dim() == 1 else idx
     if idx.size(1) == 0:
         raise ValueError("the prompt is empty: give at least one token")
     if max_new_tokens == 0:
         return
     context = model.config.context_length
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
+    generator = None if seed is None else torch.Generator(device=idx.device).manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             seq = idx[:, -context:]
-            cache = None
-            if use_cache:
-                cache = model.new_cache(idx.size(0), min(seq.size(1) + max_new_tokens, context))
+            length = min(seq.size(1) + max_new_tokens, context)
+            cache = model.new_cache(idx.size(0), length) if use_cache else None
             logits = model(seq, cache=cache)[:, -1]
             finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
             for step in range(max_new_tokens):
@@ -131,40 +119,9 @@ def stream(
         model.train(was_training)
 
 
-def generate(
-    model: GPT,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-    vocab_limit: int | None = None,
-) -> torch.Tensor:
-    """``idx`` [batch, time] extended by up to ``max_new_tokens`` sampled tokens.
-
-    The prompt is returned whole even when it is longer than the context (only the
-    model's input is cropped from the left). A fixed ``seed`` makes sampling
-    reproducible without touching the global RNG.
-    """
-    if idx.dim() == 1:
-        idx = idx.unsqueeze(0)
-    new = list(
-        stream(
-            model,
-            idx,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            eos_id,
-            seed,
-            use_cache,
-            vocab_limit,
-        )
-    )
-    if not new:
-        return idx
-    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **options: Any) -> torch.Tensor:
+    """``idx`` [batch, time] extended by what :func:`stream` yields with ``options``; the
+    prompt comes back whole even when the model saw only the end of it."""
+    idx = idx[None] if idx.dim() == 1 else idx
+    new = list(stream(model, idx, max_new_tokens, **options))
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1) if new else idx

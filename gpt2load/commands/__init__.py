@@ -1,5 +1,1 @@
-"""One module per ``gpt2load`` sub-command; each defines ``register(subparsers)``.
-
-``register`` adds the parser and sets ``func`` to a callable taking the parsed
-arguments and returning an exit code.
-"""
+"""One module per sub-command of ``gpt2load``, whose ``register(subparsers)`` adds it."""

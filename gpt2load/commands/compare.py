@@ -1,23 +1,25 @@
-"""``gpt2load compare``: several models on the same prompts and seed, side by side."""
+"""Generate from the same prompts with the same seed using each model, print the texts side by side
+and each model's loss, perplexity and bits per byte on an evaluation text. Loss per token compares
+models of one tokenizer; bits per byte compares any (a character-level model with GPT-2, say)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ._common import SOURCES
+from ._common import SOURCES, add_sampling_arguments, sampling_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..compare import Comparison
+
+DEFAULT_EVAL_TEXT = Path("data") / "shakespeare" / "val.bin"
+HELP = "generate with several models side by side, with their loss on a text"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="generate with several models side by side, with their loss on a text",
-        description="Generate from the same prompts with the same seed using each model, print "
-        "the texts side by side and each model's loss, perplexity and bits per byte on an "
-        "evaluation text. Loss per token compares models of one tokenizer; bits per byte "
-        "compares any (a character-level model with GPT-2, say).",
-    )
+    parser = subparsers.add_parser("compare", help=HELP, description=__doc__)
     parser.add_argument("models", nargs="+", metavar="MODEL_OR_PATH")
     parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     parser.add_argument("--prompts-file", help="a file with one prompt per line")
@@ -30,102 +32,135 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--eval-tokens",
         type=int,
-        default=None,
         help="score at most this many (with different tokenizers: the text of the first "
         "model's N tokens, for every model)",
     )
     parser.add_argument(
         "--eval-context",
         type=int,
-        default=None,
         metavar="N",
         help="score every model with windows of N tokens (default: the smallest context among "
         "the models, so that each prediction sees the same history in every model)",
     )
     parser.add_argument("--no-eval", action="store_true", help="skip scoring")
-    parser.add_argument("--max-new-tokens", type=int, default=100)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(parser, seed=0)
     parser.add_argument(
         "--out", help="also write the comparison to report.md or report.html (.htm)"
     )
-    parser.add_argument("--source", choices=SOURCES, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--source", choices=SOURCES)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
     parser.set_defaults(func=run)
 
 
-def _prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt)
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts-file {path} does not exist")
-        prompts += [
-            line.replace("\\n", "\n")
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-    if not prompts:
-        raise ValueError("give a prompt with --prompt TEXT or --prompts-file FILE")
-    return prompts
+def _existing(flag: str, name: str) -> Path:
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import (
-        DEFAULT_EVAL_TEXT,
-        Sampling,
-        compare_models,
-        render_columns,
-        render_html,
-        render_markdown,
-    )
-    from ..generation import check_sampling_args
+    from ..compare import render_columns, render_html, render_markdown
 
+    # Every argument is checked before any model loads.
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".md", ".html", ".htm"):
         raise ValueError(f"--out {out}: use a .md or .html file name")
-    check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
-    if args.eval_tokens is not None and args.eval_tokens < 1:
-        raise ValueError(f"--eval-tokens must be >= 1, got {args.eval_tokens}")
-    if args.eval_context is not None and args.eval_context < 1:
-        raise ValueError(f"--eval-context must be >= 1, got {args.eval_context}")
-    prompts = _prompts(args)
+    sampling = sampling_options(args)
+    for flag, value in (("--eval-tokens", args.eval_tokens), ("--eval-context", args.eval_context)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    prompts = list(args.prompt)
+    if args.prompts_file:  # "\n" in a line is a newline in the prompt
+        lines = _existing("--prompts-file", args.prompts_file).read_text(encoding="utf-8")
+        prompts += [line.replace("\\n", "\n") for line in lines.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("give a prompt with --prompt TEXT or --prompts-file FILE")
     eval_text = None
-    if not args.no_eval:
-        if args.eval_text:
-            eval_text = Path(args.eval_text)
-            if not eval_text.is_file():
-                raise FileNotFoundError(f"--eval-text {eval_text} does not exist")
-        elif DEFAULT_EVAL_TEXT.is_file():
-            eval_text = DEFAULT_EVAL_TEXT
-        else:
-            print(
-                f"note: no --eval-text and {DEFAULT_EVAL_TEXT} is not prepared "
-                "(`finetune prepare shakespeare`), so models are not scored",
-                file=sys.stderr,
-            )
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
-    comparison = compare_models(
-        args.models,
-        prompts,
-        sampling,
-        eval_text=eval_text,
-        eval_tokens=args.eval_tokens,
-        eval_context=args.eval_context,
-        device=args.device,
-        dtype=args.dtype,
-        source=args.source,
-        on_model_done=lambda r: print(f"done: {r.name}", file=sys.stderr, flush=True),
-    )
+    if args.eval_text and not args.no_eval:
+        eval_text = _existing("--eval-text", args.eval_text)
+    elif not args.no_eval and DEFAULT_EVAL_TEXT.is_file():
+        eval_text = DEFAULT_EVAL_TEXT
+    elif not args.no_eval:
+        print(
+            f"note: no --eval-text and {DEFAULT_EVAL_TEXT} is not prepared "
+            "(`finetune prepare shakespeare`), so models are not scored",
+            file=sys.stderr,
+        )
+    comparison = compare(args, prompts, sampling, eval_text)
     print(render_columns(comparison))
     if out is not None:
         from ..fileio import atomic_write_text
 
-        markdown = out.suffix.lower() == ".md"
-        page = render_markdown(comparison) if markdown else render_html(comparison)
-        atomic_write_text(out, page)
+        render = render_markdown if out.suffix.lower() == ".md" else render_html
+        atomic_write_text(out, render(comparison))
         print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def compare(
+    args: argparse.Namespace, prompts: list[str], sampling: dict[str, Any], eval_text: Path | None
+) -> Comparison:
+    """Generate and score with each model in turn, one in memory at a time; every model scores
+    the same text (with ``--eval-tokens`` and different tokenizers: the text of the first model's
+    N tokens) in windows of one size, so that each prediction sees the same history in each."""
+    import gc
+
+    import torch
+
+    from ..compare import Comparison, ModelResult, clean_text
+    from ..evaluation import evaluate_tokens, read_eval_text
+    from ..formats import inspect_checkpoint
+    from ..generation import generate
+    from ..loading import resolve
+    from ..tokenizer import describe_tokenizer, get_tokenizer, prompt_tensor, tokenizer_key
+    from ._common import load_model
+
+    paths = [resolve(name, source=args.source) for name in args.models]
+    text, cap, window = None, args.eval_tokens, None
+    if eval_text is not None:
+        # From the headers alone, so the window is known before any model is scored.
+        contexts = [inspect_checkpoint(p).config.context_length for p in paths]
+        smallest = min(contexts)
+        if args.eval_context is not None and args.eval_context > smallest:
+            raise ValueError(
+                f"--eval-context {args.eval_context} is longer than the context of "
+                f"{args.models[contexts.index(smallest)]} ({smallest} tokens); every model must "
+                "see the same window"
+            )
+        window = args.eval_context or smallest
+        text = read_eval_text(eval_text)
+        if args.eval_tokens is not None:
+            # Read before any model loads: a meta.pkl that is refused fails in seconds.
+            tokenizers = [get_tokenizer(p) for p in paths]
+            if len({tokenizer_key(t) for t in tokenizers}) > 1:
+                # N tokens are N characters to one model and ~4N to another: cut the text
+                # once, where the first model's N + 1 tokens end, and score it all everywhere.
+                text, cap = text.prefix(tokenizers[0], args.eval_tokens + 1), None
+    comparison = Comparison(prompts, sampling, eval_text and str(eval_text), eval_window=window)
+    for name, path in zip(args.models, paths, strict=True):
+        model, tokenizer, _ = load_model(args, path, name)
+        samples = []
+        for prompt in prompts:
+            idx = prompt_tensor(tokenizer, prompt, model.tok_emb.weight.device)
+            new = generate(model, idx, vocab_limit=tokenizer.n_vocab, **sampling)[0, idx.size(1) :]
+            samples.append(clean_text(prompt + tokenizer.decode(new.tolist())))
+        result = ModelResult(name, str(path), model.num_parameters(), samples)
+        result.tokenizer = describe_tokenizer(tokenizer)
+        result.tokenizer_key = tokenizer_key(tokenizer)
+        if text is not None:
+            tokens = text.tokens_to_score(tokenizer, name)
+            s = evaluate_tokens(model, tokens, cap, window=window, tokenizer=tokenizer)
+            result.loss, result.perplexity, result.eval_tokens = s.loss, s.perplexity, s.tokens
+            result.eval_bytes, result.bits_per_byte = s.bytes, s.bits_per_byte
+        comparison.results.append(result)
+        print(f"done: {name}", file=sys.stderr, flush=True)
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    counts = {r.eval_tokens for r in comparison.results}
+    if text is not None and len(counts) == 1:
+        comparison.eval_tokens = counts.pop()
+    return comparison

@@ -1,28 +1,22 @@
-"""``gpt2load download``: fetch a release (or a custom manifest) into a folder, checked."""
+"""Download every file of a GPT-2 release, plus OpenAI's encoder.json and vocab.bpe where the
+release lacks them, verify sizes and sha256, and record the hashes in the folder's manifest.json.
+Prints the folder as the last line. Re-running fetches only what is missing or wrong; an interrupted
+file resumes. The rasbt source fetches the .safetensors copy of each size (the same tensors as the
+.pth, and it loads without unpickling); for the .pth, pass a --manifest naming
+https://huggingface.co/rasbt/gpt2-from-scratch-pytorch/resolve/main/gpt2-small-124M.pth (or another
+size). A failed download exits with code 2 and a one-line error."""
 
 from __future__ import annotations
 
 import argparse
 
+HELP = "download GPT-2 weights and tokenizer files, resumable and checked"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..releases import DEFAULT_SOURCE, SOURCES
 
-    parser = subparsers.add_parser(
-        "download",
-        help="download GPT-2 weights and tokenizer files, resumable and checked",
-        description=(
-            "Download every file of a GPT-2 release, plus OpenAI's encoder.json and vocab.bpe "
-            "where the release lacks them, verify sizes and sha256, and record the hashes in "
-            "the folder's manifest.json. Prints the folder as the last line. Re-running "
-            "fetches only what is missing or wrong; an interrupted file resumes. The rasbt "
-            "source fetches the .safetensors copy of each size (the same tensors as the "
-            ".pth, and it loads without unpickling); for the .pth, pass a --manifest naming "
-            "https://huggingface.co/rasbt/gpt2-from-scratch-pytorch/resolve/main/"
-            "gpt2-small-124M.pth (or another size). A failed download exits with code 2 and "
-            "a one-line error."
-        ),
-    )
+    parser = subparsers.add_parser("download", help=HELP, description=__doc__)
     parser.add_argument(
         "model",
         metavar="MODEL",
@@ -38,13 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--dir",
-        default=None,
         help="target folder (default: weights/<model>/<source>/ under the working directory, "
         "or under $GPT2LOAD_WEIGHTS_DIR)",
     )
     parser.add_argument(
         "--mirror",
-        default=None,
         metavar="URL",
         help="replace the scheme and host of every URL, keeping the path (also "
         "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way",
@@ -57,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--manifest",
-        default=None,
         metavar="FILE",
         help='download from a JSON manifest {"files": [{"url", "path", "size"?, "sha256"?}]} '
         "instead of a built-in release (default folder weights/<MODEL>/custom/)",
@@ -73,20 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..downloads import download
-    from ..downloads.transfer import DownloadError, RetriesExhaustedError
+    from ..errors import DownloadError, RetriesExhaustedError
 
-    # A DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2.
-    try:
-        folder = download(
-            args.model,
-            source=args.source,
-            dir=args.dir,
-            mirror=args.mirror,
-            force=args.force,
-            fast=args.fast,
-            manifest=args.manifest,
-            progress=not args.quiet,
-        )
+    options = {name: getattr(args, name) for name in ("source", "dir", "mirror", "force", "fast")}
+    try:  # a DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2
+        folder = download(args.model, manifest=args.manifest, progress=not args.quiet, **options)
     except RetriesExhaustedError as exc:  # the host could not be reached: the ways round
         raise DownloadError(
             f"{str(exc).rstrip('.')}. Try again later (partial files resume), pass --mirror URL "

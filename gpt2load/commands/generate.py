@@ -1,19 +1,16 @@
-"""``gpt2load generate``: continue a prompt, printing text as it is produced."""
+"""Continue a prompt, streaming the text as each token is produced."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ._common import add_model_arguments, add_sampling_arguments, load_model
+from ._common import add_model_arguments, add_sampling_arguments, load_model, sampling_options
+
+HELP = "continue a prompt with a model"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="continue a prompt with a model",
-        description="Continue a prompt, streaming the text as each token is produced.",
-    )
+    parser = subparsers.add_parser("generate", help=HELP, description=__doc__)
     add_model_arguments(parser)
     parser.add_argument("--prompt", default="", help="text to continue (default: a new document)")
     add_sampling_arguments(parser)
@@ -27,41 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import check_sampling_args, stream
-    from ..tokenizer import StreamDecoder, check_tokenizer_fits, prompt_tensor
+    from ..generation import stream
+    from ..tokenizer import StreamDecoder, prompt_tensor
 
     # Every argument is checked before the model loads and before the prompt is printed.
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    last_seed = None if args.seed is None else args.seed + args.num_samples - 1
-    for seed in (args.seed, last_seed):  # sample i uses seed + i
-        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, seed)
-    model, tokenizer, _ = load_model(
-        args.model, args.device, args.dtype, args.source, n_head=args.n_head
-    )
-    check_tokenizer_fits(tokenizer, model.config.vocab_size, args.model)
+    options = sampling_options(args, args.num_samples)
+    model, tokenizer, _ = load_model(args)
     idx = prompt_tensor(tokenizer, args.prompt, model.tok_emb.weight.device)
-    out = sys.stdout
+    options["eos_id"] = tokenizer.eot_token if args.stop_at_eos else None
     for i in range(args.num_samples):
         if args.num_samples > 1:
-            out.write(f"{'' if i == 0 else chr(10)}--- sample {i + 1} ---\n")
-        out.write(args.prompt)
-        out.flush()
+            print(("\n" if i else "") + f"--- sample {i + 1} ---")
+        print(args.prompt, end="", flush=True)
         decoder = StreamDecoder(tokenizer)
-        seed = None if args.seed is None else args.seed + i
-        for token in stream(
-            model,
-            idx,
-            args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            eos_id=tokenizer.eot_token if args.stop_at_eos else None,
-            seed=seed,
-            vocab_limit=tokenizer.n_vocab,
-        ):
-            out.write(decoder.push(int(token[0])))
-            out.flush()
-        out.write(decoder.flush() + "\n")
-        out.flush()
+        options["seed"] = None if args.seed is None else args.seed + i
+        for token in stream(model, idx, vocab_limit=tokenizer.n_vocab, **options):
+            print(decoder.push(int(token[0])), end="", flush=True)
+        print(decoder.flush(), flush=True)
     return 0
