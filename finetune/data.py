@@ -512,15 +512,12 @@ def prepare_shakespeare(
     data_dir: str | os.PathLike[str] = "data",
     *,
     input_path: str | os.PathLike[str] | None = None,
-    val_fraction: float = 0.1,
-    encoding: Any = None,
-    tokenizer_dir: str | os.PathLike[str] | None = None,
-    char_vocab: bool = False,
-    force: bool = False,
-    threads: int | None = None,
     log: Log = print,
+    **options: Any,
 ) -> PreparedData:
-    """Tiny Shakespeare into ``data_dir/shakespeare``: 301,966 train / 36,059 val tokens.
+    """Tiny Shakespeare into ``data_dir/shakespeare``: 301,966 train / 36,059 val tokens
+    (``options`` as :func:`prepare_text` takes them; a character vocabulary goes to
+    ``shakespeare_char``).
 
     ``input_path`` uses a local copy instead of downloading; it must be the
     published file, since the name promises exactly that text. It is copied to
@@ -545,38 +542,25 @@ def prepare_shakespeare(
                 shutil.copyfile(given, tmp)
     else:
         source = fetch_shakespeare(data_dir, log=log)
-    char = char_vocab or (encoding is not None and encoding.eot_token is None)
-    return prepare_text(
-        [source],
-        data_dir,
-        name=f"{SHAKESPEARE}_char" if char else SHAKESPEARE,
-        val_fraction=val_fraction,
-        encoding=encoding,
-        tokenizer_dir=tokenizer_dir,
-        char_vocab=char_vocab,
-        force=force,
-        threads=threads,
-        log=log,
-    )
+    encoding = options.get("encoding")
+    char = options.get("char_vocab") or (encoding is not None and encoding.eot_token is None)
+    name = f"{SHAKESPEARE}_char" if char else SHAKESPEARE
+    return prepare_text([source], data_dir, name=name, log=log, **options)
 
 
 def resolve_data(
     data: Sequence[str],
     data_dir: str | os.PathLike[str] = "data",
     *,
-    val_fraction: float = 0.1,
-    encoding: Any = None,
-    tokenizer_dir: str | os.PathLike[str] | None = None,
-    char_vocab: bool = False,
     log: Log = print,
+    **options: Any,
 ) -> PreparedData:
     """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources
-    (tokenized as :func:`prepare_text` says)."""
+    (``options`` as :func:`prepare_text` takes them)."""
     if not data:
         raise DataError("no data given: pass --data with text files or folders, or shakespeare")
-    how = {"encoding": encoding, "tokenizer_dir": tokenizer_dir, "char_vocab": char_vocab}
     if len(data) == 1 and data[0].strip().lower() == SHAKESPEARE and not Path(data[0]).exists():
-        return prepare_shakespeare(data_dir, val_fraction=val_fraction, log=log, **how)
+        return prepare_shakespeare(data_dir, log=log, **options)
     if len(data) == 1 and is_prepared_folder(data[0]):
         prepared = open_prepared(data[0])
         log(
@@ -584,4 +568,4 @@ def resolve_data(
             f"{prepared.val_tokens:,} val tokens)"
         )
         return prepared
-    return prepare_text(data, data_dir, val_fraction=val_fraction, log=log, **how)
+    return prepare_text(data, data_dir, log=log, **options)

@@ -110,17 +110,7 @@ def _start(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
     check_run_files(run_dir)
     if plan.model is None:  # a checkpoint without headers: its size is known only now
         _check_memory(plan, model.config, log)
-    tokenizer, files = _tokenizer(plan, data, log)
-    trainer = Trainer(
-        plan.settle(model.config),
-        model,
-        data,
-        tokenizer=tokenizer,
-        log=log,
-        callbacks=callbacks,
-        carry_files=files,
-    )
-    return trainer.fit()
+    return _fit(plan.settle(model.config), model, data, log, callbacks)
 
 
 def _resume(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
@@ -130,17 +120,18 @@ def _resume(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
     check_fits_context(data, plan.cfg.block_size)
     model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
     model.set_dropout(plan.cfg.dropout or 0.0)
-    tokenizer, files = _tokenizer(plan, data, log)
-    _check_fits(tokenizer if plan.vocab.is_char else None, data, model, str(plan.resume_from))
+    chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
+    _check_fits(chars, data, model, str(plan.resume_from))
     log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {plan.cfg.max_iters}")
+    return _fit(plan, model.train(), data, log, callbacks)
+
+
+def _fit(
+    plan: Plan, model: GPT, data: PreparedData, log: Log, callbacks: Sequence[Callback]
+) -> TrainResult:
+    tokenizer, files = _tokenizer(plan, data, log)
     trainer = Trainer(
-        plan,
-        model.train(),
-        data,
-        tokenizer=tokenizer,
-        log=log,
-        callbacks=callbacks,
-        carry_files=files,
+        plan, model, data, tokenizer=tokenizer, log=log, callbacks=callbacks, carry_files=files
     )
     return trainer.fit()
 
