@@ -11,7 +11,7 @@ Names are imported lazily so ``finetune --help`` does not wait for torch.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _EXPORTS = {
     "TrainConfig": ("finetune.config", "TrainConfig"),
@@ -24,24 +24,7 @@ _EXPORTS = {
     "select_device": ("finetune.device", "select_device"),
 }
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "prepare_shakespeare",
-    "prepare_text",
-    "resume",
-    "select_device",
-    "train",
-]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import TrainConfig
-    from .data import prepare_shakespeare, prepare_text
-    from .device import select_device
-    from .launch import resume
-    from .launch import start as train
-    from .trainer import Trainer, TrainResult
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ model is actually touched.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -65,72 +65,7 @@ _EXPORTS = {
 }
 _RENAMED = {"inspect": "inspect_checkpoint"}
 
-__all__ = [
-    "CharTokenizer",
-    "CheckpointError",
-    "CheckpointInfo",
-    "ChecksumError",
-    "DTYPE_ALIASES",
-    "DownloadError",
-    "GPT",
-    "GPTConfig",
-    "Gpt2loadError",
-    "KVCache",
-    "META_PKL",
-    "NATIVE_FILENAME",
-    "TokenizerError",
-    "TokenizerNotFoundError",
-    "VOCAB_SIZE",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "canonical_name",
-    "check_tokenizer_fits",
-    "convert",
-    "download",
-    "download_file",
-    "generate",
-    "generation_config",
-    "get_tokenizer",
-    "inspect",
-    "is_model_name",
-    "load",
-    "parse_command_line",
-    "preset",
-    "prompt_ids",
-    "redact",
-    "resolve",
-    "save_native",
-    "sha256_file",
-    "tokenizer_files",
-    "user_error_line",
-    "warnings_as_lines",
-    "weights_root",
-]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .char_tokenizer import META_PKL, CharTokenizer
-    from .cli import parse_command_line, user_error_line, warnings_as_lines
-    from .config import DTYPE_ALIASES, VOCAB_SIZE, GPTConfig, canonical_name, is_model_name, preset
-    from .downloads import download, download_file, weights_root
-    from .downloads.digests import sha256_file
-    from .errors import (
-        CheckpointError,
-        ChecksumError,
-        DownloadError,
-        Gpt2loadError,
-        TokenizerError,
-        TokenizerNotFoundError,
-        redact,
-    )
-    from .fileio import atomic_path, atomic_write_bytes, atomic_write_text
-    from .formats import CheckpointInfo, convert
-    from .formats import inspect_checkpoint as inspect
-    from .generation import generate
-    from .loading import load, resolve
-    from .model import GPT, KVCache
-    from .native import NATIVE_FILENAME, generation_config, save_native
-    from .tokenizer import check_tokenizer_fits, get_tokenizer, prompt_ids, tokenizer_files
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
