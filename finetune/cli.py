@@ -16,16 +16,8 @@ from typing import Any
 
 from gpt2load import DownloadError, Gpt2loadError, parse_command_line, warnings_as_lines
 
-from .config import (
-    FIXED_ON_RESUME,
-    SUBCOMMAND_DEFAULTS,
-    ConfigError,
-    TrainConfig,
-    add_config_flags,
-    build_config,
-    coerce_values,
-    load_toml,
-)
+from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, ConfigError, TrainConfig, coerce_values
+from .flags import add_config_flags, build_config, load_toml
 
 DESCRIPTION = """\
 Fine-tune or pretrain GPT-2 on text: Tiny Shakespeare in one command, any text

@@ -8,19 +8,14 @@ defaults < the ``--config`` TOML file < flags on the command line.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import functools
 import math
 import os
-import re
-import stat
-import tomllib
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gpt2load import DTYPE_ALIASES
@@ -31,7 +26,6 @@ SCRATCH_SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384}
 SCRATCH_LR = 1e-3
 PRETRAINED_LR = 6e-5
 MAX_INT = 2**63 - 1  # torch, numpy and TOML hold 64-bit integers
-MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; /dev/zero never ends
 
 
 def _f(default: Any, help: str, *, group: str = "training", choices: Sequence[str] = (), **kw):
@@ -366,131 +360,3 @@ def _unalias(meta: Mapping[str, Any], value: Any) -> Any:
 
 def coerce_values(data: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
     return {k.replace("-", "_"): coerce_value(k, v, source=source) for k, v in data.items()}
-
-
-# --------------------------------------------------------------------- TOML
-def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Settings from a TOML file (top-level keys or a ``[train]`` table). Only a regular text
-    file is read, and at most :data:`MAX_CONFIG_BYTES` of it: a folder, device or FIFO given
-    by mistake is refused rather than read for ever."""
-    path = Path(path)
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat refuses it
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise ConfigError(f"config file {path} is {what}; give a .toml file")
-    with os.fdopen(fd, "rb", buffering=0) as fh:
-        raw = fh.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a "
-            f"settings file is a few lines of TOML"
-        )
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not text (byte {exc.start} is not UTF-8); give a .toml file"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path} is nested too deeply to be settings") from None
-    if set(data) == {"train"} and isinstance(data["train"], dict):
-        data = data["train"]
-    return coerce_values(data, source=f"config file {path}")
-
-
-def to_toml(config: TrainConfig) -> str:
-    """The config as TOML that ``--config`` reads back: an unset number whose default is set
-    is written "none" (TOML has no null); other unset fields are left out."""
-    import tomli_w
-
-    values = {
-        k: "none" if v is None else v
-        for k, v in config.to_dict().items()
-        if v is not None or FIELDS[k].default is not None
-    }
-    header = "# finetune run configuration; reuse with: finetune pretrain --config this-file\n"
-    return header + tomli_w.dumps(values)
-
-
-# ---------------------------------------------------------------------- CLI
-GROUP_TITLES = {
-    "run": "run",
-    "data": "data",
-    "model": "model (for --init scratch)",
-    "training": "optimisation",
-    "eval": "evaluation, samples and checkpoints",
-    "device": "device",
-    "distributed": "several processes (torchrun --nproc_per_node=N -m finetune ...)",
-    "logging": "logging",
-}
-_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")  # a field's own words on its default
-
-
-def _optional(base: type):
-    def convert(text: str):
-        return None if text.strip().lower() in ("none", "null", "") else base(text)
-
-    convert.__name__ = base.__name__  # argparse names the type in its error message
-    return convert
-
-
-def add_config_flags(
-    parser: argparse.ArgumentParser,
-    *,
-    defaults: Mapping[str, Any] | None = None,
-    include: Iterable[str] | None = None,
-    hidden: Iterable[str] = (),
-    show_defaults: bool = True,
-) -> None:
-    """One flag per field (``include``: only those); absent flags stay out of the namespace,
-    which is what lets a TOML file sit between the defaults and the command line. ``hidden``
-    flags are accepted but not listed (so a command can refuse them with its own reason);
-    ``show_defaults=False`` leaves "(default: ...)" out where the real default is not the
-    field's (resume: the run's own setting)."""
-    overridden, quiet = set(defaults or {}), set(hidden)
-    defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for name in include if include is not None else FIELDS:
-        meta, (base, optional, is_list) = FIELDS[name].metadata, _kind(name)
-        if meta["group"] not in groups:
-            groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
-        default = defaults[name]
-        text = _OWN_DEFAULT.sub("", meta["help"]) if name in overridden else meta["help"]
-        if show_defaults and default not in (None, [], ""):
-            text += f" (default: {default!r})"
-        kw: dict[str, Any] = {
-            "dest": name,
-            "default": argparse.SUPPRESS,
-            "help": argparse.SUPPRESS if name in quiet else text.replace("%", "%%"),
-        }
-        if base is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif meta["choices"]:
-            kw["choices"] = meta["choices"]
-            kw["type"] = functools.partial(_unalias, meta) if meta.get("aliases") else str
-        else:
-            kw["type"] = _optional(base) if optional else base
-            kw["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(base, "TEXT")
-        if is_list:
-            kw["nargs"] = "+"
-        groups[meta["group"]].add_argument("--" + name.replace("_", "-"), **kw)
-
-
-def build_config(
-    command: str, flags: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None
-) -> TrainConfig:
-    """Merge the layers: field defaults < sub-command defaults < TOML file < flags."""
-    values: dict[str, Any] = dict(SUBCOMMAND_DEFAULTS.get(command, {}))
-    if config_file is not None:
-        values.update(load_toml(config_file))
-    values.update(coerce_values(flags, source="command line"))
-    return TrainConfig(**values)

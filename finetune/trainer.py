@@ -36,10 +36,10 @@ from .checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from .config import to_toml
 from .data import DataError, PreparedData, data_key
 from .device import flops_per_token
 from .errors import SaveError, os_reason
+from .flags import to_toml
 from .plan import Plan
 from .sinks import ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
 from .strategy import grad_norm_value, rank_seed

@@ -16,15 +16,10 @@ from finetune import cli
 from finetune.config import (
     FIELDS,
     FIXED_ON_RESUME,
-    GROUP_TITLES,
     SUBCOMMAND_DEFAULTS,
     ConfigError,
     TrainConfig,
-    add_config_flags,
-    build_config,
     coerce_value,
-    load_toml,
-    to_toml,
 )
 from finetune.device import (
     GIB,
@@ -34,6 +29,7 @@ from finetune.device import (
     estimate_memory,
     select_device,
 )
+from finetune.flags import GROUP_TITLES, add_config_flags, build_config, load_toml, to_toml
 from gpt2load.config import preset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
