@@ -19,8 +19,8 @@ _EXPORTS = {
     "resume": ("finetune.launch", "resume"),
     "Trainer": ("finetune.trainer", "Trainer"),
     "TrainResult": ("finetune.trainer", "TrainResult"),
-    "prepare_text": ("finetune.data", "prepare_text"),
-    "prepare_shakespeare": ("finetune.data", "prepare_shakespeare"),
+    "prepare_text": ("finetune.prepare", "prepare_text"),
+    "prepare_shakespeare": ("finetune.prepare", "prepare_shakespeare"),
     "select_device": ("finetune.device", "select_device"),
 }
 

@@ -17,21 +17,19 @@ intact. Between the two renames the old folder sits at ``.NAME.old``, which
 from __future__ import annotations
 
 import json
+import math
 import os
-import random
 import re
 import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from gpt2load import (
     NATIVE_FILENAME,
-    CheckpointError,
     GPTConfig,
     atomic_path,
     atomic_write_text,
@@ -39,65 +37,15 @@ from gpt2load import (
 )
 
 from .errors import SaveError, is_disk_error, os_reason
+from .state import TRAINER_FILE, TRAINER_FORMAT, TRAINER_VERSION, rng_state, snapshot
 
-TRAINER_FILE = "trainer.pt"
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
 CONFIG_FILE = "config.toml"  # the run's resolved settings, beside its checkpoints
 INFO_FILE = "info.json"
-TRAINER_FORMAT = "finetune-trainer"
-TRAINER_VERSION = 1
 LAST = "last"
 BEST = "best"
-
-
-# ------------------------------------------------------------------ RNG
-def rng_state(all_devices: bool = True) -> dict[str, Any]:
-    """Every random generator a training step may draw from (dropout, numpy, python).
-
-    ``all_devices=False`` records only the current GPU's generator: a rank of a
-    data-parallel run uses one GPU, and asking for every GPU's state would make
-    each rank touch all of them.
-    """
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": _numpy_state(),
-        "python": _python_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        if all_devices:
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        else:
-            state["cuda_current"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], all_devices: bool = True) -> None:
-    """Restore :func:`rng_state`; ``all_devices=False`` leaves other GPUs' generators alone."""
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if not torch.cuda.is_available():
-        return
-    if "cuda_current" in state:
-        torch.cuda.set_rng_state(state["cuda_current"])
-    elif "cuda" in state and all_devices:
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _numpy_state() -> tuple:
-    # Stored as tensors and plain numbers so torch.load(weights_only=True) can read it back.
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
-
-
-def _python_state() -> tuple:
-    version, internal, gauss = random.getstate()
-    return (version, list(internal), gauss)
 
 
 # ------------------------------------------------------------------ save
@@ -203,6 +151,56 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def save_checkpoint(trainer: Trainer, name: str) -> Path | None:
+    """Write checkpoint ``name`` (``last`` or ``best``). Every rank must call it: FSDP
+    gathers weights and optimizer state from all shards, and every rank's RNG state is
+    collected so a resume with as many processes continues each exactly."""
+    strategy = trainer.strategy
+    model_state = strategy.model_state(trainer.raw_model)
+    optimizer_state = strategy.optimizer_state(trainer.raw_model, trainer.optimizer)
+    rng_ranks = (
+        strategy.all_gather_object(rng_state(all_devices=False))
+        if strategy.is_distributed
+        else None
+    )
+    if not strategy.is_main:
+        return None
+    best = None if math.isinf(trainer.best_val_loss) else trainer.best_val_loss
+    info = {
+        "kind": name,
+        "step": trainer.step,
+        "val_loss": trainer.last_val_loss,
+        "best_val_loss": best,
+        "tokens_seen": trainer.tokens_seen,
+        "init": trainer.cfg.init,
+        "dataset": str(trainer.data.folder),
+        "saved_at": now_iso(),
+        "resume": f"finetune resume {trainer.run_dir}",
+    }
+    metadata = {
+        "source": "finetune",
+        "step": trainer.step,
+        "val_loss": trainer.last_val_loss,
+        "train_config": trainer.cfg.to_dict(),
+    }
+    generation = {
+        "temperature": trainer.cfg.temperature,
+        "top_k": trainer.cfg.top_k,
+        "max_new_tokens": trainer.cfg.sample_tokens,
+    }
+    return write_checkpoint(
+        trainer.run_dir,
+        name,
+        trainer.raw_model,
+        snapshot(trainer, optimizer_state, rng_ranks),
+        info,
+        metadata,
+        model_state=model_state,
+        extra_files=trainer.carry_files,
+        generation=generation,
+    )
+
+
 # ------------------------------------------------------------------ load
 def find_checkpoint(run_dir: str | os.PathLike[str], name: str = LAST) -> Path | None:
     """``run_dir/name``, or the copy a save interrupted between its two renames left."""
@@ -213,134 +211,16 @@ def find_checkpoint(run_dir: str | os.PathLike[str], name: str = LAST) -> Path |
     return None
 
 
-def read_trainer_state(folder: Path) -> dict[str, Any]:
-    """``folder/trainer.pt``, checked to hold what resuming reads from it, so a damaged
-    or hand-edited file is named with its fault instead of failing deep in the restore."""
-    path = folder / TRAINER_FILE
+def write_run_config(run_dir: Path, toml: str) -> None:
+    """The run's resolved settings as ``RUN/config.toml``, which ``--config`` reads back."""
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder} has no {TRAINER_FILE}; it cannot be resumed") from None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, toml)
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {os_reason(exc)}") from None
-    if not path.is_file():
-        raise CheckpointError(f"{path} is not a regular file; it cannot be resumed")
-    if size == 0:
-        raise CheckpointError(
-            f"{path} is empty (0 bytes): the save that wrote it was cut short or its disk was "
-            f"full, so the run cannot be resumed from it. {_weights_advice(folder)}"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise CheckpointError(
-            f"cannot read {path} ({size:,} bytes; {reason}): it is damaged or not a trainer "
-            f"state. {_weights_advice(folder)}"
+        raise SaveError(
+            f"cannot write {run_dir / CONFIG_FILE}: {os_reason(exc)}. Free space or make "
+            f"{run_dir} writable, then run the command again"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != TRAINER_FORMAT:
-        raise CheckpointError(f"{path} is not a finetune trainer state")
-    problems = _state_problems(state)
-    if problems:
-        raise CheckpointError(
-            f"{path} is damaged or was edited: {'; '.join(problems[:4])}. It cannot be "
-            f"resumed; {_weights_advice(folder)}"
-        )
-    state["loaded_from"] = str(path)  # for errors about its contents, later
-    return state
-
-
-def _weights_advice(folder: Path) -> str:
-    return (
-        f"Its weights can still start a new run: finetune pretrain --init {folder} "
-        f"--out NEW_RUN ..."
-    )
-
-
-_Types = type | tuple[type, ...]
-# What resuming reads from trainer.pt: key -> accepted types (None: may be absent).
-_REQUIRED: dict[str, _Types] = {
-    "step": int,
-    "optimizer": dict,
-    "scheduler": dict,
-    "rng": dict,
-    "data": dict,
-    "config": dict,
-    "model_config": dict,
-}
-_OPTIONAL: dict[str, _Types] = {
-    "scaler": (dict, type(None)),
-    "best_val_loss": (int, float, type(None)),
-    "val_loss": (int, float, type(None)),
-    "evals_without_improvement": int,
-    "tokens_seen": int,
-    "elapsed_s": (int, float),
-    "dataset": (str, type(None)),
-    "wandb_run_id": (str, type(None)),
-    "rng_ranks": list,
-    "world_size": int,
-    "derived": list,
-}
-
-
-def _state_problems(state: dict[str, Any]) -> list[str]:
-    """What is missing or of the wrong type in a trainer state (empty when it is sound)."""
-    problems = []
-
-    def check(where: str, value: Any, types: _Types) -> None:
-        ok = isinstance(value, types) and not (
-            isinstance(value, bool) and bool not in _tuple(types)
-        )
-        if not ok:
-            problems.append(
-                f"{where} is {type(value).__name__} {_short(value)}, not {_names(types)}"
-            )
-        elif isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            problems.append(f"{where} is negative ({value})")
-
-    missing = [key for key in _REQUIRED if key not in state]
-    if missing:
-        problems.append(f"it lacks {', '.join(repr(k) for k in missing)}")
-    for key, types in _REQUIRED.items():
-        if key in state:
-            check(repr(key), state[key], types)
-    for key, types in _OPTIONAL.items():
-        if key in state:
-            check(repr(key), state[key], types)
-    data = state.get("data")
-    if isinstance(data, dict):
-        if "position" not in data:
-            problems.append("'data' lacks 'position'")
-        else:
-            check("data['position']", data["position"], int)
-    rng = state.get("rng")
-    if isinstance(rng, dict) and not isinstance(rng.get("torch"), torch.Tensor):
-        problems.append("'rng' lacks the torch generator state")
-    for key in ("optimizer", "scheduler"):
-        value = state.get(key)
-        if isinstance(value, dict) and not value:
-            problems.append(f"{key!r} is empty")
-    model_config = state.get("model_config")
-    if isinstance(model_config, dict):
-        try:
-            GPTConfig.from_dict(model_config)
-        except Exception as exc:  # whatever the config class objects to, it is this file's fault
-            problems.append(f"'model_config' is not a model config ({exc})")
-    return problems
-
-
-def _tuple(types: _Types) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _names(types: _Types) -> str:
-    names = {"NoneType": "None", "int": "an integer", "float": "a number", "dict": "a table"}
-    return " or ".join(names.get(t.__name__, t.__name__) for t in _tuple(types))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return f"({text[:40]}{'...' if len(text) > 40 else ''})"
 
 
 def read_info(folder: Path) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data import SHAKESPEARE, prepare_shakespeare, prepare_text
+    from .prepare import SHAKESPEARE, prepare_shakespeare, prepare_text
 
     given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
     settings = TrainConfig(**coerce_values(given, source="command line"))

@@ -21,13 +21,15 @@ from gpt2load import GPT, VOCAB_SIZE
 
 from .checkpoint import BEST, CONFIG_FILE, LAST
 from .config import TrainConfig
-from .data import DataError, PreparedData, check_fits_context, data_key, open_prepared, resolve_data
+from .data import DataError, PreparedData, check_fits_context, data_key, open_prepared
 from .device import check_memory, estimate_memory
 from .errors import ConfigError, RunFolderError
 from .modelinit import init_model
 from .plan import Plan, plan_resume, plan_run
+from .prepare import resolve_data
 from .runlock import run_folder_lock
 from .sinks import METRICS_FILE, PLOT_FILE, SAMPLES_FILE
+from .state import TRAINER_FILE
 from .strategy import process_group
 from .trainer import Callback, Trainer, TrainResult
 from .vocab import checkpoint_files, run_tokenizer
@@ -196,7 +198,7 @@ def check_run_files(run_dir: Path) -> None:
 def _stamp(folder: Path | None) -> tuple[int, int, int] | None:
     """What tells that a checkpoint was replaced since it was read (inode, size, mtime)."""
     try:
-        st = os.stat(folder / "trainer.pt") if folder is not None else None
+        st = os.stat(folder / TRAINER_FILE) if folder is not None else None
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None

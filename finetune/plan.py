@@ -20,11 +20,12 @@ import torch
 import gpt2load
 from gpt2load import VOCAB_SIZE, CheckpointError, GPTConfig
 
-from .checkpoint import LAST, TRAINER_FILE, find_checkpoint, read_trainer_state
+from .checkpoint import LAST, find_checkpoint
 from .config import FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
 from .device import DeviceInfo, resolve_dtype, select_device
 from .errors import ConfigError, DistributedNotSupported
 from .modelinit import check_planned, describe_shape, planned_config
+from .state import TRAINER_FILE, read_trainer_state
 from .strategy import Strategy
 from .vocab import RunVocab, choose_vocab, weights_folder
 

@@ -14,141 +14,28 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import gpt2load
 from gpt2load import GPT
 
-from .checkpoint import (
-    BEST,
-    CONFIG_FILE,
-    INFO_FILE,
-    LAST,
-    find_checkpoint,
-    now_iso,
-    read_info,
-    rng_state,
-    set_rng_state,
-    write_checkpoint,
-)
-from .data import DataError, PreparedData, data_key
+from .batches import EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, TRAIN_STREAM, BatchSource
+from .checkpoint import BEST, LAST, find_checkpoint, save_checkpoint, write_run_config
+from .data import PreparedData, data_key
 from .device import flops_per_token
-from .errors import SaveError, os_reason
 from .flags import to_toml
+from .optim import WarmupCosine, build_optimizer
+from .outcome import COMPLETED, DIVERGED, EARLY_STOPPED, INTERRUPTED, TrainResult, divergence_advice
 from .plan import Plan
 from .sinks import ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
+from .state import restore
 from .strategy import grad_norm_value, rank_seed
 
 Log = Callable[[str], None]
 Callback = Callable[["Trainer", dict[str, Any]], None]
-COMPLETED, EARLY_STOPPED, INTERRUPTED, DIVERGED = (
-    "completed",
-    "early_stopped",
-    "interrupted",
-    "diverged",
-)
-TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM = 0, 1, 2  # independent streams of one seed
-
-
-@dataclass
-class TrainResult:
-    status: str
-    step: int
-    run_dir: Path
-    best_val_loss: float | None = None
-    message: str = ""
-    signum: int | None = None
-
-    @property
-    def exit_code(self) -> int:
-        """0 when training ended on its own; 128+signal when stopped by one; 1 on divergence."""
-        if self.status == INTERRUPTED:
-            return 128 + (self.signum or signal.SIGINT)
-        return 1 if self.status == DIVERGED else 0
-
-
-class BatchSource:
-    """Windows of ``block_size + 1`` tokens at random offsets, batch ``i`` a pure function of
-    ``(seed, stream, i)``: a run's whole data position is one integer, which makes resume
-    exact and lets ranks draw their share of a step without talking to each other."""
-
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        batch_size: int,
-        block_size: int,
-        seed: int,
-        stream: int,
-        split: str,
-    ) -> None:
-        if len(tokens) < block_size + 1:
-            raise DataError(
-                f"the {split} split holds {len(tokens):,} tokens, fewer than one context window "
-                f"(--block-size {block_size} + 1); give more text or lower --block-size"
-            )
-        self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
-        self.seed, self.stream, self._offsets = seed, stream, np.arange(block_size + 1)
-
-    def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and next-token targets, ``[batch, block]`` int64 each, on the CPU."""
-        rng = np.random.default_rng([self.seed, self.stream, index])
-        starts = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
-        data = torch.from_numpy(
-            np.asarray(self.tokens[starts[:, None] + self._offsets], dtype=np.int64)
-        )
-        return data[:, :-1], data[:, 1:]
-
-    def fixed(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``count`` batches: the same every time, so evaluations compare."""
-        return [self.get(i) for i in range(count)]
-
-
-def build_optimizer(
-    model: torch.nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    device_type: str,
-) -> torch.optim.AdamW:
-    """AdamW decaying matrices only (on biases and LayerNorm gains decay only pulls the model
-    from identity), fused on CUDA and CPU: on the CPU over 10x faster than the per-tensor loop
-    for 124M (0.08 s against 1.2 s on 2 cores, a sixth of a 4 x 256 step). ``named_parameters``
-    yields the tied head once, so it is neither decayed nor updated twice."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    fused = {"fused": True} if device_type in ("cuda", "cpu") else {}
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, **fused)
-
-
-class WarmupCosine:
-    """Learning-rate multiplier: linear warmup, then cosine to ``min_ratio`` (or constant).
-    An object rather than a closure so ``LambdaLR.state_dict()`` records its settings."""
-
-    def __init__(
-        self, warmup_iters: int, decay_iters: int, min_ratio: float, schedule: str = "cosine"
-    ) -> None:
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"unknown schedule {schedule!r}")
-        self.warmup_iters, self.decay_iters = warmup_iters, decay_iters
-        self.min_ratio, self.schedule = min_ratio, schedule
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_iters:
-            return (step + 1) / (self.warmup_iters + 1)
-        if self.schedule == "constant":
-            return 1.0
-        progress = min(
-            1.0, (step - self.warmup_iters) / max(1, self.decay_iters - self.warmup_iters)
-        )
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class Trainer:
@@ -209,134 +96,16 @@ class Trainer:
         self._tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
         self.data_key = data_key(data)  # recorded so a resume can tell it has the same tokens
         if plan.resume is not None:
-            self._restore(plan.resume)
+            restore(self, plan.resume)
         self.files: RunFiles | None = None
         self.bar: ProgressBar | None = None
+        self.wandb: Wandb | None = None
         self.sinks: list[Sink] = []
 
     # ------------------------------------------------------------ state
-    def _restore(self, state: dict[str, Any]) -> None:
-        source = state.get("loaded_from", "the trainer state")
-        self.strategy.load_optimizer_state(
-            self.raw_model, self.optimizer, state["optimizer"], source
-        )
-        settings = dict(vars(self._schedule))
-        self.scheduler.load_state_dict(state["scheduler"])
-        vars(self._schedule).update(settings)  # the (maybe extended) config's, not the file's
-        # The peak lr is the config's too: a resume with a lower --lr must train at it.
-        self.scheduler.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.cfg.lr
-            group["lr"] = self.cfg.lr * self._schedule(self.scheduler.last_epoch)
-        if state.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = self.start_step = int(state["step"])
-        self.data_position = int(state["data"]["position"])
-        best = state.get("best_val_loss")
-        self.best_val_loss = math.inf if best is None else float(best)
-        self.evals_without_improvement = int(state.get("evals_without_improvement", 0))
-        self.tokens_seen = int(state.get("tokens_seen", 0))
-        self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.last_val_loss, self.wandb_run_id = state.get("val_loss"), state.get("wandb_run_id")
-        # Each rank continues its own random streams when the process count is unchanged;
-        # otherwise the other ranks get fresh seeds, which only changes dropout masks.
-        per_rank, strategy = state.get("rng_ranks"), self.strategy
-        if not strategy.is_distributed:
-            set_rng_state(state["rng"])
-        elif per_rank and len(per_rank) == strategy.world_size:
-            set_rng_state(per_rank[strategy.rank], all_devices=False)
-        else:
-            set_rng_state(state["rng"], all_devices=False)
-            if strategy.rank:
-                torch.manual_seed(rank_seed(self.cfg.seed, strategy.rank, self.step))
-
-    def trainer_state(
-        self, optimizer_state: dict | None = None, rng_ranks: list[dict] | None = None
-    ) -> dict[str, Any]:
-        """What resuming needs beyond the weights (several processes: the gathered optimizer
-        state and every rank's RNG states)."""
-        cfg = self.cfg
-        wandb = next((s for s in self.sinks if isinstance(s, Wandb)), None)
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict()
-            if optimizer_state is None
-            else optimizer_state,
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng_ranks[0] if rng_ranks else rng_state(),
-            "data": {
-                "position": self.data_position,
-                "seed": cfg.seed,
-                "grad_accum": cfg.grad_accum,
-                "batch_size": cfg.batch_size,
-                "block_size": cfg.block_size,
-                "source_key": self.data_key,
-            },
-            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
-            "val_loss": self.last_val_loss,
-            "evals_without_improvement": self.evals_without_improvement,
-            "tokens_seen": self.tokens_seen,
-            "elapsed_s": self.elapsed_s,
-            "config": cfg.to_dict(),
-            "model_config": self.raw_model.config.to_dict(),
-            "dataset": str(self.data.folder.resolve()),
-            "wandb_run_id": wandb.run_id if wandb and wandb.run else self.wandb_run_id,
-            "world_size": self.strategy.world_size,
-            "derived": list(self.plan.derived),
-        }
-        if rng_ranks and len(rng_ranks) > 1:
-            state["rng_ranks"] = rng_ranks
-        return state
-
     def save(self, name: str) -> Path | None:
-        """Write checkpoint ``name`` (``last`` or ``best``). Every rank must call it: FSDP
-        gathers weights and optimizer state from all shards, and every rank's RNG state is
-        collected so a resume with as many processes continues each exactly."""
-        strategy = self.strategy
-        model_state = strategy.model_state(self.raw_model)
-        optimizer_state = strategy.optimizer_state(self.raw_model, self.optimizer)
-        rng_ranks = (
-            strategy.all_gather_object(rng_state(all_devices=False))
-            if strategy.is_distributed
-            else None
-        )
-        if not strategy.is_main:
-            return None
-        best = None if math.isinf(self.best_val_loss) else self.best_val_loss
-        info = {
-            "kind": name,
-            "step": self.step,
-            "val_loss": self.last_val_loss,
-            "best_val_loss": best,
-            "tokens_seen": self.tokens_seen,
-            "init": self.cfg.init,
-            "dataset": str(self.data.folder),
-            "saved_at": now_iso(),
-            "resume": f"finetune resume {self.run_dir}",
-        }
-        metadata = {
-            "source": "finetune",
-            "step": self.step,
-            "val_loss": self.last_val_loss,
-            "train_config": self.cfg.to_dict(),
-        }
-        generation = {
-            "temperature": self.cfg.temperature,
-            "top_k": self.cfg.top_k,
-            "max_new_tokens": self.cfg.sample_tokens,
-        }
-        return write_checkpoint(
-            self.run_dir,
-            name,
-            self.raw_model,
-            self.trainer_state(optimizer_state, rng_ranks),
-            info,
-            metadata,
-            model_state=model_state,
-            extra_files=self.carry_files,
-            generation=generation,
-        )
+        """Write checkpoint ``name`` (``last`` or ``best``); every rank must call it."""
+        return save_checkpoint(self, name)
 
     # ------------------------------------------------------------ output
     def log(self, message: str) -> None:
@@ -358,31 +127,17 @@ class Trainer:
             "model": self.raw_model.config.to_dict(),
             "parameters": self.raw_model.num_parameters(),
         }
-        self.sinks.append(
-            Wandb(
-                mode,
-                self.run_dir,
-                self.log,
-                self.wandb_run_id,
-                project=cfg.wandb_project,
-                name=cfg.wandb_run_name or self.run_dir.resolve().name,
-                tags=list(cfg.wandb_tags) or None,
-                config={**cfg.to_dict(), **model},
-            )
+        self.wandb = Wandb(
+            mode,
+            self.run_dir,
+            self.log,
+            self.wandb_run_id,
+            project=cfg.wandb_project,
+            name=cfg.wandb_run_name or self.run_dir.resolve().name,
+            tags=list(cfg.wandb_tags) or None,
+            config={**cfg.to_dict(), **model},
         )
-
-    def write_config(self) -> None:
-        if not self.strategy.is_main:
-            return
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            gpt2load.atomic_write_text(self.run_dir / CONFIG_FILE, to_toml(self.cfg))
-        except OSError as exc:
-            raise SaveError(
-                f"cannot write {self.run_dir / CONFIG_FILE}: {os_reason(exc)}. Free "
-                f"space or make {self.run_dir} writable, then run the command "
-                f"again"
-            ) from None
+        self.sinks.append(self.wandb)
 
     # ------------------------------------------------------------ steps
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -562,7 +317,8 @@ class Trainer:
         """Train until ``max_iters``, early stopping, a signal or a non-finite loss."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.write_config()
+        if self.strategy.is_main:
+            write_run_config(self.run_dir, to_toml(self.cfg))
         self._open_sinks()
         result: TrainResult | None = None
         saved_at = self.step  # a resumed run's state is already on disk
@@ -640,45 +396,4 @@ class Trainer:
         return TrainResult(status, self.step, self.run_dir, best, message, self._signum)
 
     def _diverged(self, loss: float, grad_norm: float) -> TrainResult:
-        """Stop on a non-finite loss or gradient, with advice that fits the cause: broken
-        weights are not a learning-rate problem, and resume is offered only when there is a
-        checkpoint to resume from."""
-        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
-        stopped = f"training stopped: {what} at step {self.step + 1} is not finite"
-        with torch.no_grad():
-            broken = [
-                n for n, p in self.raw_model.named_parameters() if not bool(torch.isfinite(p).all())
-            ]
-        if self.step == self.start_step and (broken or self.amp_dtype is not torch.float16):
-            source = f"--init {self.cfg.init}" if self.step == 0 else f"{self.run_dir / LAST}"
-            held = (
-                f"{len(broken)} of its tensors hold NaN or inf ({', '.join(broken[:3])}"
-                f"{', ...' if len(broken) > 3 else ''})"
-                if broken
-                else "its finite values already give a non-finite loss"
-            )
-            return self._result(
-                DIVERGED,
-                f"{stopped}, before any update: the starting weights ({source}) are broken: "
-                f"{held}. This is not a learning-rate problem; start from other weights "
-                f"(`gpt2load verify` checks a checkpoint).",
-            )
-        kept = find_checkpoint(self.run_dir, LAST)
-        if kept is None:
-            then = (
-                "no checkpoint was saved yet, so start the run again (add --overwrite to "
-                "reuse this --out)"
-            )
-        else:
-            step = read_info(kept).get("step")
-            then = (
-                f"the last good checkpoint is {kept}{f' (step {step})' if step is not None else ''}"
-                f"; continue from it with `finetune resume {self.run_dir} --lr LOWER`"
-            )
-        return self._result(
-            DIVERGED,
-            f"{stopped}. Lower --lr (or use --dtype bfloat16/float32 instead of float16): {then}.",
-        )
-
-
-__all__ = ["COMPLETED", "DIVERGED", "EARLY_STOPPED", "INFO_FILE", "INTERRUPTED", "Trainer"]
+        return self._result(DIVERGED, divergence_advice(self, loss, grad_norm))

@@ -265,7 +265,7 @@ def prepare(args, n: int) -> tuple:
     against one thread of ``encode_ordinary`` and a numpy write."""
     import numpy as np
 
-    from finetune.data import prepare_shakespeare
+    from finetune.prepare import prepare_shakespeare
     from gpt2load.tokenizer import get_tokenizer
 
     tok = kit.tokenizer_dir()

@@ -89,7 +89,7 @@ def shakespeare() -> bytes:
 def test_shakespeare_comes_through_the_mirror(
     server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shakespeare: bytes
 ) -> None:
-    from finetune.data import fetch_shakespeare
+    from finetune.prepare import fetch_shakespeare
 
     server.add(SHAKESPEARE_PATH, shakespeare, Fault(cut_after=300_000))  # and resumes
     monkeypatch.setenv("GPT2LOAD_MIRROR", server.url)
@@ -106,8 +106,8 @@ def test_shakespeare_comes_through_the_mirror(
 def test_shakespeare_with_wrong_bytes_is_refused(
     server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shakespeare: bytes
 ) -> None:
-    from finetune.data import fetch_shakespeare
     from finetune.errors import DataError
+    from finetune.prepare import fetch_shakespeare
 
     server.add(SHAKESPEARE_PATH, shakespeare, Fault(corrupt_at=12_345))
     monkeypatch.setenv("GPT2LOAD_MIRROR", server.url)

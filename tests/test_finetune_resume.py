@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from finetune import cli
-from finetune.checkpoint import read_trainer_state
 from finetune.data import open_prepared
+from finetune.state import read_trainer_state
 
 from .conftest import make_dataset
 

@@ -17,11 +17,9 @@ from finetune.data import (
     encode_documents,
     encode_splits,
     open_prepared,
-    prepare_shakespeare,
-    prepare_text,
-    resolve_data,
     split_documents,
 )
+from finetune.prepare import prepare_shakespeare, prepare_text, resolve_data
 
 from .conftest import SHAKESPEARE_TXT, VERDICT_TXT
 

@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from finetune import cli
-from finetune.checkpoint import find_checkpoint, read_trainer_state
+from finetune.checkpoint import find_checkpoint
 from finetune.config import TrainConfig
 from finetune.data import open_prepared
 from finetune.launch import resume, start
 from finetune.plan import single_process_plan
+from finetune.state import read_trainer_state
 from finetune.trainer import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
 from gpt2load.model import GPT
 
