@@ -1,16 +1,8 @@
-"""Character-level vocabularies, as nanoGPT's ``shakespeare_char`` runs make them.
+"""Character-level vocabularies: nanoGPT's ``meta.pkl`` (``vocab_size``, ``itos``, ``stoi``).
 
-nanoGPT's ``data/<name>/prepare.py`` lists the characters of the training text and writes
-``meta.pkl`` = ``pickle.dump({"vocab_size": V, "itos": {id: char}, "stoi": {char: id}})``; a
-model trained on it has a vocabulary of exactly V ids and means nothing with GPT-2's BPE.
-A pickle can run any code while it loads, and a checkpoint folder is often downloaded
-from someone else, so ``meta.pkl`` is read by an unpickler that cannot import anything:
-no global, no call, only the dicts, strings and integers such a file holds.
-
-:class:`CharTokenizer` offers the part of ``tiktoken.Encoding`` that gpt2load and
-finetune use (``encode``, ``encode_ordinary``, ``decode``, ``decode_single_token_bytes``,
-``n_vocab``, ``eot_token``, ``name``), so every caller takes either one. It has no
-end-of-text token: ``eot_token`` is None.
+A pickle can run any code while it loads and checkpoint folders come from strangers, so
+``meta.pkl`` is read by an unpickler that cannot import anything. :class:`CharTokenizer`
+offers the part of ``tiktoken.Encoding`` gpt2load and finetune use, so callers take either.
 """
 
 from __future__ import annotations
@@ -41,13 +33,10 @@ class _Refused(pickle.UnpicklingError):
 
 
 class _NoGlobals(pickle.Unpickler):
-    """An unpickler that refuses every import, so no class is built and no function called.
-
-    Every opcode that reaches code (GLOBAL, STACK_GLOBAL, the EXT codes) goes through
-    ``find_class``; REDUCE, BUILD, NEWOBJ and INST need what it would return; PERSID goes
-    through ``persistent_load``, which the base class refuses. What is left builds only
-    the plain containers and scalars pickle knows by itself.
-    """
+    """An unpickler that refuses every import, so no class is built and no function called:
+    every opcode that reaches code (GLOBAL, STACK_GLOBAL, EXT*) goes through ``find_class``,
+    REDUCE, BUILD, NEWOBJ and INST need what it would return, and the base class refuses
+    PERSID. What is left builds only the containers and scalars pickle knows by itself."""
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: ARG002
         raise _Refused(f"it asks to import {module}.{name}")
@@ -59,21 +48,13 @@ def _only_plain(value: Any, depth: int = 0) -> str | None:
         return "containers nested deeper than a vocabulary's"
     if isinstance(value, bool) or not isinstance(value, (dict, str, int)):
         return f"a {type(value).__name__}"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            for part in (key, item):
-                bad = _only_plain(part, depth + 1)
-                if bad is not None:
-                    return bad
-    return None
+    parts = (part for pair in value.items() for part in pair) if isinstance(value, dict) else ()
+    return next(filter(None, (_only_plain(part, depth + 1) for part in parts)), None)
 
 
 def read_meta_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The dict in a nanoGPT ``meta.pkl``, read without running any code.
-
-    Raises :class:`CharVocabularyError` (one line, naming the file) for a pickle that
-    imports or calls anything, holds anything but dicts, strings and ints, or is not a dict.
-    """
+    """The content of a nanoGPT ``meta.pkl``, read without running any code; a pickle that
+    would import anything or holds anything but dicts, strings and ints is refused."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_META_BYTES:
@@ -100,8 +81,7 @@ def read_meta_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _show(chars: Iterable[str]) -> str:
-    chars = list(chars)
+def _show(chars: list[str]) -> str:
     shown = ", ".join(repr(c) for c in chars[:MAX_LISTED])
     more = len(chars) - MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
@@ -139,8 +119,7 @@ class CharTokenizer:
     def from_meta_pkl(cls, path: str | os.PathLike[str]) -> CharTokenizer:
         """Read and check nanoGPT's ``meta.pkl``: itos and stoi inverse, ids 0..V-1, one
         character each, ``vocab_size`` = V. Errors are one line naming the file."""
-        path = Path(path)
-        data = read_meta_pkl(path)
+        data = read_meta_pkl(path := Path(path))
         if not isinstance(data, dict):
             raise CharVocabularyError(
                 f"{path} holds a {type(data).__name__}, not nanoGPT's dict "
@@ -154,33 +133,23 @@ class CharTokenizer:
             )
         size, itos, stoi = data["vocab_size"], data["itos"], data["stoi"]
         if not isinstance(size, int) or size < 1:
-            raise CharVocabularyError(f"{path}: vocab_size is {size!r}, not a positive integer")
-        if not isinstance(itos, dict) or not isinstance(stoi, dict):
-            raise CharVocabularyError(f"{path}: itos and stoi must both be dicts")
-        if sorted(k for k in itos if isinstance(k, int)) != list(range(len(itos))):
-            raise CharVocabularyError(
-                f"{path}: the ids of itos are not 0..{len(itos) - 1} (every key an integer)"
-            )
-        if len(itos) != size:
-            raise CharVocabularyError(
-                f"{path}: vocab_size is {size} but itos lists {len(itos)} characters"
-            )
-        if {v: k for k, v in itos.items()} != stoi or len(stoi) != len(itos):
-            raise CharVocabularyError(f"{path}: itos and stoi are not inverse of each other")
-        return cls([itos[i] for i in range(size)], source=path)
+            why = f"vocab_size is {size!r}, not a positive integer"
+        elif not isinstance(itos, dict) or not isinstance(stoi, dict):
+            why = "itos and stoi must both be dicts"
+        elif sorted(k for k in itos if isinstance(k, int)) != list(range(len(itos))):
+            why = f"the ids of itos are not 0..{len(itos) - 1} (every key an integer)"
+        elif len(itos) != size:
+            why = f"vocab_size is {size} but itos lists {len(itos)} characters"
+        elif {v: k for k, v in itos.items()} != stoi or len(stoi) != len(itos):
+            why = "itos and stoi are not inverse of each other"
+        else:
+            return cls([itos[i] for i in range(size)], source=path)
+        raise CharVocabularyError(f"{path}: {why}")
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         """The vocabulary nanoGPT's ``prepare.py`` builds: the text's characters, sorted."""
         return cls(sorted(set(text)))
-
-    def meta(self) -> dict[str, Any]:
-        """nanoGPT's ``meta.pkl`` content for this vocabulary."""
-        return {
-            "vocab_size": self.n_vocab,
-            "itos": dict(enumerate(self.itos)),
-            "stoi": dict(self.stoi),
-        }
 
     def save(self, folder_or_file: str | os.PathLike[str]) -> Path:
         """Write ``meta.pkl`` (into a folder, or to the file named) as nanoGPT writes it, so
@@ -190,7 +159,8 @@ class CharTokenizer:
         path = Path(folder_or_file)
         if path.is_dir() or not path.suffix:
             path = path / META_PKL
-        atomic_write_bytes(path, pickle.dumps(self.meta(), protocol=pickle.DEFAULT_PROTOCOL))
+        meta = {"vocab_size": self.n_vocab, "itos": dict(enumerate(self.itos)), "stoi": self.stoi}
+        atomic_write_bytes(path, pickle.dumps(meta, protocol=pickle.DEFAULT_PROTOCOL))
         return path
 
     # ------------------------------------------------------------------ tiktoken's interface
@@ -207,9 +177,8 @@ class CharTokenizer:
         return list(dict.fromkeys(ch for ch in text if ch not in self.stoi))
 
     def encode(self, text: str, *, what: str = "the text", **_tiktoken_options: Any) -> list[int]:
-        """Ids of ``text``; a character outside the vocabulary is an error that names it
-        (``what`` says whose text it is). tiktoken's ``allowed_special`` and
-        ``disallowed_special`` are accepted and mean nothing: there are no special tokens."""
+        """Ids of ``text``; a character outside the vocabulary is an error naming it and
+        ``what`` text it is. tiktoken's options are accepted: there are no special tokens."""
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError:
@@ -236,16 +205,11 @@ class CharTokenizer:
     def decode_single_token_bytes(self, token: int) -> bytes:
         return self._bytes[self._check_id(token)]
 
-    def decode_tokens_bytes(self, tokens: Iterable[int]) -> list[bytes]:
-        return [self.decode_single_token_bytes(t) for t in tokens]
-
 
 def meta_pkl_beside(path: str | os.PathLike[str] | None) -> Path | None:
     """``meta.pkl`` in the folder ``path`` names, or beside the file it names; None if absent.
-
-    Only there: nanoGPT itself keeps it in ``data/<dataset>/``, and a vocabulary found
-    anywhere else could belong to another model.
-    """
+    Only there (not in nanoGPT's ``data/<dataset>/``): one found elsewhere could be another
+    model's."""
     if path is None:
         return None
     p = Path(path).expanduser()

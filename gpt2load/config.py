@@ -1,11 +1,8 @@
 """Model sizes and variants: the four published GPT-2 presets and the GPT-2 family around them.
 
-A config is the only thing needed to build an empty model, so every checkpoint
-format ultimately reduces to "a config plus a state dict in our layout". Besides
-the sizes, a config records the few ways the checkpoints people make differ from
-GPT-2 (nanoGPT's bias-free layers and exact GELU, the book's untied head and
-missing QKV bias, Hugging Face's MLP width, epsilon and per-layer attention
-scaling); GPT-2's own values are the defaults, so a plain ``GPTConfig()`` is GPT-2.
+Every checkpoint format reduces to "a config plus a state dict in our layout". Besides the
+sizes a config records the few ways people's checkpoints differ from GPT-2 (nanoGPT's, the
+book's, Hugging Face's options); GPT-2's values are the defaults, so ``GPTConfig()`` is GPT-2.
 """
 
 from __future__ import annotations
@@ -15,35 +12,33 @@ from dataclasses import dataclass
 from typing import Any
 
 VOCAB_SIZE = 50257
-CONTEXT_LENGTH = 1024
 EOT_TOKEN_ID = 50256
 # Other spellings of the floating dtypes, as users type them (every --dtype takes them).
 DTYPE_ALIASES = {
-    "fp32": "float32",
-    "f32": "float32",
-    "float": "float32",
-    "fp16": "float16",
-    "f16": "float16",
-    "half": "float16",
+    **dict.fromkeys(("fp32", "f32", "float"), "float32"),
+    **dict.fromkeys(("fp16", "f16", "half"), "float16"),
     "bf16": "bfloat16",
-    "fp64": "float64",
-    "f64": "float64",
-    "double": "float64",
+    **dict.fromkeys(("fp64", "f64", "double"), "float64"),
 }
+# Far above every real GPT-2 (a vocabulary of 50,257, 48 layers) and far below what would
+# make building even an empty model hang: a file's claim of 10**6 layers is refused here.
+MAX_SIZE = 1 << 20
+# tanh GELU (GPT-2's, transformers' "gelu_new"), exact GELU (nanoGPT's nn.GELU()), ReLU.
+ACTIVATIONS = ("gelu_tanh", "gelu", "relu")
+_SIZES = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size")
+# The settings that decide which weights a model has (and so which checkpoints fit it).
+SHAPE_FIELDS = (*_SIZES, "qkv_bias", "bias", "tie_head", "n_inner")
 
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Hyper-parameters of a GPT-2 shaped model.
-
-    Frozen so that a config can be shared between a model, its checkpoints and
-    its run records without anyone mutating it behind the others' backs.
-    """
+    """Hyper-parameters of a GPT-2 shaped model; frozen, so the model, its checkpoints and its
+    run records can share one without anyone changing it behind the others' backs."""
 
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    context_length: int = CONTEXT_LENGTH
+    context_length: int = 1024
     vocab_size: int = VOCAB_SIZE
     dropout: float = 0.0
     qkv_bias: bool = True
@@ -60,22 +55,23 @@ class GPTConfig:
     scale_attn_by_inverse_layer_idx: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "context_length", "vocab_size"):
-            _check_positive_int(name, getattr(self, name))
-        if self.n_inner is not None:
-            _check_positive_int("n_inner", self.n_inner)
-            if self.n_inner == 4 * self.n_embd:  # one spelling of GPT-2's width, so configs compare
-                object.__setattr__(self, "n_inner", None)
-        for name in ("qkv_bias", "bias", "tie_head", "scale_attn_by_inverse_layer_idx"):
-            if not isinstance(getattr(self, name), bool):
+        for name in (*_SIZES, "n_inner") if self.n_inner is not None else _SIZES:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            if value > MAX_SIZE:
                 raise ValueError(
-                    f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}"
+                    f"GPTConfig.{name} {value} is beyond any GPT-2 (at most {MAX_SIZE:,})"
                 )
+        if self.n_inner == 4 * self.n_embd:  # one spelling of GPT-2's width, so configs compare
+            object.__setattr__(self, "n_inner", None)
+        for name in ("qkv_bias", "bias", "tie_head", "scale_attn_by_inverse_layer_idx"):
+            if not isinstance(value := getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be true or false, got {value!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"GPTConfig.activation {self.activation!r} is not one of: {', '.join(ACTIVATIONS)}"
-            )
-        eps = self.layer_norm_eps
+            choices = ", ".join(ACTIVATIONS)
+            raise ValueError(f"GPTConfig.activation {self.activation!r} is not one of: {choices}")
+        eps, dropout = self.layer_norm_eps, self.dropout
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ValueError(f"GPTConfig.layer_norm_eps must be a number in (0, 1), got {eps!r}")
         if self.n_embd % self.n_head != 0:
@@ -83,8 +79,8 @@ class GPTConfig:
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"pick n_embd as a multiple of n_head"
             )
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {dropout!r}")
 
     @property
     def head_dim(self) -> int:
@@ -121,64 +117,20 @@ class GPTConfig:
         ]
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-    if value > MAX_SIZE:
-        raise ValueError(f"GPTConfig.{name} {value} is beyond any GPT-2 (at most {MAX_SIZE:,})")
-
-
-# Far above every real GPT-2 (a vocabulary of 50,257, 48 layers) and far below what would
-# make building even an empty model hang: a file's claim of 10**6 layers is refused here.
-MAX_SIZE = 1 << 20
-# tanh GELU (GPT-2's, transformers' "gelu_new"), exact GELU (nanoGPT's nn.GELU()), ReLU.
-ACTIVATIONS = ("gelu_tanh", "gelu", "relu")
-# The settings that decide which weights a model has (and so which checkpoints fit it).
-SHAPE_FIELDS = (
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "context_length",
-    "vocab_size",
-    "qkv_bias",
-    "bias",
-    "tie_head",
-    "n_inner",
+# Everything but the sizes and dropout: where the GPT-2 family's checkpoints differ from GPT-2.
+VARIANT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(GPTConfig) if f.name not in (*_SIZES, "dropout")
 )
-# The settings in which the GPT-2 family's checkpoints differ from GPT-2 itself.
-VARIANT_FIELDS = (
-    "qkv_bias",
-    "bias",
-    "tie_head",
-    "activation",
-    "n_inner",
-    "layer_norm_eps",
-    "scale_attn_by_inverse_layer_idx",
-)
-
-
 PRESETS: dict[str, GPTConfig] = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),
     "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
     "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
 }
-
-ALIASES: dict[str, str] = {
-    "124m": "gpt2",
-    "gpt2-small": "gpt2",
-    "355m": "gpt2-medium",
-    "774m": "gpt2-large",
-    "1558m": "gpt2-xl",
-    "1.5b": "gpt2-xl",
-}
-
-# The OpenAI release folders are named by parameter count.
-OPENAI_SIZE_NAMES: dict[str, str] = {
-    "gpt2": "124M",
-    "gpt2-medium": "355M",
-    "gpt2-large": "774M",
-    "gpt2-xl": "1558M",
+# The OpenAI release folders are named by parameter count; so may a user name the model.
+OPENAI_SIZE_NAMES = dict(zip(PRESETS, ("124M", "355M", "774M", "1558M"), strict=True))
+ALIASES = {"gpt2-small": "gpt2", "1.5b": "gpt2-xl"} | {
+    size.lower(): name for name, size in OPENAI_SIZE_NAMES.items()
 }
 
 
@@ -193,11 +145,8 @@ def canonical_name(name: str) -> str:
 
 
 def is_model_name(name: str) -> bool:
-    try:
-        canonical_name(name)
-    except KeyError:
-        return False
-    return True
+    key = name.strip().lower()
+    return ALIASES.get(key, key) in PRESETS
 
 
 def published_heads(n_embd: int) -> int | None:

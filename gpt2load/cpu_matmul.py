@@ -1,22 +1,13 @@
 """``x @ W.T + b`` in float32 on the CPU through oneDNN instead of MKL, with its gradients.
 
-PyTorch's CPU matmuls go to MKL, which picks its fast AVX-512 kernels only on
-Intel processors; on others (AMD EPYC, where this was measured) it runs the
-AVX2 ones. oneDNN, which PyTorch ships too, picks by instruction set and runs
-the same float32 products about 2x faster there: GPT-2's training step takes
-0.6x the time, and decoding a token (one row against every weight matrix) is
-as fast as MKL's best case without any trick. The arithmetic stays float32 (no
-bf16 or tf32 shortcut); results differ from MKL's only by summation order.
-
-The kernel is ``torch.ops.mkldnn._linear_pointwise``, the one torch.compile's
-CPU backend uses; it has no autograd formula, so :class:`_OneDnnLinear` gives it
-one, made of the same kernel. Where it is missing (a PyTorch built without
-oneDNN), :func:`linear` is ``F.linear``; so it is while ``torch.compile`` traces
-(Inductor cannot lower this op inside a graph with gradients and chooses its own
-matmuls), and for weights that are neither contiguous nor a transposed
-contiguous matrix (the query/key/value slices of a fused ``c_attn`` kept as
-views of the file), which oneDNN would first reorder, at many times the cost of
-the product.
+MKL runs its fast AVX-512 kernels only on Intel processors; oneDNN (shipped with PyTorch)
+picks by instruction set, and on AMD EPYC runs the same float32 products about 2x faster (a
+GPT-2 training step in 0.6x the time). Results differ from MKL's only by summation order.
+The kernel (torch.compile's, ``mkldnn._linear_pointwise``) has no autograd formula, so
+:class:`_OneDnnLinear` gives it one. :func:`linear` is ``F.linear`` where oneDNN is missing,
+while ``torch.compile`` traces (Inductor cannot lower the op with gradients), and for weights
+neither contiguous nor transposed-contiguous (views into a fused ``c_attn``), which oneDNN
+would first reorder at many times the cost of the product.
 """
 
 from __future__ import annotations
@@ -51,27 +42,20 @@ def _matmul_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
 
 class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Any) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return _matmul_t(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the kernel has no formula of its own
-    def backward(  # type: ignore[override]
-        ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, Any, Any]:
         x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _matmul_t(grad, weight.t(), None)  # grad @ W
-        if ctx.needs_input_grad[1]:
-            grad_w = _matmul_t(grad.t(), x.t(), None)  # grad.T @ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b
+        need_x, need_w, need_b = ctx.needs_input_grad
+        return (
+            _matmul_t(grad, weight.t(), None) if need_x else None,  # grad @ W
+            _matmul_t(grad.t(), x.t(), None) if need_w else None,  # grad.T @ x
+            grad.sum(0) if need_b else None,  # False without a bias
+        )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

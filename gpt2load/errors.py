@@ -1,9 +1,8 @@
 """The one error hierarchy of gpt2load (and of finetune, whose errors derive from it).
 
-Every error here is the user's to fix and its message says how, so both command lines
-print it as one line, never a traceback, and exit with its ``exit_code``: 2 for what was
-asked (a flag, a file given), 1 for work that started and then failed a check. The module
-imports nothing heavy, so a command line can catch these before torch is loaded.
+Every error is the user's to fix and says how, so the command lines print it as one line
+and exit with its ``exit_code`` (2: what was asked; 1: work that started, then failed a
+check). Torch-free, so a command line can catch these before torch is loaded.
 """
 
 from __future__ import annotations
@@ -15,12 +14,8 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'\"<>]*@")
 
 
 def redact(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``.
-
-    Credentials in a URL (a manifest's, a mirror's, ``$GPT2LOAD_MIRROR``'s) are still sent
-    to the host, but never reach a terminal, a log or ``manifest.json``: every URL that is
-    shown or stored passes through here (a whole message may be passed).
-    """
+    """``text`` with the user and password of every URL in it replaced by ``***``: every URL
+    shown or stored passes through here, so credentials never reach a terminal, log or file."""
     return _USERINFO.sub(r"\1***@", text)
 
 
@@ -50,8 +45,7 @@ class RetriesExhaustedError(DownloadError):
 
 
 class TokenizerError(Gpt2loadError, ValueError):
-    """A tokenizer that does not fit the model, a ``meta.pkl`` that is no vocabulary, or text
-    a character vocabulary cannot spell."""
+    """A tokenizer that does not fit the model, or a ``meta.pkl`` that is no vocabulary."""
 
 
 class TokenizerNotFoundError(Gpt2loadError, FileNotFoundError):

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-# 0 where the platform lacks them: the lstat checks below still refuse links there.
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a reader
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# No link followed, no wait for a FIFO's reader, no fd leaked to children (0 where the
+# platform lacks a flag: the lstat checks still refuse links there).
+_OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 class UnsafePathError(OSError):
@@ -25,40 +26,31 @@ class UnsafePathError(OSError):
 
 def _refuse(path: Path, st: os.stat_result) -> None:
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafePathError(
-            errno.ELOOP,
-            "is a symbolic link, and gpt2load writes no file through a link (remove the link "
-            "and run again)",
-            str(path),
-        )
+        why = "is a symbolic link, and gpt2load writes no file through a link (remove the link"
+        raise UnsafePathError(errno.ELOOP, why + " and run again)", str(path))
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafePathError(
-            errno.EEXIST,
-            "is not a regular file (a folder, FIFO or device), where gpt2load must write one "
-            "(remove it and run again)",
-            str(path),
-        )
+        why = "is not a regular file (a folder, FIFO or device), where gpt2load must write one"
+        raise UnsafePathError(errno.EEXIST, why + " (remove it and run again)", str(path))
 
 
 def regular_size(path: str | os.PathLike[str]) -> int | None:
     """The size of the regular file at ``path`` without following a link; None if nothing is
     there. A link or a non-regular file raises ``UnsafePathError``."""
-    path = Path(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    _refuse(path, st)
+    _refuse(Path(path), st)
     return st.st_size
 
 
 def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int:
-    """``os.open`` that refuses a symbolic link (``O_NOFOLLOW``) or a non-regular file at
-    ``path`` with ``UnsafePathError``, so nothing is written outside the folder meant."""
+    """``os.open`` that refuses a symbolic link or a non-regular file at ``path`` with
+    ``UnsafePathError``, so nothing is written outside the folder meant."""
     path = Path(path)
     regular_size(path)  # a clear error for a link or a FIFO before opening anything
     try:
-        fd = os.open(path, flags | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, mode)
+        fd = os.open(path, flags | _OPEN_FLAGS, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a link made between the check and the open
             _refuse(path, os.lstat(path))
@@ -72,27 +64,16 @@ def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666
 
 
 def open_nofollow_for_writing(path: str | os.PathLike[str], *, append: bool) -> BinaryIO:
-    """A binary file object writing to ``path`` (created if missing; appended to, or emptied
-    first), refusing a link or non-regular file there (see ``open_fd_nofollow``)."""
+    """A binary file writing to ``path`` (created if missing; appended to, or emptied first),
+    refusing a link or non-regular file there (see ``open_fd_nofollow``)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    fd = open_fd_nofollow(path, flags)
-    return os.fdopen(fd, "ab" if append else "wb")
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return os.fdopen(open_fd_nofollow(path, flags), "ab" if append else "wb")
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
-
-    The temporary file lives in the same folder so the final ``os.replace`` is a
-    rename on one file system, which is atomic: readers see the old file or the
-    new one, never a mix. On any exception the temporary file is removed.
-    """
+    """Yield a temporary path beside ``target`` and rename it onto ``target`` on success (an
+    atomic rename: readers see the old file or the new one); on any exception remove it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -100,9 +81,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp creates the file private (0600); give the result the permissions an
-        # ordinary open() would have had under the user's umask.
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        # mkstemp's file is private (0600): give it what open() would under the user's umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

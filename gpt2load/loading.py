@@ -1,8 +1,5 @@
-"""Turn what a user typed (a path or a model name) into a local checkpoint, then a model.
-
-This is the one place where "a name or a path" becomes a folder: every command, verify
-and finetune's ``--init`` go through :func:`resolve`.
-"""
+"""Turn what a user typed (a path or a model name) into a local checkpoint, then a model: the
+one place where "a name or a path" becomes a folder (every command and finetune use it)."""
 
 from __future__ import annotations
 
@@ -14,22 +11,11 @@ import torch
 
 from .config import canonical_name, is_model_name
 from .model import GPT
+from .native import NATIVE_FILENAME
 from .releases import DEFAULT_SOURCE, SOURCES, check_source
 
-# Sub-folders a training run keeps its checkpoints in, in the order a run folder is read.
+# The sub-folders a training run keeps its checkpoints in, in the order a run folder is read.
 RUN_CHECKPOINTS = ("best", "last")
-NATIVE_FILE = "model.safetensors"
-
-
-def run_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint a training run's folder stands for: its ``best/``, else ``last/``;
-    None when ``folder`` is no run folder (it holds weights itself, or no such sub-folder)."""
-    if not folder.is_dir() or any(p.is_file() for p in folder.glob("*.safetensors")):
-        return None
-    for name in RUN_CHECKPOINTS:
-        if (folder / name / NATIVE_FILE).is_file():
-            return folder / name
-    return None
 
 
 def resolve(
@@ -41,26 +27,21 @@ def resolve(
 ) -> Path:
     """A local file or folder for ``model_or_path``, downloading a named model on first use.
 
-    An existing path always wins over a model name, so a folder called ``gpt2`` in the
-    working directory is used as it is; a training run's folder means its ``best/``
-    checkpoint (else ``last/``, said on stderr unless ``quiet``). A finished download is
-    reused after a size check only (no network, no re-hash); ``gpt2load verify`` re-hashes.
-    Downloads land in ``weights/<model>/<source>/`` (root: ``$GPT2LOAD_WEIGHTS_DIR``). With
-    ``download=False`` a name means the first non-empty download folder (of ``source``, else
-    of every source in turn) and a missing one is a ``FileNotFoundError``.
+    An existing path wins over a model name; a training run's folder means its ``best/``
+    checkpoint, else ``last/``. A finished download is reused after a size check only
+    (``gpt2load verify`` re-hashes); with ``download=False`` it must exist.
     """
     path = Path(model_or_path).expanduser()
     # A TF checkpoint is often named by its prefix (".../model.ckpt"), which is no file itself.
     if path.exists() or path.with_name(path.name + ".index").is_file():
-        run = run_checkpoint(path)
-        if run is None:
-            return path
-        if run.name != RUN_CHECKPOINTS[0] and not quiet:
-            print(
-                f"note: {path} has no {RUN_CHECKPOINTS[0]}/ checkpoint; using {run}",
-                file=sys.stderr,
-            )
-        return run
+        if not path.is_dir() or any(p.is_file() for p in path.glob("*.safetensors")):
+            return path  # weights themselves, not a training run's folder
+        run = next(
+            (path / r for r in RUN_CHECKPOINTS if (path / r / NATIVE_FILENAME).is_file()), None
+        )
+        if run is not None and run.name != "best" and not quiet:
+            print(f"note: {path} has no best/ checkpoint; using {run}", file=sys.stderr)
+        return run or path
     name = str(model_or_path)
     if not is_model_name(name):
         raise FileNotFoundError(
@@ -96,17 +77,11 @@ def load(
 ) -> GPT:
     """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode.
 
-    ``contiguous=True`` copies weights stored transposed (Hugging Face, OpenAI) into
-    ``nn.Linear``'s layout instead of keeping views of the file: for training.
-    ``n_head`` is for a checkpoint that records no head count and has a width GPT-2 never
-    had (a bare ``.pth``); the head count is never guessed.
+    ``contiguous=True`` copies weights stored transposed into ``nn.Linear``'s layout instead
+    of keeping views of the file (for training); ``n_head`` is for a checkpoint that records
+    none and has a width GPT-2 never had (it is never guessed).
     """
     from .formats import load_checkpoint
 
-    return load_checkpoint(
-        resolve(model_or_path, source=source),
-        device=device,
-        dtype=dtype,
-        contiguous=contiguous,
-        n_head=n_head,
-    )
+    path = resolve(model_or_path, source=source)
+    return load_checkpoint(path, device=device, dtype=dtype, contiguous=contiguous, n_head=n_head)
