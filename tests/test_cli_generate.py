@@ -170,3 +170,20 @@ def test_generate_streams_each_token_as_it_is_produced(
     )
     assert flushed_between == len(steps) - 1
     assert events.index("write") < steps[0]  # the prompt first, before any model call
+
+
+def test_a_run_folder_means_its_best_checkpoint_else_its_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpt2load.cli import main
+
+    run = tmp_path / "run"
+    save_native(random_model(TINY_CONFIGS["tiny"]), run / "last")
+    assert main(["info", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert f"path        {run / 'last'}" in out
+    assert f"{run} has no best/ checkpoint; using {run / 'last'}" in err
+    save_native(random_model(TINY_CONFIGS["tiny"]), run / "best")
+    assert main(["info", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert f"path        {run / 'best'}" in out and err == ""

@@ -162,3 +162,31 @@ def test_a_pre_zip_pickle_is_sized_up_only_once_loaded(tmp_path: Path) -> None:
     assert planned_config(cfg(zipped.parent)) == config
     assert planned_config(cfg(legacy.parent)) is None
     assert init_model(cfg(legacy.parent), log=lambda _: None).config.n_embd == 32
+
+
+def test_the_tokenizer_beside_init_prepares_the_data_with_no_other_source(
+    tmp_path: Path,
+    offline_weights: Path,
+    tokenizer_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--init weights/gpt2/openai`` style: GPT-2's files sit beside the weights, and no
+    $GPT2LOAD_TOKENIZER_DIR, download cache or network is there to fall back on."""
+    import shutil
+
+    from gpt2load import GPT, GPTConfig, save_native
+
+    monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+    init = tmp_path / "init"
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, context_length=32, vocab_size=50257)
+    save_native(GPT(config), init)
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(tokenizer_dir / name, init / name)
+    text, data_dir = _unprepared_text(tmp_path)
+    argv = ["pretrain", "--init", str(init), "--data", str(text), "--data-dir", str(data_dir)]
+    argv += ["--block-size", "16", "--batch-size", "2", "--max-iters", "1", "--force-cpu"]
+    assert cli.main([*argv, "--no-progress", "--sample-interval", "1", "--out", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "data: prepared" in out and "--- sample at step 1 ---" in out
+    assert not (offline_weights / "tokenizer").exists()  # nothing was fetched
