@@ -105,7 +105,9 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     device, dtype = _device(cfg, strategy, say)
     weights = None if cfg.is_scratch else weights_folder(cfg.init)
     vocab = choose_vocab(cfg.tokenizer, weights, cfg.data, cfg.tokenizer_dir)
-    vocab_size = VOCAB_SIZE if not vocab.is_char else vocab.char.n_vocab if vocab.char else None
+    vocab_size: int | None = VOCAB_SIZE
+    if vocab.is_char:  # None: the training text's characters, known once it is prepared
+        vocab_size = vocab.char.n_vocab if vocab.char is not None else None
     model = planned_config(cfg, vocab_size)
     check_planned(cfg, model)  # sizes and context: before data, weights or the run folder
     for note in cfg.warnings():
