@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import importlib
 import pkgutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
-from . import commands
+from . import __version__, commands
 from .errors import Gpt2loadError, redact
 from .fileio import UnsafePathError
 
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpt2load",
         description="Download, verify, inspect, convert and run OpenAI's GPT-2 weights.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         if not name.startswith("_"):
@@ -100,16 +103,35 @@ def check_device(spec: str | None) -> None:
 def parse_command_line(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> argparse.Namespace:
-    """``parser.parse_args``, except that a mistyped flag after a command is reported by that
-    command's parser, with its usage line."""
+    """``parser.parse_args``, but kinder: no arguments print the help, and a mistyped
+    sub-command or flag gets one line naming the closest real one (argparse's own answer is
+    the whole usage and no suggestion), reported by the parser of the command it was given to."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        raise SystemExit(0)
+    commands = next(
+        (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
+    )
+    if commands and not argv[0].startswith("-") and argv[0] not in commands:
+        _usage_error(parser, f"unknown command {argv[0]!r}", argv[0], list(commands))
     args, extras = parser.parse_known_args(argv)
     if extras:
-        command = getattr(args, "command", None)
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-                action.choices[command].error(f"unrecognized arguments: {' '.join(extras)}")
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        target = commands.get(getattr(args, "command", None), parser)
+        flags = [o for a in target._actions for o in a.option_strings if o.startswith("--")]
+        typed = next((e.split("=")[0] for e in extras if e.startswith("--")), "")
+        _usage_error(target, f"unrecognized arguments: {' '.join(extras)}", typed, flags)
     return args
+
+
+def _usage_error(
+    parser: argparse.ArgumentParser, message: str, typed: str, known: list[str]
+) -> NoReturn:
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) if typed else []
+    hint = f"; did you mean {close[0]}?" if close else ""
+    print(f"usage: {parser.prog} ... (every option: {parser.prog} --help)", file=sys.stderr)
+    print(f"{parser.prog}: error: {message}{hint}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 @contextlib.contextmanager
