@@ -7,10 +7,15 @@ talking to each other.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from .errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig
 
 TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM = 0, 1, 2  # independent streams of one seed
 
@@ -18,32 +23,18 @@ TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM = 0, 1, 2  # independent stream
 class BatchSource:
     """Windows of ``block_size + 1`` tokens at random offsets into ``tokens``."""
 
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        batch_size: int,
-        block_size: int,
-        seed: int,
-        stream: int,
-        split: str,
-    ) -> None:
-        if len(tokens) < block_size + 1:
+    def __init__(self, tokens: np.ndarray, cfg: TrainConfig, stream: int, split: str) -> None:
+        if len(tokens) < cfg.block_size + 1:
             raise DataError(
                 f"the {split} split holds {len(tokens):,} tokens, fewer than one context window "
-                f"(--block-size {block_size} + 1); give more text or lower --block-size"
+                f"(--block-size {cfg.block_size} + 1); give more text or lower --block-size"
             )
-        self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
-        self.seed, self.stream, self._offsets = seed, stream, np.arange(block_size + 1)
+        self.tokens, self.cfg, self.stream = tokens, cfg, stream
 
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and next-token targets, ``[batch, block]`` int64 each, on the CPU."""
-        rng = np.random.default_rng([self.seed, self.stream, index])
-        starts = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
-        data = torch.from_numpy(
-            np.asarray(self.tokens[starts[:, None] + self._offsets], dtype=np.int64)
-        )
+        block, rng = self.cfg.block_size, np.random.default_rng([self.cfg.seed, self.stream, index])
+        starts = rng.integers(0, len(self.tokens) - block, size=self.cfg.batch_size)
+        windows = self.tokens[starts[:, None] + np.arange(block + 1)]
+        data = torch.from_numpy(np.asarray(windows, dtype=np.int64))
         return data[:, :-1], data[:, 1:]
-
-    def fixed(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``count`` batches: the same every time, so evaluations compare."""
-        return [self.get(i) for i in range(count)]

@@ -1,8 +1,10 @@
-"""How a run ends: its result, its exit code, and what to tell the user after a divergence."""
+"""How a run ends: its result and exit code, what it says at the end, and the advice after a
+divergence."""
 
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,17 +12,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .checkpoint import LAST, find_checkpoint, read_info
+from .checkpoint import BEST, LAST, find_checkpoint, read_info
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
-COMPLETED, EARLY_STOPPED, INTERRUPTED, DIVERGED = (
-    "completed",
-    "early_stopped",
-    "interrupted",
-    "diverged",
-)
+COMPLETED = "completed"
+EARLY_STOPPED = "early_stopped"
+INTERRUPTED = "interrupted"
+DIVERGED = "diverged"
 
 
 @dataclass
@@ -40,6 +40,31 @@ class TrainResult:
         return 1 if self.status == DIVERGED else 0
 
 
+def summary(trainer: Trainer, seconds: float) -> str:
+    """What the run left and what to do with it, under its last line: the best checkpoint and
+    its step, the last one, the time this process trained, and the commands that use them."""
+    best, last = find_checkpoint(trainer.run_dir, BEST), find_checkpoint(trainer.run_dir, LAST)
+    lines = [f"  took {_duration(seconds)} (steps {trainer.start_step + 1}-{trainer.step})"]
+    if best is not None:
+        at = read_info(best).get("step", "?")
+        lines.append(f"  best: val loss {trainer.best_val_loss:.4f} at step {at}, in {best}")
+    if last is not None:
+        lines.append(f"  last: step {read_info(last).get('step', '?')}, in {last}")
+    use = shlex.quote(str(best or last))
+    if best or last:
+        base = shlex.quote(trainer.cfg.init if trainer.cfg.init != "scratch" else "gpt2")
+        lines.append(f"  next: gpt2load generate {use}")
+        lines.append(f"        gpt2load chat {use}")
+        lines.append(f"        gpt2load compare {base} {use}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m" if hours else f"{m}m {s:02d}s" if m else f"{seconds:.1f}s"
+
+
 def divergence_advice(trainer: Trainer, loss: float, grad_norm: float) -> str:
     """Stop on a non-finite loss or gradient, with advice that fits the cause: broken
     weights are not a learning-rate problem, and resume is offered only when there is a
@@ -47,29 +72,24 @@ def divergence_advice(trainer: Trainer, loss: float, grad_norm: float) -> str:
     what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
     stopped = f"training stopped: {what} at step {trainer.step + 1} is not finite"
     with torch.no_grad():
-        broken = [
-            n for n, p in trainer.raw_model.named_parameters() if not bool(torch.isfinite(p).all())
-        ]
-    if trainer.step == trainer.start_step and (broken or trainer.amp_dtype is not torch.float16):
+        params = trainer.raw_model.named_parameters()
+        broken = [n for n, p in params if not bool(torch.isfinite(p).all())]
+    fp16 = trainer.plan.dtype is torch.float16
+    if trainer.step == trainer.start_step and (broken or not fp16):
         source = f"--init {trainer.cfg.init}" if trainer.step == 0 else f"{trainer.run_dir / LAST}"
-        held = (
-            f"{len(broken)} of its tensors hold NaN or inf ({', '.join(broken[:3])}"
-            f"{', ...' if len(broken) > 3 else ''})"
-            if broken
-            else "its finite values already give a non-finite loss"
-        )
-        return trainer._result(
-            DIVERGED,
+        held = "its finite values already give a non-finite loss"
+        if broken:
+            more = ", ..." if len(broken) > 3 else ""
+            held = f"{len(broken)} of its tensors hold NaN or inf ({', '.join(broken[:3])}{more})"
+        return (
             f"{stopped}, before any update: the starting weights ({source}) are broken: "
             f"{held}. This is not a learning-rate problem; start from other weights "
-            f"(`gpt2load verify` checks a checkpoint).",
+            f"(`gpt2load verify` checks a checkpoint)."
         )
     kept = find_checkpoint(trainer.run_dir, LAST)
     if kept is None:
-        then = (
-            "no checkpoint was saved yet, so start the run again (add --overwrite to "
-            "reuse this --out)"
-        )
+        then = "no checkpoint was saved yet, so start the run again (add --overwrite to reuse "
+        then += "this --out)"
     else:
         step = read_info(kept).get("step")
         then = (

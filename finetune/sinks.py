@@ -1,10 +1,9 @@
 """Where a run's numbers go, behind one interface: ``metrics.jsonl``, ``samples.jsonl`` and
 ``loss.png`` in the run folder, a tqdm bar, and Weights & Biases.
 
-``metrics.jsonl`` (one JSON object per optimizer step) is the record a run is judged by:
-plain text, appendable, readable while training runs, and cut back to the checkpoint's step
-on resume so steps a crashed run logged after its last save are not listed twice. W&B is a
-convenience, the run is the product: its first failure prints one warning and turns it off.
+``metrics.jsonl`` (one JSON object per step) is the record a run is judged by: plain text,
+appendable, readable while training runs, and cut back to the checkpoint's step on resume so
+no step is listed twice. W&B is a convenience: its first failure warns once and turns it off.
 """
 
 from __future__ import annotations
@@ -25,20 +24,15 @@ from gpt2load import atomic_path, atomic_write_text
 from .errors import SaveError, os_reason
 
 Log = Callable[[str], None]
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.jsonl"
-PLOT_FILE = "loss.png"
+METRICS_FILE, SAMPLES_FILE, PLOT_FILE = "metrics.jsonl", "samples.jsonl", "loss.png"
 MAX_SAMPLE_CHARS = 2000
-WANDB_NAMES = {
-    "train_loss": "train/loss",
-    "val_loss": "val/loss",
-    "eval_train_loss": "train/eval_loss",
-    "tokens_per_s": "perf/tokens_per_s",
-    "mfu": "perf/mfu",
-    "lr": "train/lr",
-    "grad_norm": "train/grad_norm",
-    "tokens_seen": "train/tokens_seen",
+# fmt: off
+WANDB_NAMES = {  # a record's keys -> W&B's charts
+    "train_loss": "train/loss", "val_loss": "val/loss", "eval_train_loss": "train/eval_loss",
+    "tokens_per_s": "perf/tokens_per_s", "mfu": "perf/mfu", "lr": "train/lr",
+    "grad_norm": "train/grad_norm", "tokens_seen": "train/tokens_seen",
 }
+# fmt: on
 
 
 class Sink:
@@ -83,8 +77,7 @@ def append_line(path: Path, line: str, resumable: bool) -> None:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file; a line cut short by a crash ends the good part."""
     records: list[dict[str, Any]] = []
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    for line in filter(str.strip, lines):
+    for line in filter(str.strip, path.read_text("utf-8").splitlines() if path.exists() else []):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -109,88 +102,75 @@ class RunFiles(Sink):
         }  # JSON has no nan/inf: keep the fact as text
         append_line(self.metrics, json.dumps(clean), self._resumable())
         if "val_loss" in record:
-            self.plot()
+            self.close({})
 
     def sample(self, step: int, prompt: str, text: str) -> None:
         record = json.dumps({"step": step, "prompt": prompt, "text": text})
         append_line(self.run_dir / SAMPLES_FILE, record, self._resumable())
 
     def close(self, summary: dict[str, Any]) -> None:
-        self.plot()
-
-    def plot(self) -> None:
-        try:  # a plot is never worth a failed run
-            plot_losses(read_records(self.metrics), self.run_dir / PLOT_FILE)
+        """Draw ``loss.png`` (also at every evaluation); a plot is never worth a failed run."""
+        try:
+            fig = loss_figure(read_records(self.metrics), self.run_dir.resolve().name)
+            if fig is not None:
+                with atomic_path(self.run_dir / PLOT_FILE) as tmp:
+                    fig.savefig(tmp, format="png")
         except Exception as exc:
             self._log(f"warning: could not draw {PLOT_FILE}: {exc}")
 
 
-def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Train loss per step, and train/val loss at each evaluation; None without matplotlib."""
+def loss_figure(records: list[dict[str, Any]], title: str) -> Any:
+    """Train loss per step, train and val loss at each evaluation, and the learning rate on an
+    axis of its own, over whole steps; None without matplotlib (an optional dependency)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-        return [p[0] for p in pts], [p[1] for p in pts]
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    steps, loss = series("train_loss")
-    if steps:
-        ax.plot(steps, loss, color="tab:blue", alpha=0.35, linewidth=1, label="train (step)")
-    for key, color, label in (
-        ("eval_train_loss", "tab:blue", "train (eval)"),
-        ("val_loss", "tab:orange", "val (eval)"),
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    loss = fig.add_subplot()
+    lr = loss.twinx()
+    for axes, key, label, style in (
+        (loss, "train_loss", "train (step)", {"color": "tab:blue", "alpha": 0.35}),
+        (loss, "eval_train_loss", "train (eval)", {"color": "tab:blue", "marker": "o"}),
+        (loss, "val_loss", "val (eval)", {"color": "tab:orange", "marker": "o"}),
+        (lr, "lr", "learning rate", {"color": "tab:green", "linestyle": "--"}),
     ):
-        xs, ys = series(key)
-        if xs:
-            ax.plot(xs, ys, color=color, marker="o", markersize=3, linewidth=1.5, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            axes.plot(*zip(*points, strict=True), label=label, linewidth=1, markersize=3, **style)
+    loss.set(title=title, xlabel="step", ylabel="loss")
+    lr.set_ylabel("learning rate")
+    lr.set_ylim(bottom=0)
+    loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss.grid(alpha=0.3)
+    if lines := loss.get_lines() + lr.get_lines():
+        lr.legend(handles=lines, loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 class ProgressBar(Sink):
-    """A tqdm bar of steps with loss, lr, tokens/s and MFU; log lines print above it."""
+    """A tqdm bar of steps with loss, lr, tokens/s and MFU, or what the run is doing now."""
 
     def __init__(self, total: int, initial: int, name: str, enabled: bool) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(
-            total=total,
-            initial=initial,
-            disable=not enabled,
-            dynamic_ncols=True,
-            mininterval=0.5,
-            unit="step",
-            desc=name,
-        )
+        self.enabled, self.figures = enabled, ""
+        options = {"dynamic_ncols": True, "mininterval": 0.5, "unit": "step"}
+        self.bar = tqdm(total=total, initial=initial, disable=not enabled, desc=name, **options)
 
-    def write(self, message: str, fallback: Log) -> None:
-        if self.bar.disable:
-            fallback(message)
-        else:
-            self.bar.write(message)
+    def status(self, text: str | None) -> None:
+        """Shown at once on the bar's line (stderr), so a long wait never looks frozen; None
+        shows the last step's figures again."""
+        self.bar.set_postfix_str(self.figures if text is None else text)
 
     def step(self, record: dict[str, Any]) -> None:
-        text = f"loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
-        text += f"{record['tokens_per_s']:,.0f} tok/s"
+        self.figures = f"loss {record['train_loss']:.4f}, lr {record['lr']:.2e}, "
+        self.figures += f"{record['tokens_per_s']:,.0f} tok/s"
         if "mfu" in record:
-            text += f", MFU {100 * record['mfu']:.1f}%"
-        self.bar.set_postfix_str(text, refresh=False)
+            self.figures += f", MFU {100 * record['mfu']:.1f}%"
+        self.bar.set_postfix_str(self.figures, refresh=False)
         self.bar.update(1)
 
     def close(self, summary: dict[str, Any]) -> None:
@@ -233,35 +213,23 @@ class Wandb(Sink):
 
             directory = os.environ.get("WANDB_DIR") or str(run_dir)
             Path(directory).mkdir(parents=True, exist_ok=True)
-            settings = wandb.Settings(console="off", quiet=True)
-            self.run = wandb.init(
-                dir=directory,
-                mode=mode,
-                id=run_id,
-                settings=settings,
-                resume="allow" if run_id else None,
-                **init,
-            )
+            init |= {"dir": directory, "mode": mode, "id": run_id}
+            init["resume"] = "allow" if run_id else None
+            self.run = wandb.init(settings=wandb.Settings(console="off", quiet=True), **init)
             self._wandb = wandb
         except Exception as exc:
-            self._fail("could not start", exc)
-            return
+            return self._fail("could not start", exc)
+        folder = getattr(self.run, "dir", None)
+        self.where = str(Path(folder).parent) if folder else "the wandb folder"
         if mode == "offline":
             log(
-                f"wandb: no W&B login found, logging offline to {self.offline_dir()}; upload "
-                f"later with `wandb sync {self.offline_dir()}` (or `wandb login` first and pass "
-                f"--wandb-mode online)"
+                f"wandb: no W&B login found, logging offline to {self.where}; upload later with "
+                f"`wandb sync {self.where}` (or `wandb login` first and pass --wandb-mode online)"
             )
 
     @property
     def run_id(self) -> str | None:
         return getattr(self.run, "id", None)
-
-    def offline_dir(self) -> str:
-        try:
-            return str(Path(self.run.dir).parent)
-        except Exception:
-            return "the wandb folder"
 
     def _fail(self, what: str, exc: BaseException) -> None:
         self._log(f"wandb: {what} ({type(exc).__name__}: {exc}); continuing without W&B")
@@ -294,13 +262,7 @@ class Wandb(Sink):
     def close(self, summary: dict[str, Any]) -> None:
         exit_code = summary.pop("exit_code", 0)
         self._call("writing the summary failed", lambda: self.run.summary.update(summary))
-        if self.run is None:
-            return
-        where, offline = self.offline_dir(), self.mode == "offline"
-        try:
-            self.run.finish(exit_code=exit_code)
-        except Exception as exc:
-            self._log(f"wandb: finishing the run failed ({type(exc).__name__}: {exc})")
+        self._call("finishing the run failed", lambda: self.run.finish(exit_code=exit_code))
+        if self.run is not None and self.mode == "offline":
+            self._log(f"wandb: offline run saved; upload it with `wandb sync {self.where}`")
         self.run = None
-        if offline:
-            self._log(f"wandb: offline run saved; upload it with `wandb sync {where}`")

@@ -1,13 +1,10 @@
-"""How the work is spread: one process, DDP, or FSDP under torchrun, behind one interface.
+"""How the work is spread: one process, DDP or FSDP under torchrun, behind one interface.
 
-``torchrun --nproc_per_node=N -m finetune ...`` starts N copies of the command and tells each
-its place (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``). The trainer is
-written against :class:`Strategy`, which is also the single process, where every collective
-is a no-op, so one process runs exactly the code it always ran. Both parallel ways are data
-parallel (each rank runs its share of every step's micro-batches): DDP keeps a whole model
-per rank; FSDP shards weights, gradients and AdamW state so gpt2-xl trains on GPUs that
-could not hold it alone. Checkpoints are always whole, written by rank 0 in the
-single-process layout, so a run resumes with any number of processes.
+:class:`Strategy` is also the single process, where every collective is a no-op, so one
+process runs exactly the code it always ran. DDP keeps a whole model per rank; FSDP shards
+weights, gradients and AdamW state so gpt2-xl trains on GPUs that could not hold it alone.
+Checkpoints are always whole, in the single-process layout, so a run resumes with any
+number of processes.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import contextlib
 import gc
 import inspect
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +25,6 @@ from .errors import ConfigError, DistributedNotSupported
 # Rank 0 alone writes checkpoints while the others wait in a collective; gpt2-xl's 19 GB of
 # weights and optimizer state can take minutes to write, well past NCCL's default of 10.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
-_FULL = {"full_state_dict": True, "cpu_offload": True}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -123,18 +119,15 @@ class Strategy:
             if first:
                 self.barrier()
 
+    def all_reduce(self, tensor: torch.Tensor, op: str = "SUM") -> torch.Tensor:
+        if self.is_distributed:
+            torch.distributed.all_reduce(tensor, op=getattr(torch.distributed.ReduceOp, op))
+        return tensor
+
     def any_true(self, flags: Sequence[bool], device: torch.device) -> list[bool]:
         """Each flag OR-ed over all ranks in one collective: how ranks agree to stop."""
-        if not self.is_distributed:
-            return list(flags)
         values = torch.tensor([float(bool(f)) for f in flags], device=device)
-        torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
-        return [bool(v) for v in values.tolist()]
-
-    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.is_distributed:
-            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-        return tensor
+        return [bool(v) for v in self.all_reduce(values, "MAX").tolist()]
 
     def interleave(self, local: torch.Tensor, count: int) -> torch.Tensor:
         """Rebuild a list dealt out round-robin (item ``i`` computed by rank ``i % world``), in
@@ -146,10 +139,9 @@ class Strategy:
         return torch.stack(parts, dim=1).reshape(-1)[:count]
 
     def all_gather_object(self, obj: Any) -> list[Any]:
-        if not self.is_distributed:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        torch.distributed.all_gather_object(out, obj)
+        out = [obj] * self.world_size
+        if self.is_distributed:
+            torch.distributed.all_gather_object(out, obj)
         return out
 
     # ------------------------------------------------------------ the model
@@ -177,14 +169,13 @@ class Strategy:
         try:
             optimizer.load_state_dict(state)
         except ValueError as exc:
-            raise ConfigError(f"{_mismatch(source)}: {exc}") from None
+            raise ConfigError(f"{_MISMATCH.format(source)}: {exc}") from None
 
 
-def _mismatch(source: str) -> str:
-    return (
-        f"the optimizer state in {source} belongs to another model layout (other parameter "
-        f"groups or shapes); resume it with the model it was saved with, or start a new run"
-    )
+_MISMATCH = (
+    "the optimizer state in {} belongs to another model layout (other parameter groups or "
+    "shapes); resume it with the model it was saved with, or start a new run"
+)
 
 
 class DDP(Strategy):
@@ -198,17 +189,12 @@ class DDP(Strategy):
         before every forward) and gradients live in the all-reduce buckets (one copy less)."""
         from torch.nn.parallel import DistributedDataParallel
 
-        options = inspect.signature(DistributedDataParallel).parameters
-        no_buffer_sync = {
-            "forward_sync_buffers"
-            if "forward_sync_buffers" in options
-            else "broadcast_buffers": False
-        }  # torch 2.13 renamed it
+        # torch 2.13 renamed broadcast_buffers
+        renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        no_buffer_sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+        ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            gradient_as_bucket_view=True,
-            **no_buffer_sync,
+            model, device_ids=ids, gradient_as_bucket_view=True, **no_buffer_sync
         )
 
     @contextlib.contextmanager
@@ -257,58 +243,49 @@ class FSDP(Strategy):
 
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         """Collective; only rank 0 gets the tensors, on the CPU (no GPU holds a second copy)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint import state_dict as dcp
 
         self.reshard(model)
-        return get_model_state_dict(model, options=StateDictOptions(**_FULL))
+        full = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return dcp.get_model_state_dict(model, options=full)
 
     def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         """FSDP's gathered state, keyed by parameter name, renumbered as one process numbers
         it, so a checkpoint reads the same whoever wrote it (meaningful on rank 0 only)."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint import state_dict as dcp
 
         self.reshard(model)
         groups = _param_names(model, optimizer)
-        by_name = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(**_FULL))
+        full = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        by_name = dcp.get_optimizer_state_dict(model, optimizer, options=full)
         if not by_name:  # ranks other than 0
             return {}
         index = {name: i for i, name in enumerate(n for group in groups for n in group)}
-        return {
-            "state": {index[name]: value for name, value in by_name["state"].items()},
-            "param_groups": [
-                {**saved, "params": [index[n] for n in names]}
-                for saved, names in zip(by_name["param_groups"], groups, strict=True)
-            ],
-        }
+        return _rekey(by_name, index.get, [[index[n] for n in names] for names in groups])
 
     def load_optimizer_state(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping, source: str
     ) -> None:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint import state_dict as dcp
 
         self.reshard(model)
-        groups = _param_names(model, optimizer)
+        groups, saved_groups = _param_names(model, optimizer), state["param_groups"]
+        if [len(s["params"]) for s in saved_groups] != [len(g) for g in groups]:
+            raise ConfigError(_MISMATCH.format(source))
         flat = [n for group in groups for n in group]
-        saved_groups = state["param_groups"]
-        if len(saved_groups) != len(groups) or any(
-            len(s["params"]) != len(g) for s, g in zip(saved_groups, groups, strict=True)
-        ):
-            raise ConfigError(_mismatch(source))
-        by_name = {
-            "state": {flat[int(i)]: value for i, value in state["state"].items()},
-            "param_groups": [
-                {**saved, "params": names}
-                for saved, names in zip(saved_groups, groups, strict=True)
-            ],
-        }
-        options = StateDictOptions(full_state_dict=True)
-        set_optimizer_state_dict(model, optimizer, by_name, options=options)
+        by_name = _rekey(state, lambda i: flat[int(i)], groups)
+        dcp.set_optimizer_state_dict(
+            model, optimizer, by_name, options=dcp.StateDictOptions(full_state_dict=True)
+        )
+
+
+def _rekey(state: Mapping, key: Callable[[Any], Any], params: list[list]) -> dict:
+    """An optimizer state with its parameters named anew: FSDP's by name, ours by number."""
+    groups = zip(state["param_groups"], params, strict=True)
+    return {
+        "state": {key(k): value for k, value in state["state"].items()},
+        "param_groups": [{**saved, "params": names} for saved, names in groups],
+    }
 
 
 def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
@@ -341,10 +318,9 @@ def process_group(
         backend = "nccl" if device.type == "cuda" else "gloo"
     elif backend == "nccl" and device.type != "cuda":
         raise ConfigError("--dist-backend nccl needs CUDA GPUs; with --force-cpu use gloo")
-    kwargs: dict[str, Any] = {}
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        kwargs["device_id"] = device
     owned = not dist.is_initialized()
     if owned:
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **kwargs)

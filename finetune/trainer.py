@@ -1,9 +1,8 @@
 """The training loop: optimizer steps, evaluations, samples, checkpoints, stopping.
 
-A :class:`Trainer` owns a run's mutable state (step, data position, best val loss, RNG) and
-is the only thing that writes the run folder, so what a checkpoint holds is exactly what the
-next step needs to continue as if it had never stopped. How the work is spread over
-processes is the plan's strategy; where the numbers go, the sinks'.
+A :class:`Trainer` owns a run's mutable state and is the only thing that writes the run
+folder, so a checkpoint holds exactly what the next step needs to continue as if it had never
+stopped. How the work is spread is the plan's strategy; where the numbers go, the sinks'.
 """
 
 from __future__ import annotations
@@ -18,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 import gpt2load
 from gpt2load import GPT
 
+from . import outcome
 from .batches import EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, TRAIN_STREAM, BatchSource
 from .checkpoint import BEST, LAST, find_checkpoint, save_checkpoint, write_run_config
 from .data import PreparedData, data_key
 from .device import flops_per_token
 from .flags import to_toml
-from .optim import WarmupCosine, build_optimizer
-from .outcome import COMPLETED, DIVERGED, EARLY_STOPPED, INTERRUPTED, TrainResult, divergence_advice
+from .optim import build_optimizer
+from .outcome import COMPLETED, DIVERGED, EARLY_STOPPED, INTERRUPTED, TrainResult
 from .plan import Plan
 from .sinks import ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
 from .state import restore
@@ -52,116 +53,89 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         carry_files: Mapping[str, Path] | None = None,
     ) -> None:
-        self.plan, self.cfg, self.strategy = plan, plan.cfg, plan.strategy
-        self.device, self.amp_dtype = plan.device, plan.dtype
-        cfg, strategy, device = self.cfg, self.strategy, plan.device.device
-        self.data, self.tokenizer, self.callbacks = data, tokenizer, list(callbacks)
+        cfg, strategy, self.device = plan.cfg, plan.strategy, plan.device.device
+        self.plan, self.cfg, self.strategy, self.run_dir = plan, cfg, strategy, plan.run_dir
+        self.data, self.tokenizer, self.callbacks, self._log = data, tokenizer, [*callbacks], log
         self.carry_files = dict(carry_files or {})  # so every checkpoint generates alone
-        self.run_dir, self._log = plan.run_dir, log
         self._stop_reason: str | None = None
         self._signum: int | None = None
-        self.raw_model = model.to(device).train()  # the module the optimizer updates
-        if device.type == "cuda":
+        self.raw_model = model.to(self.device).train()  # the module the optimizer updates
+        if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.model = strategy.wrap(self.raw_model, device)
+        self.model = strategy.wrap(self.raw_model, self.device)
         if plan.resume is None:  # --seed decides dropout too, whatever the init
             torch.manual_seed(rank_seed(cfg.seed, strategy.rank) if strategy.rank else cfg.seed)
-        train, val = data.load("train"), data.load("val")
-        self.train_batches = BatchSource(
-            train, cfg.batch_size, cfg.block_size, cfg.seed, TRAIN_STREAM, "train"
-        )
-        self.eval_sets = {
-            split: BatchSource(
-                tokens, cfg.batch_size, cfg.block_size, cfg.seed, stream, split
-            ).fixed(cfg.eval_batches)
-            for split, tokens, stream in (
-                ("train", train, EVAL_TRAIN_STREAM),
-                ("val", val, EVAL_VAL_STREAM),
-            )
-        }
-        self.optimizer = build_optimizer(
-            self.raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type
-        )
-        ratio = cfg.min_lr / cfg.lr if cfg.lr > 0 else 1.0
-        self._schedule = WarmupCosine(cfg.warmup_iters, cfg.max_iters, ratio, cfg.lr_schedule)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule)
-        scaled = self.amp_dtype is torch.float16 and device.type != "mps"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
+        splits = {"train": data.load("train"), "val": data.load("val")}
+        self.train_batches = BatchSource(splits["train"], cfg, TRAIN_STREAM, "train")
+        self.eval_sets = {}  # the same batches every time, so evaluations compare
+        for split, stream in (("train", EVAL_TRAIN_STREAM), ("val", EVAL_VAL_STREAM)):
+            source = BatchSource(splits[split], cfg, stream, split)
+            self.eval_sets[split] = [source.get(i) for i in range(cfg.eval_batches)]
+        self.optimizer, self.scheduler = build_optimizer(self.raw_model, cfg, self.device.type)
+        scaled = plan.dtype is torch.float16 and self.device.type != "mps"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaled)
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.step = self.start_step = self.data_position = self.tokens_seen = 0
         self.best_val_loss, self.evals_without_improvement = math.inf, 0
         self.elapsed_s, self.last_val_loss, self.wandb_run_id = 0.0, None, None
-        self._flops_per_token = flops_per_token(self.raw_model.config, cfg.block_size)
-        self._tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
         self.data_key = data_key(data)  # recorded so a resume can tell it has the same tokens
         if plan.resume is not None:
             restore(self, plan.resume)
-        self.files: RunFiles | None = None
         self.bar: ProgressBar | None = None
         self.wandb: Wandb | None = None
         self.sinks: list[Sink] = []
 
-    # ------------------------------------------------------------ state
-    def save(self, name: str) -> Path | None:
-        """Write checkpoint ``name`` (``last`` or ``best``); every rank must call it."""
-        return save_checkpoint(self, name)
-
     # ------------------------------------------------------------ output
     def log(self, message: str) -> None:
         if self.strategy.is_main:
-            self.bar.write(message, self._log) if self.bar is not None else self._log(message)
+            with tqdm.external_write_mode():  # the bar is cleared, then drawn again below
+                self._log(message)
+
+    def _status(self, text: str | None, *, or_log: bool = True) -> None:
+        """What the run is doing while no step ends: on the bar's line, else a log line; None
+        puts the bar's figures back."""
+        if self.bar is not None and self.bar.enabled:
+            self.bar.status(text)
+        elif or_log and text is not None:
+            self.log(text)
 
     def _open_sinks(self) -> None:
-        cfg, main = self.cfg, self.strategy.is_main
-        self.bar = ProgressBar(cfg.max_iters, self.step, self.run_dir.name, cfg.progress and main)
-        self.sinks = [self.bar]
-        if main:
-            resumable = lambda: find_checkpoint(self.run_dir, LAST) is not None  # noqa: E731
-            self.files = RunFiles(
-                self.run_dir, self.step if self.plan.resume else None, self.log, resumable
-            )
-            self.sinks.append(self.files)
+        cfg, main, run, model = self.cfg, self.strategy.is_main, self.run_dir, self.raw_model
+        self.bar = ProgressBar(cfg.max_iters, self.step, run.name, cfg.progress and main)
+        resumable = lambda: find_checkpoint(run, LAST) is not None  # noqa: E731
+        resume_step = self.step if self.plan.resume else None
+        files = [RunFiles(run, resume_step, self.log, resumable)] if main else []
+        name, tags = cfg.wandb_run_name or run.resolve().name, list(cfg.wandb_tags) or None
+        config = {**cfg.to_dict(), "model": model.config.to_dict()}
+        config["parameters"] = model.num_parameters()
         mode = wandb_mode(cfg.wandb_mode, cfg.wandb and main)
-        model = {
-            "model": self.raw_model.config.to_dict(),
-            "parameters": self.raw_model.num_parameters(),
-        }
-        self.wandb = Wandb(
-            mode,
-            self.run_dir,
-            self.log,
-            self.wandb_run_id,
-            project=cfg.wandb_project,
-            name=cfg.wandb_run_name or self.run_dir.resolve().name,
-            tags=list(cfg.wandb_tags) or None,
-            config={**cfg.to_dict(), **model},
-        )
-        self.sinks.append(self.wandb)
+        init = {"project": cfg.wandb_project, "name": name, "tags": tags, "config": config}
+        self.wandb = Wandb(mode, run, self.log, self.wandb_run_id, **init)
+        self.sinks = [*files, self.wandb]  # the bar aside: it is drawn first, closed first
 
     # ------------------------------------------------------------ steps
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is torch.float32:
+        if self.plan.dtype is torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.plan.dtype)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
-            return x.pin_memory().to(self.device.device, non_blocking=True)
-        return x.to(self.device.device)
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
 
     def train_step(self) -> tuple[float, float, bool]:
         """One optimizer step over ``grad_accum`` micro-batches: (mean loss, grad norm, ok).
 
-        ``ok`` is False when the loss (or, without a grad scaler, the gradient) is not finite:
-        the update is skipped, so the weights in memory stay the last good ones (with fp16's
-        scaler an inf gradient is routine: it skips that update and lowers its scale). Rank
-        ``r`` runs global micro-batches ``r*n .. r*n+n-1``, gradients are averaged once, at its
-        last one, and the loss is summed over ranks so all take the same decisions.
+        Not ``ok`` when the loss (or, without fp16's grad scaler, for which an inf gradient is
+        routine, the gradient) is not finite: the update is skipped, so the weights stay the
+        last good ones. Rank ``r`` runs global micro-batches ``r*n .. r*n+n-1``, gradients are
+        averaged once, at its last, and the loss is summed over ranks so all decide alike.
         """
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device.device)
+        total = torch.zeros((), device=self.device)
         n = self.plan.grad_accum_local
         first = self.data_position + self.strategy.rank * n
         for i in range(n):
@@ -171,7 +145,7 @@ class Trainer:
                     _, loss = self.model(x, y)
                 total += loss.detach()
                 self.scaler.scale(loss / n).backward()
-        loss_value = (self.strategy.sum_(total) / self.cfg.grad_accum).item()
+        loss_value = (self.strategy.all_reduce(total) / self.cfg.grad_accum).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, math.nan, False
@@ -197,6 +171,8 @@ class Trainer:
         collective all ranks must join)."""
         self.model.eval()
         out, world, rank = {}, self.strategy.world_size, self.strategy.rank
+        total, done = sum(map(len, self.eval_sets.values())), 0
+        self._status(f"evaluating ({total} batches) ...")
         try:
             for split, batches in self.eval_sets.items():
                 losses = []
@@ -205,30 +181,26 @@ class Trainer:
                     with self.autocast():
                         _, loss = self.model(self._to_device(x), self._to_device(y))
                     losses.append(loss.float())
-                out[split] = (
-                    self.strategy.interleave(torch.stack(losses), len(batches)).mean().item()
-                )
+                    done += min(world, len(batches) - first)
+                    self._status(f"evaluating: {done}/{total} batches", or_log=False)
+                gathered = self.strategy.interleave(torch.stack(losses), len(batches))
+                out[split] = gathered.mean().item()
         finally:
             self.model.train()
+            self._status(None)
         return out
 
     def sample(self) -> str | None:
         """Text generated from ``--sample-prompt``; the seed is fixed so samples compare."""
         if self.tokenizer is None:
             return None
-        context = self.raw_model.config.context_length
-        ids = gpt2load.prompt_ids(self.tokenizer, self.cfg.sample_prompt)[-(context - 1) :]
-        idx = torch.tensor([ids], dtype=torch.long, device=self.device.device)
+        cfg, context = self.cfg, self.raw_model.config.context_length
+        ids = gpt2load.prompt_ids(self.tokenizer, cfg.sample_prompt)[-(context - 1) :]
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        options = {"temperature": cfg.temperature, "top_k": cfg.top_k, "seed": cfg.seed}
+        options["vocab_limit"] = self.tokenizer.n_vocab  # padded rows are no tokens
         with self.autocast():
-            out = gpt2load.generate(
-                self.raw_model,
-                idx,
-                self.cfg.sample_tokens,
-                temperature=self.cfg.temperature,
-                top_k=self.cfg.top_k,
-                seed=self.cfg.seed,
-                vocab_limit=self.tokenizer.n_vocab,
-            )  # padded rows are no tokens
+            out = gpt2load.generate(self.raw_model, idx, cfg.sample_tokens, **options)
         return self.tokenizer.decode(out[0, len(ids) :].tolist(), errors="replace")
 
     # ------------------------------------------------------------ signals
@@ -267,7 +239,7 @@ class Trainer:
         self.last_val_loss, mark = losses["val"], ""
         if losses["val"] < self.best_val_loss:
             self.best_val_loss, self.evals_without_improvement = losses["val"], 0
-            self.save(BEST)
+            save_checkpoint(self, BEST)
             mark = f"  -> saved {self.run_dir / BEST}"
         else:
             self.evals_without_improvement += 1
@@ -283,117 +255,95 @@ class Trainer:
         try:
             text = self.sample()
         except Exception as exc:
-            self.log(f"warning: sampling failed: {exc}")
-            return
-        if text is None:
-            return
-        self.log(
-            f"--- sample at step {self.step} ---\n{safe_text(self.cfg.sample_prompt + text)}\n---"
-        )
-        if self.strategy.is_main:
-            for sink in self.sinks:
-                sink.sample(self.step, self.cfg.sample_prompt, text)
+            return self.log(f"warning: sampling failed: {exc}")
+        if text is not None:
+            prompt = self.cfg.sample_prompt
+            self.log(f"--- sample at step {self.step} ---\n{safe_text(prompt + text)}\n---")
+            for sink in self.sinks:  # on the main rank only: the others' are off
+                sink.sample(self.step, prompt, text)
 
     def _record(self, loss: float, grad_norm: float, lr: float, seconds: float) -> dict[str, Any]:
+        tokens = self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum
         self.step += 1
         self.elapsed_s += seconds
-        self.tokens_seen += self._tokens_per_step
-        tokens_per_s = self._tokens_per_step / max(seconds, 1e-9)
-        record = {
-            "step": self.step,
-            "train_loss": loss,
-            "lr": lr,
-            "tokens_per_s": tokens_per_s,
-            "grad_norm": grad_norm,
-            "tokens_seen": self.tokens_seen,
-            "elapsed_s": round(self.elapsed_s, 4),
-        }
-        peak = self.device.peak_flops
-        if peak is not None and self.amp_dtype is not torch.float32:
-            record["mfu"] = self._flops_per_token * tokens_per_s / (peak * self.strategy.world_size)
+        self.tokens_seen += tokens
+        record = {"step": self.step, "train_loss": loss, "lr": lr}
+        record |= {"tokens_per_s": tokens / max(seconds, 1e-9), "grad_norm": grad_norm}
+        record |= {"tokens_seen": self.tokens_seen, "elapsed_s": round(self.elapsed_s, 4)}
+        peak = self.plan.device.peak_flops
+        if peak is not None and self.plan.dtype is not torch.float32:
+            flops = flops_per_token(self.raw_model.config, self.cfg.block_size)
+            record["mfu"] = flops * record["tokens_per_s"] / (peak * self.strategy.world_size)
         return record
 
     def fit(self) -> TrainResult:
-        """Train until ``max_iters``, early stopping, a signal or a non-finite loss."""
-        cfg = self.cfg
+        """Train until ``max_iters``, early stopping, a signal or a non-finite loss; then say
+        how it ended, what it left and what to run next."""
+        began = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.strategy.is_main:
             write_run_config(self.run_dir, to_toml(self.cfg))
         self._open_sinks()
-        result: TrainResult | None = None
-        saved_at = self.step  # a resumed run's state is already on disk
         with self._signals():
             try:
-                while self.step < cfg.max_iters:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    started = time.perf_counter()
-                    loss, grad_norm, ok = self.train_step()
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device.device)
-                    if not ok:
-                        result = self._diverged(loss, grad_norm)
-                        break
-                    record = self._record(loss, grad_norm, lr, time.perf_counter() - started)
-                    last_step = self.step == cfg.max_iters
-                    early_stop = False
-                    if self.step % cfg.eval_interval == 0 or last_step:
-                        early_stop = self._on_eval(record)
-                    for sink in self.sinks:
-                        sink.step(record)
-                    if cfg.sample_interval and self.step % cfg.sample_interval == 0:
-                        self._on_sample()
-                    for callback in self.callbacks:
-                        callback(self, record)
-                    if self.strategy.is_distributed:
-                        # Ranks stop at the same step, or the others would wait forever in
-                        # the next collective: a signal or request seen by any one counts.
-                        early_stop, requested = self.strategy.any_true(
-                            [early_stop, self._stop_reason is not None], self.device.device
-                        )
-                        if requested and self._stop_reason is None:
-                            self._stop_reason = "stopped by another process"
-                    stopping = early_stop or self._stop_reason is not None
-                    if self.step % cfg.save_interval == 0 or last_step or stopping:
-                        self.save(LAST)
-                        saved_at = self.step
-                    if early_stop:
-                        result = self._result(
-                            EARLY_STOPPED,
-                            f"early stop: val loss has not "
-                            f"improved for {cfg.patience} evaluations (best "
-                            f"{self.best_val_loss:.4f})",
-                        )
-                        break
-                    if self._stop_reason is not None:
-                        result = self._result(
-                            INTERRUPTED,
-                            f"stopped ({self._stop_reason}) at step "
-                            f"{self.step}; saved {self.run_dir / LAST}. Continue "
-                            f"with: finetune resume {self.run_dir}",
-                        )
-                        break
-                else:
-                    if saved_at != self.step:
-                        self.save(LAST)
-                    result = self._result(COMPLETED, f"finished {cfg.max_iters} steps")
+                result = self._train()
             finally:
-                self.bar.close({}) if self.bar is not None else None
-                self.bar = None
-        ok = result.status in (COMPLETED, EARLY_STOPPED)
-        summary = {
-            "best_val_loss": result.best_val_loss,
-            "status": result.status,
-            "step": result.step,
-        }
+                self.bar.close({})
+        end = {"best_val_loss": result.best_val_loss, "status": result.status, "step": result.step}
+        end["exit_code"] = 0 if result.status in (COMPLETED, EARLY_STOPPED) else 1
         for sink in self.sinks:
-            if not isinstance(sink, ProgressBar):
-                sink.close({**summary, "exit_code": 0 if ok else 1})
+            sink.close(dict(end))
         self.log(result.message)
+        if result.status != DIVERGED:
+            self.log(outcome.summary(self, time.monotonic() - began))
         return result
+
+    def _train(self) -> TrainResult:
+        cfg = self.cfg
+        while self.step < cfg.max_iters:
+            if self.step == self.start_step:
+                what = "compiling the model, a minute or more" if cfg.compile else "warming up"
+                self._status(f"first step ({what}) ...")
+            lr, started = self.optimizer.param_groups[0]["lr"], time.perf_counter()
+            loss, grad_norm, ok = self.train_step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if not ok:
+                return self._result(DIVERGED, outcome.divergence_advice(self, loss, grad_norm))
+            record = self._record(loss, grad_norm, lr, time.perf_counter() - started)
+            last_step = self.step == cfg.max_iters
+            self.bar.step(record)  # counted before an evaluation shows on its line
+            early_stop = (self.step % cfg.eval_interval == 0 or last_step) and self._on_eval(record)
+            for sink in self.sinks:
+                sink.step(record)
+            if cfg.sample_interval and self.step % cfg.sample_interval == 0:
+                self._on_sample()
+            for callback in self.callbacks:
+                callback(self, record)
+            if self.strategy.is_distributed:
+                # Ranks stop at the same step, or the others would wait forever in the next
+                # collective: a signal or request seen by any one counts.
+                stops = [early_stop, self._stop_reason is not None]
+                early_stop, requested = self.strategy.any_true(stops, self.device)
+                if requested and self._stop_reason is None:
+                    self._stop_reason = "stopped by another process"
+            stopping = early_stop or self._stop_reason is not None
+            if self.step % cfg.save_interval == 0 or last_step or stopping:
+                save_checkpoint(self, LAST)
+            if early_stop:
+                why = f"val loss has not improved for {cfg.patience} evaluations"
+                return self._result(
+                    EARLY_STOPPED, f"early stop: {why} (best {self.best_val_loss:.4f})"
+                )
+            if self._stop_reason is not None:
+                saved = (
+                    f"saved {self.run_dir / LAST}. Continue with: finetune resume {self.run_dir}"
+                )
+                return self._result(
+                    INTERRUPTED, f"stopped ({self._stop_reason}) at step {self.step}; {saved}"
+                )
+        return self._result(COMPLETED, f"finished {cfg.max_iters} steps")
 
     def _result(self, status: str, message: str) -> TrainResult:
         best = None if math.isinf(self.best_val_loss) else self.best_val_loss
         return TrainResult(status, self.step, self.run_dir, best, message, self._signum)
-
-    def _diverged(self, loss: float, grad_norm: float) -> TrainResult:
-        return self._result(DIVERGED, divergence_advice(self, loss, grad_norm))
