@@ -14,15 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import gpt2load
 from gpt2load import atomic_path, atomic_write_text
 
 from .data import (
     GPT2_TOKENIZER_ID,
     META_FILE,
-    TOKEN_DTYPE,
     TRAIN_BIN,
     VAL_BIN,
     PreparedData,
@@ -33,7 +30,7 @@ from .data import (
     split_documents,
     tokenizer_id,
 )
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -45,83 +42,56 @@ PREP_VERSION = 1
 TEXT_SUFFIXES = (".txt", ".md")
 
 Log = Callable[[str], None]
+PathLike = str | os.PathLike[str]
 
 
-# ------------------------------------------------------------------- sources
-def collect_sources(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The text files behind ``paths`` in a stable order (folders: their text files, sorted)."""
+def collect_sources(paths: Sequence[PathLike]) -> list[Path]:
+    """The text files behind ``paths`` in a stable order (folders: their own, sorted)."""
     if not paths:
         raise DataError("no data given: pass one or more text files or folders")
     files: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in TEXT_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                raise DataError(
-                    f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
-                    f"point --data at the files themselves or at a folder of them"
-                )
-            files.extend(found)
-        elif path.is_file():
+    for path in (Path(p).expanduser() for p in paths):
+        if path.is_file():
             files.append(path)
-        else:
+        elif not path.is_dir():
             raise DataError(f"data path {path} does not exist")
+        elif found := sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+            if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ):
+            files += found
+        else:
+            raise DataError(
+                f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+                f"point --data at the files themselves or at a folder of them"
+            )
     return files
 
 
 def source_key(hashes: Sequence[str], val_fraction: float, tokenizer_id: str) -> str:
     """What a prepared folder was built from; any change means preparing again."""
-    blob = json.dumps(
-        {
-            "version": PREP_VERSION,
-            "sources": list(hashes),
-            "val_fraction": val_fraction,
-            "tokenizer": tokenizer_id,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    recipe = {"version": PREP_VERSION, "sources": list(hashes), "val_fraction": val_fraction}
+    recipe["tokenizer"] = tokenizer_id
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
-def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
-    """``--data-dir`` must be a folder (or not exist yet): said before any tokenizing, not
-    as a traceback from the ``mkdir`` after it."""
+def check_data_dir(data_dir: PathLike) -> None:
+    """Said before any tokenizing, not as a traceback from the ``mkdir`` after it."""
     path = Path(data_dir).expanduser()
-    for place in (path, *path.parents):
-        if os.path.lexists(place):
-            if not place.is_dir():
-                where = "" if place == path else f" ({place} is a file)"
-                raise DataError(
-                    f"--data-dir {data_dir} is not a folder{where}; give a folder where "
-                    f"prepared data can be written"
-                )
-            return
+    place = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if place is not None and not place.is_dir():
+        where = "" if place == path else f" ({place} is a file)"
+        raise DataError(
+            f"--data-dir {data_dir} is not a folder{where}; give a folder where prepared data "
+            f"can be written"
+        )
 
 
-def dataset_name(
-    paths: Sequence[str | os.PathLike[str]], files: Sequence[Path], *, char: bool = False
-) -> str:
-    """``NAME-HASH``: a readable stem plus a short hash of the resolved source paths.
-
-    Two source sets whose files share a name (``a/notes.txt`` and ``b/notes.txt``)
-    get folders of their own, so preparing one never overwrites the other's
-    tokens. The hash is of the paths as given (a folder stays one folder as its
-    files change; the cache key notices the change and prepares again).
-    """
+def dataset_name(paths: Sequence[PathLike], files: Sequence[Path], *, char: bool = False) -> str:
+    """``NAME-HASH``: the paths' hash keeps ``a/notes.txt`` and ``b/notes.txt`` from
+    overwriting each other's tokens (and a folder one folder as its files change)."""
     stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
     resolved = "\n".join(str(Path(p).expanduser().resolve()) for p in paths)
@@ -129,33 +99,31 @@ def dataset_name(
     return f"{name}{suffix}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
 
 
+def _is_char(encoding: Any, char_vocab: bool) -> bool:
+    """A character vocabulary's ids mean other things than GPT-2's: a folder of their own."""
+    return char_vocab or (encoding is not None and encoding.eot_token is None)
+
+
 def prepare_text(
-    paths: Sequence[str | os.PathLike[str]],
-    data_dir: str | os.PathLike[str] = "data",
+    paths: Sequence[PathLike],
+    data_dir: PathLike = "data",
     *,
     name: str | None = None,
     val_fraction: float = 0.1,
     encoding: Any = None,
-    tokenizer_dir: str | os.PathLike[str] | None = None,
+    tokenizer_dir: PathLike | None = None,
     char_vocab: bool = False,
     force: bool = False,
     threads: int | None = None,
     log: Log = print,
 ) -> PreparedData:
-    """Tokenize text files into ``data_dir/NAME/{train,val}.bin``, re-using a matching cache.
-
-    ``encoding`` (GPT-2's, or a :class:`gpt2load.CharTokenizer` of a model's
-    own) defaults to GPT-2's BPE; ``char_vocab=True`` instead makes a character vocabulary of
-    every character in the sources (nanoGPT's ``shakespeare_char``), written beside the bins
-    as nanoGPT's ``meta.pkl``.
-    """
+    """Text files into ``data_dir/NAME/{train,val}.bin`` unless cached. ``encoding`` (a model's
+    :class:`gpt2load.CharTokenizer`) defaults to GPT-2's BPE; ``char_vocab`` makes a vocabulary
+    of the text's characters, saved beside the bins as nanoGPT's ``meta.pkl``."""
     check_data_dir(data_dir)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     files = collect_sources(paths)
-    if all(f.stat().st_size == 0 for f in files):
-        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-        raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
     hashes = [gpt2load.sha256_file(f) for f in files]
     docs: list[str] | None = None
     if encoding is None and char_vocab:
@@ -167,19 +135,13 @@ def prepare_text(
     # without them: a cached preparation is found even where no tokenizer is at hand.
     ident = tokenizer_id(encoding) if encoding is not None else GPT2_TOKENIZER_ID
     key = source_key(hashes, val_fraction, ident)
-    # A character vocabulary's ids mean other things than GPT-2's: a folder of their own.
-    char = char_vocab or (encoding is not None and encoding.eot_token is None)
+    char = _is_char(encoding, char_vocab)
     folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files, char=char))
     if not force and (hit := cached_prepared(folder, key)) is not None:
-        log(
-            f"data: using prepared {folder} ({hit.train_tokens:,} train / "
-            f"{hit.val_tokens:,} val tokens; sources unchanged)"
-        )
-        return hit
+        return _reused(hit, log, "; sources unchanged")
 
     started = time.perf_counter()
-    if docs is None:
-        docs = _read_documents(files, encoding, log)
+    docs = docs or _read_documents(files, encoding, log)
     if encoding is None:
         encoding = gpt2load.get_tokenizer(tokenizer_dir)
     train_docs, val_docs = split_documents(docs, val_fraction)
@@ -189,9 +151,8 @@ def prepare_text(
     for arr, filename in ((train, TRAIN_BIN), (val, VAL_BIN)):
         with atomic_path(folder / filename) as tmp:
             arr.tofile(tmp)
-    save_vocab = getattr(encoding, "save", None)  # a character vocabulary: nanoGPT's meta.pkl
-    if save_vocab is not None:
-        save_vocab(folder)
+    if char:
+        encoding.save(folder)  # nanoGPT's meta.pkl
     seconds = time.perf_counter() - started
     meta = {
         "version": PREP_VERSION,
@@ -204,7 +165,7 @@ def prepare_text(
         "tokenizer": tokenizer_id(encoding),
         "eot_id": None if encoding.eot_token is None else int(encoding.eot_token),
         "vocab_size": int(encoding.n_vocab),
-        "dtype": np.dtype(TOKEN_DTYPE).name,
+        "dtype": train.dtype.name,
         "val_fraction": val_fraction,
         "train_chars": sum(len(d) for d in train_docs),
         "val_chars": sum(len(d) for d in val_docs),
@@ -221,42 +182,62 @@ def prepare_text(
     return PreparedData(folder, meta)
 
 
+def _reused(data: PreparedData, log: Log, note: str = "") -> PreparedData:
+    tokens = f"{data.train_tokens:,} train / {data.val_tokens:,} val tokens"
+    log(f"data: using prepared {data.folder} ({tokens}{note})")
+    return data
+
+
 def _read_documents(files: Sequence[Path], encoding: Any, log: Log) -> list[str]:
     """The text of each file that holds any; a character outside a character vocabulary
     is an error naming the file and the characters."""
     docs: list[str] = []
     for path in files:
-        text = read_text(path)
-        if not text.strip():
+        try:
+            text = path.read_text(encoding="utf-8")
+            if getattr(encoding, "unknown_characters", None) and encoding.unknown_characters(text):
+                encoding.encode(text, what=str(path))  # raises, naming the file and characters
+        except UnicodeDecodeError as exc:
+            why = f"{exc.reason} at byte {exc.start}"
+            raise DataError(f"{path} is not UTF-8 text ({why})") from None
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        if text.strip():
+            docs.append(text)
+        else:
             log(f"data: skipping {path}: it holds no text")
-            continue
-        unknown = getattr(encoding, "unknown_characters", None)
-        if unknown is not None and unknown(text):
-            try:
-                encoding.encode(text, what=str(path))  # names the file and the characters
-            except ValueError as exc:
-                raise DataError(str(exc)) from None
-        docs.append(text)
     if not docs:
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         raise DataError(f"no text to train on: {shown} {'is' if len(files) == 1 else 'are'} empty")
     return docs
 
 
-def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = print) -> Path:
-    """``data_dir/shakespeare/input.txt``, downloaded (and checked against its sha256) if needed."""
+def fetch_shakespeare(
+    data_dir: PathLike = "data", *, input_path: PathLike | None = None, log: Log = print
+) -> Path:
+    """``data_dir/shakespeare/input.txt``, copied from ``input_path`` or downloaded unless it is
+    the published file; a copy must be that file too, since the name promises its text."""
+    given = Path(input_path).expanduser() if input_path is not None else None
+    if given is not None and not given.is_file():
+        raise DataError(f"{given} does not exist")
+    if given is not None and gpt2load.sha256_file(given) != SHAKESPEARE_SHA256:
+        raise DataError(
+            f"{given} is not Tiny Shakespeare (sha256 differs from {SHAKESPEARE_SHA256}); "
+            f"prepare other text with `finetune prepare {given}`"
+        )
     dest = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
-    aside = None
-    if dest.is_file():
-        if gpt2load.sha256_file(dest) == SHAKESPEARE_SHA256:
-            return dest
-        aside = move_aside(dest, log)
+    if dest.is_file() and gpt2load.sha256_file(dest) == SHAKESPEARE_SHA256:
+        return dest
+    aside = move_aside(dest, log) if dest.is_file() else None
+    if given is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(given, tmp)
+        return dest
     log(f"data: downloading Tiny Shakespeare to {dest}")
     try:
-        return Path(
-            gpt2load.download_file(
-                SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256
-            )
+        file = gpt2load.download_file(
+            SHAKESPEARE_URL, dest, size=SHAKESPEARE_BYTES, sha256=SHAKESPEARE_SHA256
         )
     except gpt2load.DownloadError as exc:
         kept = f" (the file that was there is kept as {aside})" if aside is not None else ""
@@ -265,13 +246,13 @@ def fetch_shakespeare(data_dir: str | os.PathLike[str] = "data", *, log: Log = p
             f"yourself, pass its path with `finetune prepare shakespeare --input FILE`, or set "
             f"GPT2LOAD_MIRROR to a reachable mirror"
         ) from exc
+    return Path(file)
 
 
 def move_aside(path: Path, log: Log = print) -> Path:
     """Rename a file that is not what its name promises to ``NAME.bad`` (``NAME.bad.1`` ...
     when taken) instead of deleting it: it may be someone's edit, and offline the only copy."""
-    aside = path.with_name(path.name + ".bad")
-    n = 0
+    aside, n = path.with_name(path.name + ".bad"), 0
     while aside.exists():
         n += 1
         aside = path.with_name(f"{path.name}.bad.{n}")
@@ -284,63 +265,35 @@ def move_aside(path: Path, log: Log = print) -> Path:
 
 
 def prepare_shakespeare(
-    data_dir: str | os.PathLike[str] = "data",
-    *,
-    input_path: str | os.PathLike[str] | None = None,
-    log: Log = print,
-    **options: Any,
+    data_dir: PathLike = "data", *, input_path: PathLike | None = None, **options: Any
 ) -> PreparedData:
-    """Tiny Shakespeare into ``data_dir/shakespeare``: 301,966 train / 36,059 val tokens
-    (``options`` as :func:`prepare_text` takes them; a character vocabulary goes to
-    ``shakespeare_char``).
-
-    ``input_path`` uses a local copy instead of downloading; it must be the
-    published file, since the name promises exactly that text. It is copied to
-    where the download would go, so later runs find it there.
-    """
-    check_data_dir(data_dir)
-    if input_path is not None:
-        given = Path(input_path).expanduser()
-        if not given.is_file():
-            raise DataError(f"{given} does not exist")
-        if gpt2load.sha256_file(given) != SHAKESPEARE_SHA256:
-            raise DataError(
-                f"{given} is not Tiny Shakespeare (sha256 differs from {SHAKESPEARE_SHA256}); "
-                f"prepare other text with `finetune prepare {given}`"
-            )
-        source = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
-        if not (source.is_file() and gpt2load.sha256_file(source) == SHAKESPEARE_SHA256):
-            if source.is_file():
-                move_aside(source, log)
-            source.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(source) as tmp:
-                shutil.copyfile(given, tmp)
-    else:
-        source = fetch_shakespeare(data_dir, log=log)
-    encoding = options.get("encoding")
-    char = options.get("char_vocab") or (encoding is not None and encoding.eot_token is None)
+    """Tiny Shakespeare into ``data_dir/shakespeare`` (``shakespeare_char`` for characters):
+    301,966 train / 36,059 val tokens; ``options`` as :func:`prepare_text` takes them."""
+    check_data_dir(data_dir)  # before the download
+    source = fetch_shakespeare(data_dir, input_path=input_path, log=options.get("log", print))
+    char = _is_char(options.get("encoding"), options.get("char_vocab", False))
     name = f"{SHAKESPEARE}_char" if char else SHAKESPEARE
-    return prepare_text([source], data_dir, name=name, log=log, **options)
+    return prepare_text([source], data_dir, name=name, **options)
+
+
+def check_shakespeare_data(command: str, data: Sequence[str] | None) -> None:
+    """``finetune shakespeare --data X`` would train on X under Shakespeare's name."""
+    if command == SHAKESPEARE and data and [d.strip().lower() for d in data] != [SHAKESPEARE]:
+        given = " ".join(data)
+        raise ConfigError(
+            f"--data {given}: `finetune shakespeare` trains on Tiny Shakespeare only; to train "
+            f"on other text use `finetune pretrain --data {given}` (with the same other flags)"
+        )
 
 
 def resolve_data(
-    data: Sequence[str],
-    data_dir: str | os.PathLike[str] = "data",
-    *,
-    log: Log = print,
-    **options: Any,
+    data: Sequence[str], data_dir: PathLike = "data", *, log: Log = print, **options: Any
 ) -> PreparedData:
-    """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources
-    (``options`` as :func:`prepare_text` takes them)."""
+    """What ``--data`` names, prepared: 'shakespeare', a prepared folder, or text sources."""
     if not data:
         raise DataError("no data given: pass --data with text files or folders, or shakespeare")
     if len(data) == 1 and data[0].strip().lower() == SHAKESPEARE and not Path(data[0]).exists():
         return prepare_shakespeare(data_dir, log=log, **options)
     if len(data) == 1 and is_prepared_folder(data[0]):
-        prepared = open_prepared(data[0])
-        log(
-            f"data: using prepared {prepared.folder} ({prepared.train_tokens:,} train / "
-            f"{prepared.val_tokens:,} val tokens)"
-        )
-        return prepared
+        return _reused(open_prepared(data[0]), log)
     return prepare_text(data, data_dir, log=log, **options)

@@ -1,13 +1,6 @@
-"""Which tokenizer a run uses, chosen once: GPT-2's BPE or a character vocabulary.
-
-The tokenizer belongs to the weights. A character-level checkpoint (a nanoGPT
-``shakespeare_char`` run, or one trained here) means nothing under GPT-2's BPE, so
-``--tokenizer auto`` takes whatever lies beside ``--init`` (its ``meta.pkl``, else GPT-2's
-files there) for data preparation, samples and the files every checkpoint carries.
-``--tokenizer char --init scratch`` builds the vocabulary from the training text's
-characters, as nanoGPT's ``prepare.py`` does; a prepared folder with a ``meta.pkl`` (nanoGPT's
-``data/shakespeare_char``) brings its own.
-"""
+"""Which tokenizer a run uses, chosen once: GPT-2's BPE or a character vocabulary. It belongs
+to the weights (a nanoGPT ``shakespeare_char`` model means nothing under BPE), so ``--tokenizer
+auto`` takes what lies beside ``--init``: its ``meta.pkl``, else GPT-2's files there."""
 
 from __future__ import annotations
 
@@ -27,9 +20,8 @@ AUTO, GPT2, CHAR = "auto", "gpt2", "char"
 
 @dataclass(frozen=True)
 class RunVocab:
-    """The run's tokenizer as far as it is known before data is prepared: ``char`` is a
-    character vocabulary fixed by the weights or the data (None with ``kind == "char"``: built
-    from the training text); ``gpt2_place`` is where GPT-2's files are looked for first."""
+    """As far as known before data is prepared: ``char`` None with ``kind == "char"`` is a
+    vocabulary built from the text; ``gpt2_place`` is where GPT-2's files are looked for first."""
 
     kind: str
     char: CharTokenizer | None = None
@@ -41,10 +33,7 @@ class RunVocab:
 
 
 def weights_folder(init: str) -> Path | None:
-    """The folder the ``--init`` weights live in (a named model's download folder), whose
-    tokenizer files belong to them; None for scratch or a name not downloaded yet."""
-    if init.strip().lower() == "scratch":
-        return None
+    """Where the ``--init`` weights' tokenizer files lie (None: scratch, or not downloaded)."""
     try:
         path = gpt2load.resolve(init, download=False, quiet=True)
     except FileNotFoundError:
@@ -65,8 +54,7 @@ def choose_vocab(
     *,
     label: str = "--init",
 ) -> RunVocab:
-    """The run's tokenizer from ``--tokenizer``, the weights' folder (None: a new model) and
-    ``--data``; a choice the weights cannot take is refused with the reason."""
+    """From ``--tokenizer``, the weights' folder (None: a new model) and ``--data``."""
     weights_char = _char_vocab(weights)
     data_char = _char_vocab(Path(data[0]).expanduser()) if len(data) == 1 else None
     if weights_char is not None and data_char is not None and weights_char.name != data_char.name:
@@ -75,7 +63,6 @@ def choose_vocab(
             f"({data_char.n_vocab} characters) than {label} {weights} was trained on "
             f"({weights_char.n_vocab}); give the text itself so it is encoded with the model's"
         )
-    place = Path(tokenizer_dir).expanduser() if tokenizer_dir is not None else weights
     if choice == GPT2 and weights_char is not None:
         raise ConfigError(
             f"{label} {weights} is a character-level model (its {META_PKL} lists "
@@ -90,13 +77,12 @@ def choose_vocab(
     brought = weights_char is not None or (weights is None and data_char is not None)
     if choice == CHAR or (choice == AUTO and brought):
         return RunVocab(CHAR, char=weights_char or data_char)
+    place = Path(tokenizer_dir).expanduser() if tokenizer_dir is not None else weights
     return RunVocab(GPT2, gpt2_place=place)
 
 
 def run_tokenizer(vocab: RunVocab, data_folder: Path) -> Any:
-    """The tokenizer itself, once data is prepared: a character vocabulary built from the
-    text lies in the prepared folder; GPT-2's BPE is loaded from its files (downloaded once
-    when none are at hand: raises when that fails)."""
+    """Once data is prepared (where a vocabulary built from the text lies)."""
     if not vocab.is_char:
         return gpt2load.get_tokenizer(vocab.gpt2_place)
     if vocab.char is not None:
@@ -110,9 +96,7 @@ def run_tokenizer(vocab: RunVocab, data_folder: Path) -> Any:
 
 
 def checkpoint_files(vocab: RunVocab, tokenizer: Any) -> dict[str, Path]:
-    """The tokenizer files a checkpoint carries so that it generates alone and offline:
-    ``meta.pkl`` for characters, GPT-2's pair when at hand (a missing pair is no reason
-    to fail a save)."""
+    """What a checkpoint carries to generate alone and offline (none is no reason to fail)."""
     if vocab.is_char:
         source = getattr(tokenizer, "source", None)
         return {META_PKL: Path(source)} if source is not None else {}

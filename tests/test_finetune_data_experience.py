@@ -1,0 +1,38 @@
+"""What finetune's data step says to the user: ``finetune shakespeare`` refuses other text in
+one line (issue 15) instead of training on it under Shakespeare's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune import cli
+from finetune.errors import ConfigError
+from finetune.prepare import check_shakespeare_data
+
+
+def test_shakespeare_with_other_data_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text("Not a line of Shakespeare in here. " * 200)
+    argv = ["shakespeare", "--data", str(other), "--init", "scratch", "--force-cpu"]
+    argv += ["--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("finetune shakespeare: error: --data ")
+    assert f"use `finetune pretrain --data {other}`" in captured.err
+    # Refused before anything was prepared, downloaded or trained.
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+    assert "step" not in captured.out
+
+
+def test_only_other_text_under_shakespeare_is_refused() -> None:
+    for command, data in (("shakespeare", None), ("shakespeare", ["Shakespeare"])):
+        assert check_shakespeare_data(command, data) is None  # its own data, given or not
+    assert check_shakespeare_data("pretrain", ["other.txt"]) is None
+    with pytest.raises(ConfigError, match=r"use `finetune pretrain --data a\.txt notes/`"):
+        check_shakespeare_data("shakespeare", ["a.txt", "notes/"])
