@@ -23,7 +23,6 @@ _EXPORTS = {
     "prepare_shakespeare": ("finetune.prepare", "prepare_shakespeare"),
     "select_device": ("finetune.device", "select_device"),
 }
-
 __all__ = sorted(_EXPORTS)
 
 
@@ -31,6 +30,5 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'finetune' has no attribute {name!r}")
     module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+    globals()[name] = getattr(importlib.import_module(module), attr)
+    return globals()[name]

@@ -1,9 +1,8 @@
 """The ``finetune`` command line (also ``python -m finetune``).
 
-Training flags are generated from :class:`finetune.config.TrainConfig`, so
-``finetune pretrain --help`` lists every setting with the help text written
-next to the field. User errors print one message and exit with code 2 (1 for a
-run that started and then failed, see :mod:`finetune.errors`); no traceback.
+Training flags are generated from :class:`finetune.config.TrainConfig`, so every setting is
+listed with the help text written next to its field. User errors print one line and exit
+with code 2 (1 for a run that started and then failed, see :mod:`finetune.errors`).
 """
 
 from __future__ import annotations
@@ -11,22 +10,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from gpt2load import DownloadError, Gpt2loadError, parse_command_line, warnings_as_lines
+from gpt2load import (
+    DownloadError,
+    Gpt2loadError,
+    __version__,
+    parse_command_line,
+    warnings_as_lines,
+)
 
-from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, ConfigError, TrainConfig, coerce_values
-from .flags import add_config_flags, build_config, load_toml
+from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, ConfigError, TrainConfig
+from .flags import add_config_flags, build_config, flag_values, load_toml
 
 DESCRIPTION = """\
 Fine-tune or pretrain GPT-2 on text: Tiny Shakespeare in one command, any text
 files with `pretrain`, and exact resume of stopped runs. Needs a GPU unless you
 pass --force-cpu."""
-
-# The settings `finetune prepare` shares with training (flags generated from their fields).
-PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
-
 EPILOG = """\
 examples:
   finetune shakespeare --init gpt2 --wandb
@@ -36,48 +37,55 @@ examples:
   finetune resume runs/shakespeare --max-iters 800
   torchrun --nproc_per_node=4 -m finetune shakespeare --init gpt2-medium --grad-accum 8
   torchrun --nproc_per_node=8 -m finetune pretrain --data books/ --init gpt2-xl --fsdp"""
+TRAIN_COMMANDS = {
+    "shakespeare": "fine-tune on Tiny Shakespeare (downloaded and prepared)",
+    "pretrain": "continued pretraining (or from scratch) on your text files",
+}
+RESUME = """\
+Continue a stopped run from RUN_DIR/last, exactly where it stopped.
+
+--max-iters is the step to reach, not a number of extra steps: a run that
+finished 500 steps trains 300 more with --max-iters 800.
+
+Every setting not given keeps the run's own value (a --min-lr the run derived
+from --lr is derived again from a new --lr). What can change is listed below:
+the optimizer and its schedule, evaluation, samples and checkpoints, the device
+and the logging. What cannot: the model (--init, --n-layer, --n-head, --n-embd),
+the data and its tokenizer, and what decides the batches and the fixed eval set
+(--seed, --batch-size, --block-size, --eval-batches)."""
+RAW = argparse.RawDescriptionHelpFormatter
+PREPARE = "only tokenize data into train.bin/val.bin (cached)"
+# The settings `finetune prepare` shares with training (flags generated from their fields).
+PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
 
 
-def _train_parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "--config", metavar="FILE", help="TOML file of settings; flags given here override it"
-    )
-    add_config_flags(parser, defaults=SUBCOMMAND_DEFAULTS.get(name, {}))
-    return parser
+def _parser(make: Callable, name: str, description: str, **kw: Any) -> argparse.ArgumentParser:
+    """Every parser alike: no abbreviated flags (a typo is not a guess), text kept as written."""
+    return make(name, description=description, formatter_class=RAW, allow_abbrev=False, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="finetune",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    _train_parser(sub, "shakespeare", "fine-tune on Tiny Shakespeare (downloaded and prepared)")
-    _train_parser(sub, "pretrain", "continued pretraining (or from scratch) on your text files")
+    parser = _parser(argparse.ArgumentParser, "finetune", DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, about in TRAIN_COMMANDS.items():
+        train = _parser(sub.add_parser, name, about, help=about)
+        train.add_argument(
+            "--config",
+            metavar="FILE",
+            help="TOML file of settings (a run's config.toml, say); flags given here override "
+            "it (default: none)",
+        )
+        add_config_flags(train, defaults=SUBCOMMAND_DEFAULTS[name])
 
-    prepare = sub.add_parser(
-        "prepare",
-        help="only tokenize data into train.bin/val.bin (cached)",
-        description="Tokenize text into DATA_DIR/NAME/{train,val}.bin (uint16) and meta.json.",
-        allow_abbrev=False,
-    )
+    about = "Tokenize text into DATA_DIR/NAME/{train,val}.bin (uint16) and meta.json."
+    prepare = _parser(sub.add_parser, "prepare", about, help=PREPARE)
     prepare.add_argument(
         "sources",
         nargs="+",
         metavar="SOURCE",
         help="'shakespeare', or text files / folders of .txt and .md files",
     )
-    # The settings prepare shares with training come from the same fields (and help texts).
     add_config_flags(prepare, include=PREPARE_FIELDS)
     prepare.add_argument(
         "--name",
@@ -85,23 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
         "source paths, so different sources never share a folder)",
     )
     prepare.add_argument(
-        "--input",
-        metavar="FILE",
-        help="shakespeare only: a local copy of input.txt instead of downloading",
+        "--input", metavar="FILE", help="shakespeare only: a local input.txt (default: download)"
     )
-    prepare.add_argument("--threads", type=int, help="tokenizer threads (default: all cores)")
-    prepare.add_argument("--force", action="store_true", help="prepare again even if cached")
+    prepare.add_argument(
+        "--threads", type=int, metavar="N", help="tokenizer threads (default: all cores)"
+    )
+    prepare.add_argument(
+        "--force", action="store_true", help="prepare again even if cached (default: no)"
+    )
 
-    resume = sub.add_parser(
-        "resume",
-        help="continue a stopped run from RUN_DIR/last",
-        description="Continue a run from its last checkpoint. Flags change settings for the "
-        "rest of the run (e.g. --max-iters to train longer); unset ones keep the run's own "
-        "values. The model, the data, and what decides the batches and the eval set (--seed, "
-        "--batch-size, --block-size, --eval-batches) stay as they were.",
-        allow_abbrev=False,
-    )
-    resume.add_argument("run_dir", metavar="RUN_DIR")
+    about = "continue a stopped run from RUN_DIR/last (--max-iters: the step to reach)"
+    resume = _parser(sub.add_parser, "resume", RESUME, help=about)
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
     resume.add_argument(
         "--config",
         metavar="FILE",
@@ -114,31 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from .prepare import SHAKESPEARE, prepare_shakespeare, prepare_text
-
-    given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
-    settings = TrainConfig(**coerce_values(given, source="command line"))
-    how = {
-        "val_fraction": settings.val_fraction,
-        "tokenizer_dir": settings.tokenizer_dir,
-        "char_vocab": settings.tokenizer == "char",
-        "force": args.force,
-        "threads": args.threads,
-    }
-    if [s.lower() for s in args.sources] == [SHAKESPEARE]:
-        prepare_shakespeare(settings.data_dir, input_path=args.input, **how)
-    elif args.input:
-        raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
-    else:
-        prepare_text(args.sources, settings.data_dir, name=args.name, **how)
-    return 0
-
-
-def _flags(args: argparse.Namespace, drop: Sequence[str]) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in drop}
-
-
 def _who() -> str:
     """``[rank N] `` on the other processes of a torchrun launch, so a message that only
     one of them hit is not mistaken for rank 0's."""
@@ -147,8 +125,7 @@ def _who() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_command_line(parser, argv)
+    args = parse_command_line(build_parser(), argv)
     try:
         with warnings_as_lines(f"{_who()}finetune {args.command}"):
             return _run(args)
@@ -170,20 +147,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare":
         return _prepare(args)
-    from . import launch
-
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "run_dir")}
     if args.command == "resume":
         changes = load_toml(args.config) if args.config is not None else {}
         changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
-        changes.update(
-            coerce_values(_flags(args, ("command", "run_dir", "config")), source="command line")
-        )
-        result = launch.resume(args.run_dir, changes)
+        changes |= flag_values(flags)
+        from . import launch  # torch: only once the command line is known to be good
+
+        return launch.resume(args.run_dir, changes).exit_code
+    from .prepare import check_shakespeare_data
+
+    check_shakespeare_data(args.command, flags.get("data"))
+    cfg = build_config(args.command, flags, args.config)
+    from . import launch
+
+    return launch.start(cfg).exit_code
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .prepare import SHAKESPEARE, prepare_shakespeare, prepare_text
+
+    given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
+    settings = TrainConfig(**flag_values(given))
+    how = {
+        "val_fraction": settings.val_fraction,
+        "tokenizer_dir": settings.tokenizer_dir,
+        "char_vocab": settings.tokenizer == "char",
+        "force": args.force,
+        "threads": args.threads,
+    }
+    if [s.lower() for s in args.sources] == [SHAKESPEARE]:
+        prepare_shakespeare(settings.data_dir, input_path=args.input, **how)
+    elif args.input:
+        raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
     else:
-        cfg = build_config(args.command, _flags(args, ("command", "config")), args.config)
-        result = launch.start(cfg)
-    return result.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        prepare_text(args.sources, settings.data_dir, name=args.name, **how)
+    return 0

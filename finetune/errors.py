@@ -7,9 +7,7 @@ from __future__ import annotations
 import errno
 import os
 
-from gpt2load import CheckpointError, Gpt2loadError
-
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DeviceError", "FinetuneError"]
+from gpt2load import Gpt2loadError
 
 
 class FinetuneError(Gpt2loadError):
@@ -58,16 +56,10 @@ def os_reason(exc: BaseException) -> str:
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-_DISK_ERRNOS |= {errno.EIO}
+_DISK_ERRNOS.add(errno.EIO)
 # torch.save and safetensors wrap the OS error in errors of their own: their words count too.
-_DISK_MARKERS = tuple(os.strerror(code) for code in _DISK_ERRNOS) + (
-    "file write failed",
-    "FileTooLarge",
-    "StorageFull",
-    "ReadOnlyFilesystem",
-    "QuotaExceeded",
-    "PermissionDenied",
-)
+_DISK_MARKERS = (*map(os.strerror, _DISK_ERRNOS), "file write failed", "FileTooLarge")
+_DISK_MARKERS += ("StorageFull", "ReadOnlyFilesystem", "QuotaExceeded", "PermissionDenied")
 
 
 def is_disk_error(exc: BaseException | None) -> bool:

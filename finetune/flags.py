@@ -1,14 +1,13 @@
 """Settings from a TOML file and from flags, both checked by :mod:`finetune.config`'s rules.
 
-A ``--config`` file sits between the defaults and the command line, so the flags generated
-here leave an absent flag out of the namespace rather than filling in its default. A run's
-resolved settings are written back as ``config.toml``, which ``--config`` reads again.
+A ``--config`` file sits between the defaults and the command line, so an absent flag stays
+out of the namespace rather than filling in its default. A run's settings are written back
+as ``config.toml``, which ``--config`` reads again.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import stat
@@ -17,13 +16,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import FIELDS, SUBCOMMAND_DEFAULTS, TrainConfig, _kind, _unalias, coerce_values
+from .config import (
+    FIELDS,
+    GROUP_TITLES,
+    SUBCOMMAND_DEFAULTS,
+    TrainConfig,
+    coerce_value,
+    coerce_values,
+    field_type,
+)
 from .errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few lines; /dev/zero never ends
+_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")  # a field's own words on its default
 
 
-# --------------------------------------------------------------------- TOML
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Settings from a TOML file (top-level keys or a ``[train]`` table). Only a regular text
     file is read, and at most :data:`MAX_CONFIG_BYTES` of it: a folder, device or FIFO given
@@ -76,21 +83,21 @@ def to_toml(config: TrainConfig) -> str:
     return header + tomli_w.dumps(values)
 
 
-# ---------------------------------------------------------------------- CLI
-GROUP_TITLES = {
-    "run": "run",
-    "data": "data",
-    "model": "model (for --init scratch)",
-    "training": "optimisation",
-    "eval": "evaluation, samples and checkpoints",
-    "device": "device",
-    "distributed": "several processes (torchrun --nproc_per_node=N -m finetune ...)",
-    "logging": "logging",
-}
-_OWN_DEFAULT = re.compile(r" \(default[^)]*\)")  # a field's own words on its default
+def flag_values(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Parsed flags as settings, checked like a file's but each error naming its flag."""
+    return {k: coerce_value(k, v, source="--" + k.replace("_", "-")) for k, v in flags.items()}
 
 
-def _optional(base: type):
+def build_config(
+    command: str, flags: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None
+) -> TrainConfig:
+    """Merge the layers: field defaults < sub-command defaults < TOML file < flags."""
+    values = dict(SUBCOMMAND_DEFAULTS.get(command, {}))
+    values.update(load_toml(config_file) if config_file is not None else {})
+    return TrainConfig(**values | flag_values(flags))
+
+
+def _none_or(base: type):
     def convert(text: str):
         return None if text.strip().lower() in ("none", "null", "") else base(text)
 
@@ -106,46 +113,32 @@ def add_config_flags(
     hidden: Iterable[str] = (),
     show_defaults: bool = True,
 ) -> None:
-    """One flag per field (``include``: only those); absent flags stay out of the namespace,
-    which is what lets a TOML file sit between the defaults and the command line. ``hidden``
-    flags are accepted but not listed (so a command can refuse them with its own reason);
-    ``show_defaults=False`` leaves "(default: ...)" out where the real default is not the
-    field's (resume: the run's own setting)."""
-    overridden, quiet = set(defaults or {}), set(hidden)
-    defaults = {**{k: getattr(TrainConfig(), k) for k in FIELDS}, **(defaults or {})}
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    """One flag per field (``include``: only those), under its section's title. ``defaults``
+    are the command's own, said instead of the field's; ``hidden`` flags are accepted but not
+    listed (so a command can refuse them with its own reason); ``show_defaults=False`` says
+    no default where the real one is not the field's (resume: the run's own setting)."""
+    given, hidden, groups, fields = dict(defaults or {}), set(hidden), {}, TrainConfig()
     for name in include if include is not None else FIELDS:
-        meta, (base, optional, is_list) = FIELDS[name].metadata, _kind(name)
-        if meta["group"] not in groups:
-            groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
-        default = defaults[name]
-        text = _OWN_DEFAULT.sub("", meta["help"]) if name in overridden else meta["help"]
+        meta, (base, optional, is_list) = FIELDS[name].metadata, field_type(name)
+        default = given[name] if name in given else getattr(fields, name)
+        text = meta["help"]
+        if name in given or not show_defaults:
+            text = _OWN_DEFAULT.sub("", text)
         if show_defaults and default not in (None, [], ""):
             text += f" (default: {default!r})"
-        kw: dict[str, Any] = {
-            "dest": name,
-            "default": argparse.SUPPRESS,
-            "help": argparse.SUPPRESS if name in quiet else text.replace("%", "%%"),
-        }
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        kw["help"] = argparse.SUPPRESS if name in hidden else text.replace("%", "%%")
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
-        elif meta["choices"]:
-            kw["choices"] = meta["choices"]
-            kw["type"] = functools.partial(_unalias, meta) if meta.get("aliases") else str
+        elif meta["choices"]:  # the other spellings of a choice (bf16) are choices too
+            kw["choices"] = (*meta["choices"], *meta.get("aliases", ()))
+            kw["type"] = str.lower if meta.get("aliases") else str
+            kw["metavar"] = meta.get("metavar")
         else:
-            kw["type"] = _optional(base) if optional else base
+            kw["type"] = _none_or(base) if optional else base
             kw["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(base, "TEXT")
         if is_list:
             kw["nargs"] = "+"
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
         groups[meta["group"]].add_argument("--" + name.replace("_", "-"), **kw)
-
-
-def build_config(
-    command: str, flags: Mapping[str, Any], config_file: str | os.PathLike[str] | None = None
-) -> TrainConfig:
-    """Merge the layers: field defaults < sub-command defaults < TOML file < flags."""
-    values: dict[str, Any] = dict(SUBCOMMAND_DEFAULTS.get(command, {}))
-    if config_file is not None:
-        values.update(load_toml(config_file))
-    values.update(coerce_values(flags, source="command line"))
-    return TrainConfig(**values)

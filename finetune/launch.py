@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from .data import DataError, PreparedData, check_fits_context, data_key, open_pr
 from .device import check_memory, estimate_memory
 from .errors import ConfigError, RunFolderError
 from .modelinit import init_model
-from .plan import Plan, plan_resume, plan_run
+from .plan import Log, Plan, plan_resume, plan_run, silent
 from .prepare import resolve_data
 from .runlock import run_folder_lock
 from .sinks import METRICS_FILE, PLOT_FILE, SAMPLES_FILE
@@ -34,26 +34,14 @@ from .strategy import process_group
 from .trainer import Callback, Trainer, TrainResult
 from .vocab import checkpoint_files, run_tokenizer
 
-Log = Callable[[str], None]
-RUN_FILES = (
-    LAST,
-    BEST,
-    f".{LAST}.old",
-    f".{BEST}.old",
-    METRICS_FILE,
-    PLOT_FILE,
-    CONFIG_FILE,
-    SAMPLES_FILE,
-)
+WRITTEN_FILES = (METRICS_FILE, SAMPLES_FILE, CONFIG_FILE, PLOT_FILE)
+RUN_FILES = (LAST, BEST, f".{LAST}.old", f".{BEST}.old", *WRITTEN_FILES)
 
 
 def start(cfg: TrainConfig, *, log: Log = print, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Run a new training from ``cfg``. Under torchrun every process calls this with the same
     settings; rank 0 prepares data and weights while the others wait, then all train."""
-    plan = plan_run(cfg, log)
-    log = log if plan.strategy.is_main else _silent
-    with process_group(plan.strategy, plan.device.device, plan.cfg.dist_backend), _run_folder(plan):
-        return _start(plan, log, callbacks)
+    return _carry_out(plan_run(cfg, log), log, callbacks)
 
 
 def resume(
@@ -68,25 +56,28 @@ def resume(
     A checkpoint holds the whole model whoever wrote it, so a run started under torchrun
     resumes in one process and the other way round (on several machines ``run_dir`` must be
     on a filesystem every one of them reads)."""
-    run_dir = Path(run_dir).expanduser()
-    plan = plan_resume(run_dir, dict(overrides or {}), log)
-    log = log if plan.strategy.is_main else _silent
+    plan = plan_resume(Path(run_dir).expanduser(), dict(overrides or {}), log)
+    return _carry_out(plan, log, callbacks)
+
+
+def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
+    log = log if plan.strategy.is_main else silent
     stamp = _stamp(plan.resume_from)
     with process_group(plan.strategy, plan.device.device, plan.cfg.dist_backend), _run_folder(plan):
         if _stamp(plan.resume_from) != stamp:
             raise RunFolderError(
                 f"{plan.resume_from} changed while this resume started (another run saved to "
-                f"{run_dir}); run the command again"
+                f"{plan.run_dir}); run the command again"
             )
-        check_run_files(run_dir)
-        return _resume(plan, log, callbacks)
+        plan, model, data = (_new if plan.resume is None else _resumed)(plan, log)
+        tokenizer, files = _tokenizer(plan, data, log)
+        trainer = Trainer(
+            plan, model, data, tokenizer=tokenizer, log=log, callbacks=callbacks, carry_files=files
+        )
+        return trainer.fit()
 
 
-def _silent(_: str) -> None:
-    pass
-
-
-def _start(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
+def _new(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
     cfg, strategy, run_dir = plan.cfg, plan.strategy, plan.run_dir
     existing = [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
     if existing and not plan.overwrite:
@@ -108,14 +99,19 @@ def _start(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
         strategy.barrier()
         with strategy.main_first(local=False):
             if strategy.is_main:
-                _clear_run_dir(run_dir)
+                for path in (run_dir / name for name in existing):  # links, not their targets
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif os.path.lexists(path):
+                        path.unlink()
     check_run_files(run_dir)
     if plan.model is None:  # a checkpoint without headers: its size is known only now
         _check_memory(plan, model.config, log)
-    return _fit(plan.settle(model.config), model, data, log, callbacks)
+    return plan.settle(model.config), model, data
 
 
-def _resume(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
+def _resumed(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
+    check_run_files(plan.run_dir)
     _check_memory(plan, plan.model, log)
     with plan.strategy.main_first():
         data = _resume_data(plan, log)
@@ -125,17 +121,7 @@ def _resume(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
     chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
     _check_fits(chars, data, model, str(plan.resume_from))
     log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {plan.cfg.max_iters}")
-    return _fit(plan, model.train(), data, log, callbacks)
-
-
-def _fit(
-    plan: Plan, model: GPT, data: PreparedData, log: Log, callbacks: Sequence[Callback]
-) -> TrainResult:
-    tokenizer, files = _tokenizer(plan, data, log)
-    trainer = Trainer(
-        plan, model, data, tokenizer=tokenizer, log=log, callbacks=callbacks, carry_files=files
-    )
-    return trainer.fit()
+    return plan, model.train(), data
 
 
 def _check_memory(plan: Plan, config: Any, log: Log) -> None:
@@ -173,49 +159,34 @@ def _run_folder(plan: Plan) -> Iterator[None]:
         yield
 
 
-def _clear_run_dir(run_dir: Path) -> None:
-    """Remove an old run's files (links themselves, never what they point at)."""
-    for path in (run_dir / name for name in RUN_FILES):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            path.unlink()
-
-
 def check_run_files(run_dir: Path) -> None:
     """Each file a run appends to or replaces must be a plain file (or absent): a folder in
     its place would fail mid-run, and a link would make the run write outside ``run_dir``."""
-    for name in (METRICS_FILE, SAMPLES_FILE, CONFIG_FILE, PLOT_FILE):
-        path = run_dir / name
+    for path in (run_dir / name for name in WRITTEN_FILES):
         if path.is_symlink() or (path.exists() and not path.is_file()):
             kind = "a symbolic link" if path.is_symlink() else "not a plain file"
             raise RunFolderError(
-                f"{path} is {kind}; the run writes its {name} there. Move it out of the way "
-                f"(e.g. mv {path} {path}.saved) and try again"
+                f"{path} is {kind}; the run writes its {path.name} there. Move it out of the "
+                f"way (e.g. mv {path} {path}.saved) and try again"
             )
 
 
 def _stamp(folder: Path | None) -> tuple[int, int, int] | None:
     """What tells that a checkpoint was replaced since it was read (inode, size, mtime)."""
-    try:
-        st = os.stat(folder / TRAINER_FILE) if folder is not None else None
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            st = os.stat(folder / TRAINER_FILE)
+            return st.st_ino, st.st_size, st.st_mtime_ns
+    return None
 
 
 def _run_data(plan: Plan, log: Log) -> PreparedData:
     """The run's prepared data (prepared now unless cached), tokenized with its vocabulary."""
     cfg, vocab = plan.cfg, plan.vocab
-    return resolve_data(
-        cfg.data,
-        cfg.data_dir,
-        val_fraction=cfg.val_fraction,
-        encoding=vocab.char,
-        tokenizer_dir=None if vocab.is_char else vocab.gpt2_place,
-        char_vocab=vocab.is_char and vocab.char is None,
-        log=log,
-    )
+    place = None if vocab.is_char else vocab.gpt2_place
+    how = {"val_fraction": cfg.val_fraction, "encoding": vocab.char, "tokenizer_dir": place}
+    how["char_vocab"] = vocab.is_char and vocab.char is None  # built from the text itself
+    return resolve_data(cfg.data, cfg.data_dir, log=log, **how)
 
 
 def _resume_data(plan: Plan, log: Log) -> PreparedData:
@@ -224,11 +195,7 @@ def _resume_data(plan: Plan, log: Log) -> PreparedData:
     they give other tokens now, resuming would silently train on other text, so it refuses."""
     recorded = plan.resume.get("data", {}).get("source_key")
     dataset = plan.resume.get("dataset")
-    if (
-        dataset
-        and (Path(dataset) / "train.bin").is_file()
-        and (Path(dataset) / "val.bin").is_file()
-    ):
+    if dataset and all((Path(dataset) / split).is_file() for split in ("train.bin", "val.bin")):
         data = open_prepared(dataset)
         if recorded is None or data_key(data) == recorded:
             return data

@@ -1,10 +1,10 @@
-"""A run is planned once: the command line (or a resumed run's record plus the changes asked
-for) becomes one frozen :class:`Plan`, and nothing downstream derives a setting again.
+"""A run is planned once: its settings (or a resumed run's record plus the changes asked for)
+become one frozen :class:`Plan`, and nothing downstream derives a setting again.
 
-Planning is cheap and touches nothing: the device is checked, every derived setting is
-filled (learning rates, gradient accumulation, dropout, a new model's shape), the tokenizer
-is chosen and the model's shape is read from headers, so a wrong setting fails in seconds,
-before any download, data preparation or run folder.
+Planning is cheap and touches nothing: the device is checked, every derived setting filled
+(learning rates, gradient accumulation, dropout, a new model's shape), the tokenizer chosen
+and the model's shape read from headers, so a wrong setting fails in seconds, before any
+download, data preparation or run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import gpt2load
 from gpt2load import VOCAB_SIZE, CheckpointError, GPTConfig
 
 from .checkpoint import LAST, find_checkpoint
-from .config import FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
+from .config import DERIVED, FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
 from .device import DeviceInfo, resolve_dtype, select_device
 from .errors import ConfigError, DistributedNotSupported
 from .modelinit import check_planned, describe_shape, planned_config
@@ -30,6 +30,10 @@ from .strategy import Strategy
 from .vocab import RunVocab, choose_vocab, weights_folder
 
 Log = Callable[[str], None]
+
+
+def silent(_: str) -> None:
+    """The log of every process but the main one: a message is said once, not per process."""
 
 
 @dataclass(frozen=True)
@@ -68,63 +72,31 @@ def single_process_plan(cfg: TrainConfig, device: DeviceInfo | None = None) -> P
     """The plan of a single CPU process for ``cfg`` as given (tests and benchmarks build a
     :class:`~finetune.trainer.Trainer` from it directly)."""
     device = device or select_device("cpu")
-    cfg = cfg.resolved()
-    cfg = dataclasses.replace(cfg, grad_accum=cfg.grad_accum or 1)
-    dtype = resolve_dtype(cfg.dtype, device)
-    return Plan(cfg, Strategy(), device, dtype, None, RunVocab("gpt2"), ())
-
-
-def _device(cfg: TrainConfig, strategy: Strategy, log: Log) -> tuple[DeviceInfo, torch.dtype]:
-    """This process's device (under torchrun ``cuda`` is the GPU of ``LOCAL_RANK``) and the
-    dtype training will use there, both said once."""
-    info = select_device(strategy.device_request(cfg.device, cfg.force_cpu), cfg.force_cpu)
-    dtype = resolve_dtype(cfg.dtype, info)
-    if strategy.sharded and dtype is torch.float16:
-        raise DistributedNotSupported(
-            "--fsdp with float16 would need a grad scaler that agrees across shards; "
-            "use --dtype bfloat16 (A100, H100 and newer) or --dtype float32"
-        )
-    log(f"device: {info.describe()}; training in {str(dtype).removeprefix('torch.')}")
-    if strategy.is_distributed:
-        log(
-            f"distributed: {strategy.world_size} processes ({strategy.local_world_size} on this "
-            f"machine), {strategy.describe()}; --grad-accum {cfg.grad_accum} is split "
-            f"{strategy.local_grad_accum(cfg.grad_accum)} per process"
-        )
-    elif cfg.fsdp:
-        log("note: --fsdp shards over several processes (torchrun); one process trains whole")
-    return info, dtype
+    cfg, dtype = dataclasses.replace(cfg.resolved(), grad_accum=cfg.grad_accum or 1), cfg.dtype
+    return Plan(cfg, Strategy(), device, resolve_dtype(dtype, device), None, RunVocab("gpt2"), ())
 
 
 def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     """The plan of a new run from its settings."""
-    cfg.validate()
     strategy = Strategy.from_env(cfg.fsdp)
-    cfg = dataclasses.replace(cfg, grad_accum=cfg.grad_accum or strategy.world_size)
-    say = log if strategy.is_main else _silent
-    device, dtype = _device(cfg, strategy, say)
-    weights = None if cfg.is_scratch else weights_folder(cfg.init)
-    vocab = choose_vocab(cfg.tokenizer, weights, cfg.data, cfg.tokenizer_dir)
+    derived = tuple(k for k in DERIVED if getattr(cfg, k) is None)
+    run = cfg.resolved().replace(grad_accum=cfg.grad_accum or strategy.world_size, overwrite=False)
+    device, dtype = _device_for(run, strategy, log)
+    weights = None if run.is_scratch else weights_folder(run.init)
+    vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)
     vocab_size: int | None = VOCAB_SIZE
     if vocab.is_char:  # None: the training text's characters, known once it is prepared
         vocab_size = vocab.char.n_vocab if vocab.char is not None else None
-    model = planned_config(cfg, vocab_size)
-    check_planned(cfg, model)  # sizes and context: before data, weights or the run folder
-    for note in cfg.warnings():
-        say(note)
-    derived = tuple(cfg.derived_settings())
-    overwrite, cfg = cfg.overwrite, dataclasses.replace(cfg.resolved(), overwrite=False)
-    return Plan(cfg, strategy, device, dtype, model, vocab, derived, overwrite=overwrite)
-
-
-def _silent(_: str) -> None:
-    pass
+    model = planned_config(run, vocab_size)
+    check_planned(run, model)  # sizes and context: before data, weights or the run folder
+    return Plan(run, strategy, device, dtype, model, vocab, derived, overwrite=cfg.overwrite)
 
 
 def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -> Plan:
     """The plan that continues ``run_dir`` from its ``last`` checkpoint with ``overrides``
     (more ``max_iters``, another device ...; never another model, data or batch stream).
-    What the run derived (``min_lr`` from ``lr``) is derived again from the new settings."""
+    What the run derived (``min_lr`` from ``lr``) is derived again from the new settings;
+    ``grad_accum`` None keeps the run's own."""
     overrides = {k: v for k, v in overrides.items() if not (k == "grad_accum" and v is None)}
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
@@ -138,16 +110,14 @@ def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -
     recorded = TrainConfig.from_dict(state["config"], source=f"{folder}/{TRAINER_FILE}")
     check_fixed(recorded, overrides, run_dir)
     changes = {k: v for k, v in overrides.items() if k not in FIXED_ON_RESUME}
-    derived = tuple(k for k in _derived_on_record(state, recorded) if k not in changes)
-    cfg = recorded.replace(**{k: None for k in derived}).replace(**changes, out=str(run_dir))
-    cfg = cfg.resolved()
-    cfg.validate()
+    # Checkpoints from before "derived" was recorded: a min_lr of exactly lr/10 is taken as
+    # the derived default it almost surely is.
+    guess = ["min_lr"] if recorded.min_lr == (recorded.lr or 0) / 10 else []
+    derived = tuple(k for k in state.get("derived", guess) if k in DERIVED and k not in changes)
+    cfg = recorded.replace(**dict.fromkeys(derived), **changes, out=str(run_dir)).resolved()
     _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
     strategy = Strategy.from_env(cfg.fsdp)
-    say = log if strategy.is_main else _silent
-    for note in cfg.warnings():
-        say(note)
-    device, dtype = _device(cfg, strategy, say)
+    device, dtype = _device_for(cfg, strategy, log)
     model = GPTConfig.from_dict(state["model_config"])
     stored = gpt2load.inspect(folder).config
     if stored.shape_differences(model):
@@ -159,43 +129,60 @@ def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -
     return Plan(cfg, strategy, device, dtype, model, vocab, derived, state, folder)
 
 
-def _derived_on_record(state: Mapping[str, Any], recorded: TrainConfig) -> list[str]:
-    """The settings the run derived rather than was given. Checkpoints from before this was
-    recorded: a min_lr of exactly lr/10 is taken as the derived default it almost surely is."""
-    if "derived" in state:
-        return [k for k in state["derived"] if k in TrainConfig.DERIVED]
-    lr, min_lr = recorded.lr, recorded.min_lr
-    return ["min_lr"] if lr is not None and min_lr is not None and min_lr == lr / 10 else []
+def _device_for(cfg: TrainConfig, strategy: Strategy, log: Log) -> tuple[DeviceInfo, torch.dtype]:
+    """The settings checked, then this process's device (under torchrun ``cuda`` is the GPU
+    of ``LOCAL_RANK``) and the dtype training will use there, both said once."""
+    cfg.validate()
+    say = log if strategy.is_main else silent
+    if cfg.warmup_iters >= cfg.max_iters:
+        say(
+            f"warning: --warmup-iters {cfg.warmup_iters} >= --max-iters {cfg.max_iters}: the "
+            f"learning rate rises for the whole run and never reaches --lr; lower --warmup-iters"
+        )
+    info = select_device(strategy.device_request(cfg.device, cfg.force_cpu), cfg.force_cpu)
+    dtype = resolve_dtype(cfg.dtype, info)
+    if strategy.sharded and dtype is torch.float16:
+        raise DistributedNotSupported(
+            "--fsdp with float16 would need a grad scaler that agrees across shards; "
+            "use --dtype bfloat16 (A100, H100 and newer) or --dtype float32"
+        )
+    say(f"device: {info.describe()}; training in {str(dtype).removeprefix('torch.')}")
+    if strategy.is_distributed:
+        say(
+            f"distributed: {strategy.world_size} processes ({strategy.local_world_size} on this "
+            f"machine), {strategy.describe()}; --grad-accum {cfg.grad_accum} is split "
+            f"{strategy.local_grad_accum(cfg.grad_accum)} per process"
+        )
+    elif cfg.fsdp:
+        say("note: --fsdp shards over several processes (torchrun); one process trains whole")
+    return info, dtype
 
 
 def check_fixed(recorded: TrainConfig, overrides: Mapping[str, Any], run_dir: Path) -> None:
     """Settings a resume may not change are fine with the run's own value (its config.toml
     given as ``--config``); another value is refused, saying why."""
-    changed, keys = [], set()
+    changed: dict[str, Any] = {}
     for key in (k for k in FIXED_ON_RESUME if k in overrides):
-        if key == "out":
-            same = Path(overrides[key]).expanduser().resolve() == run_dir.resolve()
-            had: Any = str(run_dir)
-        else:
-            same, had = overrides[key] == getattr(recorded, key), getattr(recorded, key)
-        if not same:
-            changed.append(f"--{key.replace('_', '-')} (the run has {had!r})")
-            keys.add(key)
+        if key == "out" and Path(overrides[key]).expanduser().resolve() != run_dir.resolve():
+            changed[key] = str(run_dir)
+        elif key != "out" and overrides[key] != getattr(recorded, key):
+            changed[key] = getattr(recorded, key)
     if not changed:
         return
     reasons = []
-    if keys & set(FIXED_MODEL_AND_DATA):
+    if changed.keys() & set(FIXED_MODEL_AND_DATA):
         reasons.append("the model and data decide what the checkpoint belongs to")
-    if keys & set(FIXED_STREAM):
+    if changed.keys() & set(FIXED_STREAM):
         reasons.append(
             "seed, batch and block size decide which batches the run draws and which fixed "
             "batches it evaluates on, so the resumed run would neither continue exactly nor "
             "give val losses comparable with its best so far"
         )
+    flags = ", ".join(f"--{k.replace('_', '-')} (the run has {v!r})" for k, v in changed.items())
     raise ConfigError(
-        f"{', '.join(changed)} cannot change when resuming: {'; '.join(reasons)}. Resume "
-        f"without {'it' if len(changed) == 1 else 'them'}, or start a new run from this "
-        f"one's weights with --init {run_dir / LAST}"
+        f"{flags} cannot change when resuming: {'; '.join(reasons)}. Resume without "
+        f"{'it' if len(changed) == 1 else 'them'}, or start a new run from this one's weights "
+        f"with --init {run_dir / LAST}"
     )
 
 
@@ -209,7 +196,6 @@ def _check_steps_left(cfg: TrainConfig, step: int, given: bool, run_dir: Path) -
             f"than {step} (e.g. --max-iters {step + max(cfg.eval_interval, 1)})"
         )
     raise ConfigError(
-        f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer "
-        f"give a larger --max-iters (e.g. finetune resume {run_dir} --max-iters "
-        f"{2 * step})"
+        f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer give a "
+        f"larger --max-iters (e.g. finetune resume {run_dir} --max-iters {2 * step})"
     )
