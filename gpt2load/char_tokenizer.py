@@ -2,8 +2,7 @@
 
 A pickle can run any code while it loads and checkpoint folders come from strangers, so
 ``meta.pkl`` is read by an unpickler that cannot import anything. :class:`CharTokenizer`
-offers the part of ``tiktoken.Encoding`` gpt2load and finetune use, so callers take either.
-"""
+offers the part of ``tiktoken.Encoding`` gpt2load and finetune use, so callers take either."""
 
 from __future__ import annotations
 
@@ -33,10 +32,9 @@ class _Refused(pickle.UnpicklingError):
 
 
 class _NoGlobals(pickle.Unpickler):
-    """An unpickler that refuses every import, so no class is built and no function called:
-    every opcode that reaches code (GLOBAL, STACK_GLOBAL, EXT*) goes through ``find_class``,
-    REDUCE, BUILD, NEWOBJ and INST need what it would return, and the base class refuses
-    PERSID. What is left builds only the containers and scalars pickle knows by itself."""
+    """Refuses every import: GLOBAL, STACK_GLOBAL and EXT* go through ``find_class``, REDUCE,
+    BUILD, NEWOBJ and INST need what it returns, the base class refuses PERSID; what is left
+    builds only the containers and scalars pickle knows by itself."""
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: ARG002
         raise _Refused(f"it asks to import {module}.{name}")
@@ -125,8 +123,7 @@ class CharTokenizer:
                 f"{path} holds a {type(data).__name__}, not nanoGPT's dict "
                 f"{{'vocab_size', 'itos', 'stoi'}}"
             )
-        missing = [k for k in ("vocab_size", "itos", "stoi") if k not in data]
-        if missing:
+        if missing := [k for k in ("vocab_size", "itos", "stoi") if k not in data]:
             raise CharVocabularyError(
                 f"{path} has no {', '.join(missing)}; nanoGPT's meta.pkl holds "
                 f"vocab_size, itos and stoi"
@@ -188,8 +185,7 @@ class CharTokenizer:
                 f"vocabulary: {_show(unknown)}"
             ) from None
 
-    def encode_ordinary(self, text: str, *, what: str = "the text") -> list[int]:
-        return self.encode(text, what=what)
+    encode_ordinary = encode  # there are no special tokens to tell apart
 
     def _check_id(self, token: int) -> int:
         token = int(token)
@@ -212,7 +208,5 @@ def meta_pkl_beside(path: str | os.PathLike[str] | None) -> Path | None:
     model's."""
     if path is None:
         return None
-    p = Path(path).expanduser()
-    folder = p if p.is_dir() else p.parent
-    candidate = folder / META_PKL
-    return candidate if candidate.is_file() else None
+    folder = p if (p := Path(path).expanduser()).is_dir() else p.parent
+    return candidate if (candidate := folder / META_PKL).is_file() else None

@@ -2,8 +2,7 @@
 
 Every checkpoint format reduces to "a config plus a state dict in our layout". Besides the
 sizes a config records the few ways people's checkpoints differ from GPT-2 (nanoGPT's, the
-book's, Hugging Face's options); GPT-2's values are the defaults, so ``GPTConfig()`` is GPT-2.
-"""
+book's, Hugging Face's options); GPT-2's values are the defaults, so ``GPTConfig()`` is GPT-2."""
 
 from __future__ import annotations
 
@@ -14,11 +13,9 @@ from typing import Any
 VOCAB_SIZE = 50257
 EOT_TOKEN_ID = 50256
 # Other spellings of the floating dtypes, as users type them (every --dtype takes them).
+_SPELLINGS = "float32 fp32 f32 float, float16 fp16 f16 half, bfloat16 bf16, float64 fp64 f64 double"
 DTYPE_ALIASES = {
-    **dict.fromkeys(("fp32", "f32", "float"), "float32"),
-    **dict.fromkeys(("fp16", "f16", "half"), "float16"),
-    "bf16": "bfloat16",
-    **dict.fromkeys(("fp64", "f64", "double"), "float64"),
+    a: name for name, *aliases in map(str.split, _SPELLINGS.split(",")) for a in aliases
 }
 # Far above every real GPT-2 (a vocabulary of 50,257, 48 layers) and far below what would
 # make building even an empty model hang: a file's claim of 10**6 layers is refused here.

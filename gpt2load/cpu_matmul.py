@@ -2,13 +2,10 @@
 
 MKL runs its fast AVX-512 kernels only on Intel processors; oneDNN (shipped with PyTorch)
 picks by instruction set, and on AMD EPYC runs the same float32 products about 2x faster (a
-GPT-2 training step in 0.6x the time). Results differ from MKL's only by summation order.
-The kernel (torch.compile's, ``mkldnn._linear_pointwise``) has no autograd formula, so
-:class:`_OneDnnLinear` gives it one. :func:`linear` is ``F.linear`` where oneDNN is missing,
-while ``torch.compile`` traces (Inductor cannot lower the op with gradients), and for weights
-neither contiguous nor transposed-contiguous (views into a fused ``c_attn``), which oneDNN
-would first reorder at many times the cost of the product.
-"""
+GPT-2 training step in 0.6x the time); results differ only by summation order. The kernel
+(torch.compile's ``mkldnn._linear_pointwise``) has no autograd formula: :class:`_OneDnnLinear`
+gives it one. :func:`linear` falls back to ``F.linear`` without oneDNN, under ``torch.compile``
+and for weights oneDNN would first reorder (views into a fused ``c_attn``)."""
 
 from __future__ import annotations
 

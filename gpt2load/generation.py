@@ -111,10 +111,8 @@ def stream(
                 if step == max_new_tokens - 1 or bool(finished.all()):
                     return
                 seq = torch.cat([seq, token[:, None]], dim=1)[:, -context:]
-                if cache is not None and cache.length < cache.max_len:
-                    logits = model(token[:, None], cache=cache)[:, -1]
-                else:
-                    logits = model(seq)[:, -1]
+                fits = cache is not None and cache.length < cache.max_len
+                logits = (model(token[:, None], cache=cache) if fits else model(seq))[:, -1]
     finally:
         model.train(was_training)
 

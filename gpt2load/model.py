@@ -3,8 +3,7 @@
 Names follow the from-scratch book code (``tok_emb``, ``trf_blocks.N.att.W_query`` ...), so
 its ``.pth`` files load without renaming; ``gpt2load.formats`` maps every other format onto
 them. A config's variant settings only choose which layers are built (a bias-free model has
-no bias parameters at all), and attention is PyTorch's fused causal SDPA (no mask stored).
-"""
+no bias parameters at all), and attention is PyTorch's fused causal SDPA (no mask stored)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from . import cpu_matmul
 from .config import GPTConfig
@@ -32,7 +31,7 @@ class LayerNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(config.n_embd))
         self.shift = nn.Parameter(torch.zeros(config.n_embd)) if config.bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 
@@ -40,7 +39,7 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) whose float32 CPU matmuls run on
     oneDNN, about twice as fast as MKL's on non-Intel CPUs (see :mod:`gpt2load.cpu_matmul`)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return cpu_matmul.linear(x, self.weight, self.bias)
 
 
@@ -49,26 +48,18 @@ class KVCache:
     sequence the generation can reach, so no step ever re-allocates or concatenates."""
 
     def __init__(
-        self,
-        config: GPTConfig,
-        batch_size: int,
-        max_len: int,
-        device: torch.device | str,
-        dtype: torch.dtype,
+        self, config: GPTConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype
     ) -> None:
         if max_len > config.context_length:
             raise ValueError(
                 f"KV cache length {max_len} exceeds the model's context of {config.context_length}"
             )
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
-        self.keys = torch.empty(shape, device=device, dtype=dtype)
-        self.values = torch.empty(shape, device=device, dtype=dtype)
+        shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
+        self.keys, self.values = (torch.empty(shape, device=device, dtype=dtype) for _ in "kv")
         self.max_len = max_len
         self.length = 0  # tokens held; GPT.forward advances it once every layer has appended
 
-    def append(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store one layer's new keys and values after those held; return all of them."""
         end = self.length + k.shape[2]
         self.keys[layer, :, :, self.length : end] = k
@@ -91,23 +82,19 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = Linear(d, d, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         b, t, d = x.shape
-        q = self._heads(self.W_query(x))
-        k = self._heads(self.W_key(x))
-        v = self._heads(self.W_value(x))
+        q, k, v = (self._heads(proj(x)) for proj in (self.W_query, self.W_key, self.W_value))
         if cache is not None:
             k, v = cache.append(self.layer_index, k, v)
         # Keys start at position 0 without a cache or when filling an empty one, so the usual
         # causal mask applies; a decoding step (one new query) sees every key.
-        dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout, is_causal=t > 1, scale=self.scale
-        )
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=t > 1, scale=self.scale)
         return self.resid_dropout(self.out_proj(y.transpose(1, 2).contiguous().view(b, t, d)))
 
 
@@ -122,7 +109,7 @@ class FeedForward(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.layers(x))
 
 
@@ -134,7 +121,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(config)
         self.ff = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         x = x + self.att(self.norm1(x), cache)
         return x + self.ff(self.norm2(x))
 
@@ -157,8 +144,7 @@ class GPT(nn.Module):
             self.init_weights()
 
     def tie_weights(self) -> None:
-        """Share the output projection with the token embedding, as GPT-2 does (unless the
-        config unties them); again after ``load_state_dict(..., assign=True)``, which unties."""
+        """Share ``out_head`` with ``tok_emb`` if tied; again after ``load_state_dict(assign=True)``."""
         if self.config.tie_head:
             self.out_head.weight = self.tok_emb.weight
 
@@ -190,11 +176,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits ``[batch, time, vocab]``; with ``targets`` also the mean cross-entropy
         (targets of -1, padding, are ignored)."""
         if idx.dim() != 2:

@@ -41,10 +41,9 @@ def save_native(
         meta[GENERATION_KEY] = json.dumps(
             {k: generation[k] for k in GENERATION_FIELDS if k in generation}
         )
-    skip = "out_head.weight" if model.config.tie_head else None
-    state = {
-        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k != skip
-    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_head:
+        del state["out_head.weight"]  # stored once, as the embedding
     with atomic_path(file) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return file

@@ -123,8 +123,7 @@ def materialise(
         if not exposed:
             source.release(assignment.stored)
     if plan.config.tie_head:
-        for ours, theirs in TIED.items():
-            state[ours] = state[theirs]
+        state |= {ours: state[theirs] for ours, theirs in TIED.items()}
     return state
 
 

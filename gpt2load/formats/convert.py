@@ -81,24 +81,19 @@ def _json(path: Path, value: dict) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def _copy(
-    tokenizer: dict[str, Path], folder: Path, names: dict[str, str] | None = None
-) -> list[Path]:
+def _copy(tokenizer: dict[str, Path], folder: Path, names: dict | None = None) -> list[Path]:
     """The tokenizer files copied into ``folder``, renamed as ``names`` says."""
-    written = []
-    for name, src in tokenizer.items():
-        dst = folder / (names or {}).get(name, name)
+    written = [folder / (names or {}).get(name, name) for name in tokenizer]
+    for src, dst in zip(tokenizer.values(), written, strict=True):
         if src.resolve() != dst.resolve():
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
-        written.append(dst)
     return written
 
 
 def write_hf(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"transformer.{k}": v for k, v in stored_state_dict(model, HF).items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
@@ -157,7 +152,6 @@ def write_native(model: GPT, dst: Path, tokenizer: dict[str, Path]) -> list[Path
 def write_rasbt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[Path]:
     """``model.pth`` as the book's ``torch.save(model.state_dict())`` writes it (its names, its
     own ``out_head``, the masks: its strict load wants them), its cfg dict as ``config.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
     state = stored_state_dict(model, OURS, head=True, qkv_zeros=False)
     n = model.config.context_length
     mask = torch.triu(torch.ones(n, n), diagonal=1)  # one tensor, saved once
@@ -179,29 +173,17 @@ def write_nanogpt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[
             ActivationChangeWarning,
             stacklevel=3,
         )
-    folder.mkdir(parents=True, exist_ok=True)
     stored = stored_state_dict(model, NANOGPT, head=True, zeros=model.config.bias)
     # nanoGPT's lm_head lives outside its `transformer` module.
     state = {("" if k == "lm_head.weight" else "transformer.") + k: v for k, v in stored.items()}
-    checkpoint = {
-        "model": state,
-        "model_args": _named(model, NANOGPT_ARGS),
-        "iter_num": 0,
-        "best_val_loss": float("inf"),
-        "config": {},
-    }
+    checkpoint = {"model": state, "model_args": _named(model, NANOGPT_ARGS), "iter_num": 0}
+    checkpoint |= {"best_val_loss": float("inf"), "config": {}}
     with atomic_path(folder / "ckpt.pt") as tmp:
         torch.save(checkpoint, tmp)
     return [folder / "ckpt.pt", *_copy(tokenizer, folder)]
 
 
-WRITERS = {
-    "hf": write_hf,
-    "openai": write_openai,
-    "nanogpt": write_nanogpt,
-    "rasbt": write_rasbt,
-    "native": write_native,
-}
+WRITERS = {target: globals()[f"write_{target}"] for target in TARGETS}  # the functions above
 
 
 def _tokenizer_in(folders: list[Path]) -> dict[str, Path]:

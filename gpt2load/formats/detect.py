@@ -1,8 +1,6 @@
-"""Finding the checkpoint in a path by looking inside files, not at their names.
-
-Each file is classified from its first and last bytes (a safetensors header, a zip or pickle,
-the magic number that ends a TF ``*.index``), so renamed files still load and an
-``encoder.json`` is never mistaken for weights."""
+"""Finding the checkpoint in a path from the first and last bytes of its files (a safetensors
+header, a zip or pickle, the magic number that ends a TF ``*.index``), not from their names:
+renamed files still load and an ``encoder.json`` is never mistaken for weights."""
 
 from __future__ import annotations
 
@@ -63,9 +61,8 @@ def _prefix_of(index: Path) -> Path:
 def _refuse_damaged_index(index: Path) -> None:
     """Name ``PREFIX.index`` damaged (not absent) when it lacks the table footer while data
     shards of its prefix sit beside it: a truncated download."""
-    if not index.name.endswith(".index") or index.name == ".index" or sniff(index) == TF:
-        return
-    if not glob.glob(glob.escape(str(_prefix_of(index))) + ".data-*"):
+    damaged = index.name.endswith(".index") and index.name != ".index" and sniff(index) != TF
+    if not damaged or not glob.glob(glob.escape(str(_prefix_of(index))) + ".data-*"):
         return
     try:
         size = regular_size(index)
@@ -88,8 +85,7 @@ def locate(path: str | Path) -> Located:
         _refuse_damaged_index(_index_of(path))
         raise FileNotFoundError(f"no such checkpoint file or folder: {path}")
     regular_size(path)  # a device or a pipe is refused before anything reads it
-    kind = sniff(path)
-    if kind == TF:
+    if (kind := sniff(path)) == TF:
         if not path.name.endswith(".index"):
             raise CheckpointError(
                 f"{path} is a TensorFlow checkpoint index but is not named PREFIX.index"
@@ -101,23 +97,19 @@ def locate(path: str | Path) -> Located:
     shard_prefix = path.with_name(path.name.split(".data-")[0])
     if ".data-" in path.name and sniff(_index_of(shard_prefix)) == TF:
         return Located(TF, (shard_prefix,), path.parent)
-    prefix = _prefix_from_state_file(path)
-    if prefix is not None:
+    if (prefix := _prefix_from_state_file(path)) is not None:
         return Located(TF, (prefix,), path.parent)
     _refuse_damaged_index(path)
     _refuse_damaged_index(_index_of(shard_prefix))
+    try:
+        head = read_head(path, 12)[0]
+        seen = f"it starts with {head!r}" if head else "it is empty"
+    except OSError as exc:
+        seen = f"unreadable: {exc}"
     raise CheckpointError(
-        f"{path} is not a checkpoint gpt2load can read ({_describe_bytes(path)}); expected "
+        f"{path} is not a checkpoint gpt2load can read ({seen}); expected "
         f"safetensors, a PyTorch .pth/.bin/.pt, or a TensorFlow checkpoint"
     )
-
-
-def _describe_bytes(path: Path) -> str:
-    try:
-        head, _, _ = read_head(path, 12)
-    except OSError as exc:
-        return f"unreadable: {exc}"
-    return "it is empty" if not head else f"it starts with {head!r}"
 
 
 def _prefix_from_state_file(state: Path) -> Path | None:
@@ -125,8 +117,7 @@ def _prefix_from_state_file(state: Path) -> Path | None:
         text = read_head(state, _STATE_FILE_BYTES)[0].decode("utf-8", errors="strict")[:4096]
     except (OSError, UnicodeDecodeError, CheckpointError):
         return None
-    match = _CHECKPOINT_LINE.search(text)
-    if not match:
+    if not (match := _CHECKPOINT_LINE.search(text)):
         return None
     named = Path(match.group("path"))
     # Absolute paths go stale when a folder is moved; the file beside the state file wins.
@@ -144,8 +135,7 @@ def _locate_in_folder(folder: Path) -> Located:
         if child.name.startswith(".") or child.name in NOT_WEIGHTS or not child.is_file():
             continue
         looked += 1
-        kind = sniff(child)
-        if kind is not None:
+        if (kind := sniff(child)) is not None:
             found[kind].append(child)
         elif state_prefix is None and child.stat().st_size < _STATE_FILE_BYTES:
             state_prefix = _prefix_from_state_file(child)

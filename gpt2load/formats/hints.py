@@ -4,31 +4,24 @@ the book's cfg dicts and our metadata onto ``GPTConfig`` fields. Shapes give the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ACTIVATIONS
+from ..config import ACTIVATIONS, GPTConfig
 from ..errors import CheckpointError
 from ..native import NATIVE_FORMAT
 
-_NAMES = {  # GPTConfig field: every name a checkpoint gives it
-    "n_layer": "n_layer n_layers",
-    "n_head": "n_head n_heads",
-    "n_embd": "n_embd emb_dim",
-    "context_length": "context_length n_positions n_ctx block_size",
-    "vocab_size": "vocab_size n_vocab",
-    "qkv_bias": "qkv_bias",
-    "bias": "bias",
-    "dropout": "dropout drop_rate",
-    "tie_head": "tie_head tie_word_embeddings",
-    "activation": "activation activation_function",
-    "n_inner": "n_inner",
-    "layer_norm_eps": "layer_norm_eps layer_norm_epsilon",
-    "scale_attn_by_inverse_layer_idx": "scale_attn_by_inverse_layer_idx",
-}
-ALIASES = {name: field for field, names in _NAMES.items() for name in names.split()}
+# Every GPTConfig field by its own name, and the other names checkpoints give it ("theirs=ours").
+_OTHER_NAMES = (
+    "n_layers=n_layer n_heads=n_head emb_dim=n_embd n_positions=context_length n_ctx=context_length "
+    "block_size=context_length n_vocab=vocab_size drop_rate=dropout tie_word_embeddings=tie_head "
+    "activation_function=activation layer_norm_epsilon=layer_norm_eps"
+)
+ALIASES = {f.name: f.name for f in dataclasses.fields(GPTConfig)}
+ALIASES |= dict(pair.split("=") for pair in _OTHER_NAMES.split())
 # transformers' activation names (ACT2FN) for the three activations GPTConfig knows.
 HF_ACTIVATIONS = dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_fast"), "gelu_tanh")
 HF_ACTIVATIONS |= {"gelu": "gelu", "gelu_python": "gelu", "relu": "relu"}
@@ -73,9 +66,8 @@ def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
                     f"{origin}: {key}={raw[key]!r} is an activation gpt2load's GPT does not "
                     f"compute (known: {known})"
                 )
-        if field == "layer_norm_eps" and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-        ):
+        not_a_number = isinstance(value, bool) or not isinstance(value, (int, float))
+        if field == "layer_norm_eps" and not_a_number:
             raise CheckpointError(f"{origin}: {key}={value!r} is not a number")
         if field in values and values[field] != value:
             raise CheckpointError(

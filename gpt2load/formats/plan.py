@@ -196,10 +196,9 @@ def build_plan(layout: Layout, source: TensorSource, hints: Hints, label: str) -
     claimed: dict[str, str] = {}
     for name, (rule, index) in matched.items():
         entry, targets = entries[name], tuple(expand(t, index) for t in rule.ours)
+        tensor = f"tensor {name!r}{at[name]}"
         if unknown := [t for t in targets if t not in shapes]:
-            problems.append(
-                f"unexpected tensor {name!r}{at[name]}: the model ({size}) has no {unknown[0]}"
-            )
+            problems.append(f"unexpected {tensor}: the model ({size}) has no {unknown[0]}")
             continue
         if taken := [t for t in targets if t in claimed]:
             problems.append(
@@ -210,13 +209,11 @@ def build_plan(layout: Layout, source: TensorSource, hints: Hints, label: str) -
         expected = rule.transform.stored_shape([shapes[t] for t in targets])
         if entry.shape != expected:
             problems.append(
-                f"tensor {name!r}{at[name]} has shape {list(entry.shape)}, expected "
-                f"{list(expected)} for a GPT-2 with {size}"
+                f"{tensor} has shape {list(entry.shape)}, expected {list(expected)} for a GPT-2 "
+                f"with {size}"
             )
         elif not entry.dtype.is_floating_point:
-            problems.append(
-                f"tensor {name!r}{at[name]} has dtype {entry.dtype_name}, not floating point"
-            )
+            problems.append(f"{tensor} has dtype {entry.dtype_name}, not floating point")
         elif targets[0] in TIED and config.tie_head:
             plan.head = name
         else:

@@ -35,9 +35,8 @@ _FORMAT_DTYPES = {
 
 def looks_like_safetensors(head: bytes) -> bool:
     """The first bytes are a plausible header length followed by the start of a JSON object."""
-    if len(head) < 9:
-        return False
-    return 2 <= struct.unpack("<Q", head[:8])[0] <= MAX_HEADER_BYTES and head[8:9] == b"{"
+    length = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else 0
+    return 2 <= length <= MAX_HEADER_BYTES and head[8:9] == b"{"
 
 
 def read_header(path: Path) -> tuple[dict[str, str], dict[str, Any], int]:
@@ -72,8 +71,6 @@ def read_header(path: Path) -> tuple[dict[str, str], dict[str, Any], int]:
 
 class SafetensorsSource(TensorSource):
     """One or more ``.safetensors`` files (several when a checkpoint is sharded)."""
-
-    container = "safetensors"
 
     def __init__(self, files: tuple[Path, ...]) -> None:
         super().__init__(files)

@@ -35,8 +35,7 @@ def _refuse_irregular(path: Path, mode: int) -> None:
 
 def regular_size(path: Path) -> int:
     """The size of ``path``, refusing anything that is not a regular file (links followed)."""
-    info = path.stat()
-    _refuse_irregular(path, info.st_mode)
+    _refuse_irregular(path, (info := path.stat()).st_mode)
     return info.st_size
 
 
@@ -46,8 +45,7 @@ def open_regular(path: Path) -> Iterator[tuple[int, int]]:
     make ``open`` wait, checked on the descriptor so the file cannot be swapped meanwhile."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        info = os.fstat(fd)
-        _refuse_irregular(path, info.st_mode)
+        _refuse_irregular(path, (info := os.fstat(fd)).st_mode)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         yield fd, info.st_size
@@ -149,8 +147,6 @@ class MappedFile:
 class TensorSource:
     """A checkpoint's tensors by stored name, each a byte range of a ``MappedFile`` or a
     tensor torch made; a name stored twice across shards is kept once, listed in ``duplicates``."""
-
-    container: str
 
     def __init__(self, files: tuple[Path, ...]) -> None:
         self.files = files

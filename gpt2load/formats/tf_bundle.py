@@ -1,13 +1,12 @@
-"""Reading TensorFlow checkpoints (the V2 "tensor bundle") without TensorFlow.
-
-``PREFIX.index`` is a LevelDB-style table (prefix-compressed blocks, each with a masked
-CRC-32C, and a footer ending in a magic number) of ``BundleEntryProto`` messages, decoded by
-hand: importing TensorFlow takes longer than reading 124M this way. OpenAI publishes no hash
-for these files, so each entry's CRC-32C is their only content check: checked on first read
-(unless ``check_crc=False`` or ``GPT2LOAD_CHECK_CRC=0``), and all of them by ``verify``."""
+"""Reading TensorFlow checkpoints (the V2 "tensor bundle") by hand: importing TensorFlow takes
+longer than reading 124M this way. ``PREFIX.index`` is a LevelDB-style table (prefix-compressed
+blocks with masked CRC-32Cs, a footer ending in a magic number) of ``BundleEntryProto``s.
+OpenAI publishes no hash for these files, so each entry's CRC-32C is their only content check:
+checked on first read (unless ``check_crc=False`` or ``GPT2LOAD_CHECK_CRC=0``); all by verify."""
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Iterator
@@ -27,8 +26,6 @@ MAX_INDEX_BYTES = 256 << 20
 DTYPES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string"}
 DTYPES |= {9: "int64", 10: "bool", 14: "bfloat16", 19: "float16"}
 _CHECKS_OFF = {"0", "false", "no", "off"}
-
-
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 
@@ -43,27 +40,22 @@ def has_table_magic(tail: bytes) -> bool:
 
 def varint(buf: bytes, pos: int) -> tuple[int, int]:
     """Decode a base-128 varint at ``pos``; return (value, next position)."""
-    result = shift = 0
-    while True:
+    result = 0
+    for shift in range(0, 64, 7):
         if pos >= len(buf):
             raise TableError("varint runs past the end of its buffer")
-        byte = buf[pos]
-        pos += 1
+        byte, pos = buf[pos], pos + 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
-        shift += 7
-        if shift > 63:
-            raise TableError("varint longer than 10 bytes")
+    raise TableError("varint longer than 10 bytes")
 
 
-def _crc_row(i: int) -> int:
-    for _ in range(8):
-        i = (i >> 1) ^ 0x82F63B78 if i & 1 else i >> 1
-    return i
-
-
-_CRC_TABLE = [_crc_row(i) for i in range(256)]
+# CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), one table row per byte value.
+_CRC_TABLE = [
+    functools.reduce(lambda c, _: (c >> 1) ^ (0x82F63B78 if c & 1 else 0), range(8), i)
+    for i in range(256)
+]
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
@@ -125,14 +117,12 @@ def _entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 
 def _handle(buf: bytes, pos: int = 0) -> tuple[int, int, int]:
-    """A block handle (offset, size) and the position after it."""
     offset, pos = varint(buf, pos)
     size, pos = varint(buf, pos)
     return offset, size, pos
 
 
 def read_table(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Every (key, value) of the table, in key order."""
     if len(data) < FOOTER_SIZE or not has_table_magic(data):
         raise TableError("it ends without the table footer (truncated, or not a TensorFlow index)")
     footer = data[-FOOTER_SIZE:]
@@ -189,7 +179,6 @@ _READ = {"shape": _shape, "offset": _signed64, "size": _signed64, "sliced": lamb
 
 
 def parse_entry(value: bytes) -> dict[str, Any]:
-    """A ``BundleEntryProto`` as a dict (dtype, shape, shard_id, offset, size, crc32c, sliced)."""
     entry: dict[str, Any] = dict(dtype=0, shape=(), shard_id=0, offset=0, size=0, sliced=False)
     for number, field_value in _fields(value):
         if key := _ENTRY_KEYS.get(number):
@@ -213,10 +202,9 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
     entries: dict[str, dict[str, Any]] = {}
     try:
         for key, value in rows:
-            if key == b"":  # BundleHeaderProto
-                header = {"num_shards": 1, "endianness": 0}
-                names = {1: "num_shards", 2: "endianness"}
-                header.update((names[n], v) for n, v in _fields(value) if n in names)
+            if key == b"":  # BundleHeaderProto: num_shards is field 1, endianness field 2
+                fields = dict(_fields(value))
+                header = {"num_shards": fields.get(1, 1), "endianness": fields.get(2, 0)}
             else:
                 entries[key.decode("utf-8")] = parse_entry(value)
     except (TableError, UnicodeDecodeError) as exc:
@@ -229,10 +217,7 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
 
 
 class TFBundleSource(TensorSource):
-    """One TF checkpoint prefix, its data shards memory-mapped; with ``check_crc`` (None:
-    ``$GPT2LOAD_CHECK_CRC``, on by default) each tensor is checked against its CRC on first read."""
-
-    container = "tf"
+    """One TF checkpoint prefix, its data shards memory-mapped (``check_crc``: see above)."""
 
     def __init__(self, prefix: Path, *, check_crc: bool | None = None) -> None:
         index_path = prefix.with_name(prefix.name + ".index")
@@ -257,9 +242,8 @@ class TFBundleSource(TensorSource):
                     raise CheckpointError(f"{path} is missing: tensor {name!r} is stored there")
                 shards[shard_id] = MappedFile(path)
         super().__init__((index_path, *(shards[i].path for i in sorted(shards))))
-        if check_crc is None:
-            check_crc = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
-        self.check_crc = check_crc
+        by_env = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
+        self.check_crc = by_env if check_crc is None else check_crc
         self._crcs: dict[str, int] = {}  # tensor name -> CRC-32C not yet checked
         for name, raw in raw_entries.items():
             if raw["sliced"]:

@@ -60,8 +60,7 @@ def _refusal(path: Path, exc: pickle.UnpicklingError) -> str:
 
 def load_pickle(path: Path) -> Any:
     """``torch.load`` with every safety and memory setting, errors turned into plain messages."""
-    is_zip = read_head(path, 4)[0] == ZIP_MAGIC
-    if is_zip:
+    if is_zip := read_head(path, 4)[0] == ZIP_MAGIC:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
@@ -90,11 +89,8 @@ def load_pickle(path: Path) -> Any:
 
 
 def _tensors(obj: Any) -> bool:
-    return (
-        isinstance(obj, dict)
-        and bool(obj)
-        and all(isinstance(v, torch.Tensor) for v in obj.values())
-    )
+    all_tensors = isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return all_tensors and bool(obj)
 
 
 def _is_plain(value: Any) -> bool:
@@ -143,8 +139,6 @@ def check_extent(path: Path, name: str, tensor: torch.Tensor, file_size: int) ->
 
 
 class TorchSource(TensorSource):
-    container = "torch"
-
     def __init__(self, files: tuple[Path, ...]) -> None:
         super().__init__(files)
         for path in files:
@@ -153,8 +147,6 @@ class TorchSource(TensorSource):
             for name, tensor in state.items():
                 check_extent(path, name, tensor, file_size)
             self.metadata = extras | self.metadata  # the first file's word wins
-            for name, tensor in state.items():
-                dtype_name = str(tensor.dtype).removeprefix("torch.")
-                self.add(
-                    StoredTensor(name, tuple(tensor.shape), tensor.dtype, dtype_name, path), tensor
-                )
+            for name, t in state.items():
+                dtype_name = str(t.dtype).removeprefix("torch.")
+                self.add(StoredTensor(name, tuple(t.shape), t.dtype, dtype_name, path), t)
