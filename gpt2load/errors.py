@@ -44,6 +44,10 @@ class RetriesExhaustedError(DownloadError):
     """The host kept failing (unreachable, timeouts, 5xx) through every retry."""
 
 
+class HubAccessError(DownloadError):
+    """The hub refused a repo: private or gated (a token is needed, or cannot read it), or none."""
+
+
 class TokenizerError(Gpt2loadError, ValueError):
     """A tokenizer that does not fit the model, or a ``meta.pkl`` that is no vocabulary."""
 

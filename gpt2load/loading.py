@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from . import hub
 from .config import canonical_name, is_model_name
 from .model import GPT
 from .native import NATIVE_FILENAME
-from .releases import DEFAULT_SOURCE, SOURCES, check_source
+from .releases import DEFAULT_SOURCE, SOURCES, check_source, hub_repo
 
 # The sub-folders a training run keeps its checkpoints in, in the order a run folder is read.
 RUN_CHECKPOINTS = ("best", "last")
@@ -27,9 +28,11 @@ def resolve(
 ) -> Path:
     """A local file or folder for ``model_or_path``, downloading a named model on first use.
 
-    An existing path wins over a model name; a training run's folder means its ``best/``
-    checkpoint, else ``last/``. A finished download is reused after a size check only
-    (``gpt2load verify`` re-hashes); with ``download=False`` it must exist.
+    An existing path wins over a model name or a hub repo id (``ORG/NAME``, see
+    ``gpt2load.hub``); a training run's folder means its ``best/`` checkpoint, else ``last/``.
+    A published name uses its ``weights/`` folder, else the HF cache's copy, else downloads
+    into ``weights/``. A finished download is reused after a size check only (``gpt2load
+    verify`` re-hashes); with ``download=False`` it must exist.
     """
     path = Path(model_or_path).expanduser()
     # A TF checkpoint is often named by its prefix (".../model.ckpt"), which is no file itself.
@@ -44,23 +47,30 @@ def resolve(
         return run or path
     name = str(model_or_path)
     if not is_model_name(name):
+        if hub.is_repo_id(name):
+            return hub.snapshot(name, download=download, quiet=quiet)
         raise FileNotFoundError(
             f"{name!r} is neither an existing file or folder nor a GPT-2 model name "
-            f"(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M, 355M, 774M, 1558M)"
+            f"(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M, 355M, 774M, 1558M) nor a "
+            f"Hugging Face repo id (ORG/NAME)"
         )
     model = canonical_name(name)
+    sources = [check_source(source)] if source else list(SOURCES)
+    from .downloads import default_dir
+
+    folders = [default_dir(model, s) for s in sources]
+    # An empty folder is a failed download.
+    local = next((f for f in folders if f.is_dir() and any(f.iterdir())), None)
+    # With no weights/ folder, the copy transformers put in the HF cache, used offline.
+    if local is None and "hf" in sources and (cached := hub.cached_snapshot(hub_repo(model))):
+        return cached
     if download:
         from .downloads import download as fetch
 
         return fetch(model, source=source or DEFAULT_SOURCE, fast=True)
-    from .downloads import default_dir
-
-    sources = [check_source(source)] if source else list(SOURCES)
-    for src in sources:
-        folder = default_dir(model, src)
-        if folder.is_dir() and any(folder.iterdir()):  # an empty one is a failed download
-            return folder.resolve()
-    looked = ", ".join(str(default_dir(model, s)) for s in sources)
+    if local is not None:
+        return local.resolve()
+    looked = ", ".join(str(f) for f in folders)
     raise FileNotFoundError(
         f"no download of {model} found (looked in {looked}); run `gpt2load download {model}` first"
     )

@@ -75,6 +75,11 @@ OFFICIAL_124M_SHA256: dict[str, str] = {
 }
 
 
+def hub_repo(model: str) -> str:
+    """The hub repo of a published size: ``openai-community/gpt2`` ... ``gpt2-xl``."""
+    return f"openai-community/{canonical_name(model)}"
+
+
 def tokenizer_files() -> tuple[FileSpec, ...]:
     """OpenAI's ``encoder.json`` and ``vocab.bpe``, from the shared encodings folder."""
     url = OPENAI_HOST + "/gpt-2/encodings/main/"
@@ -98,7 +103,7 @@ def release(model: str, source: str = DEFAULT_SOURCE) -> Release:
             FileSpec(base + f, f, *TOKENIZER_FACTS.get(f, (sizes.get(f),))) for f in OPENAI_FILES
         ]
     elif source == "hf":
-        base = f"{HF_HOST}/openai-community/{name}/resolve/main/"
+        base = f"{HF_HOST}/{hub_repo(name)}/resolve/main/"
         weights = (548_105_171, _HF_SAFETENSORS_124M) if name == "gpt2" else ()
         files = [FileSpec(base + "config.json", "config.json")]
         files.append(FileSpec(base + "model.safetensors", "model.safetensors", *weights))

@@ -2,15 +2,19 @@
 
 ``gpt2load download`` puts them (Hugging Face: ``vocab.json`` + ``merges.txt``) in every
 folder it fills, so a downloaded model tokenizes offline; else they are downloaded once into
-``weights/tokenizer/``. Every copy is checked against the published sha256.
+``weights/tokenizer/``. Every copy is checked against the published sha256. A hub folder may
+hold only ``tokenizer.json`` (what recent transformers writes): its vocabulary and merges
+become the same tokenizer, checked against tiktoken's published hash of GPT-2's ranks.
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +23,7 @@ import tiktoken
 
 from .char_tokenizer import META_PKL, CharTokenizer, CharVocabularyError, meta_pkl_beside
 from .config import EOT_TOKEN_ID, VOCAB_SIZE
-from .errors import TokenizerNotFoundError
+from .errors import TokenizerError, TokenizerNotFoundError
 from .releases import TOKENIZER_FACTS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +36,9 @@ ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
 # The same two files under the names a Hugging Face folder gives them.
 HF_NAMES = {ENCODER_JSON: "vocab.json", VOCAB_BPE: "merges.txt"}
+TOKENIZER_JSON = "tokenizer.json"
+# tiktoken's published sha256 of r50k_base.tiktoken: GPT-2's ranks, one "base64 rank" a line.
+R50K_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 EOT = "<|endoftext|>"
 TOKENIZER_DIR_ENV = "GPT2LOAD_TOKENIZER_DIR"
 _SHA256 = {name: sha256 for name, (_, sha256) in TOKENIZER_FACTS.items()}  # as published
@@ -72,25 +79,32 @@ def _check_pair(encoder: Path, merges: Path) -> None:
 
 def tokenizer_files(path: str | os.PathLike[str] | None) -> dict[str, Path]:
     """The tokenizer files to copy beside the model at ``path`` (a file or folder) so its
-    folder tokenizes alone: its ``meta.pkl``, else GPT-2's pair under OpenAI's names (from
-    the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache, hash-checked, never
-    downloaded); empty when none is at hand."""
+    folder tokenizes alone: its ``meta.pkl``, else GPT-2's pair under OpenAI's names or its
+    ``tokenizer.json`` (from the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache,
+    checked, never downloaded); empty when none is at hand."""
     meta = meta_pkl_beside(path)
     if meta is not None:
         return {META_PKL: meta.resolve()}
-    for pair in filter(None, map(_pair_in, [*_candidates(path), cache_dir()])):
-        try:
-            _check_pair(*pair)
-        except (OSError, ValueError):  # a pair that get_tokenizer would refuse is no pair to copy
+    for folder in [*_candidates(path), cache_dir()]:
+        try:  # files that get_tokenizer would refuse are no files to copy
+            if pair := _pair_in(folder):
+                _check_pair(*pair)
+                return {ENCODER_JSON: pair[0].resolve(), VOCAB_BPE: pair[1].resolve()}
+            if (single := folder / TOKENIZER_JSON).is_file():
+                _encoding_from_tokenizer_json(single.resolve())
+                return {TOKENIZER_JSON: single.resolve()}
+        except (OSError, ValueError):
             continue
-        return {ENCODER_JSON: pair[0].resolve(), VOCAB_BPE: pair[1].resolve()}
     return {}
 
 
 def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
-    """The folder holding GPT-2's pair (under either naming) for ``path`` (a file or folder),
-    else ``$GPT2LOAD_TOKENIZER_DIR``; None when neither has them."""
-    return next((f.resolve() for f in _candidates(path) if _pair_in(f) is not None), None)
+    """The folder holding GPT-2's pair (under either naming) or its ``tokenizer.json`` for
+    ``path`` (a file or folder), else ``$GPT2LOAD_TOKENIZER_DIR``; None when neither has them."""
+    return next(
+        (f.resolve() for f in _candidates(path) if _pair_in(f) or (f / TOKENIZER_JSON).is_file()),
+        None,
+    )
 
 
 def cache_dir() -> Path:
@@ -100,16 +114,9 @@ def cache_dir() -> Path:
     return weights_root() / "tokenizer"
 
 
-@functools.lru_cache(maxsize=4)
-def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+def _gpt2_encoding(ranks: dict[bytes, int]) -> tiktoken.Encoding:
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    _check_pair(encoder, merges)
-    # The hashes again, so tiktoken's cache (keyed by path) cannot serve another file's bytes.
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        str(merges), str(encoder), _SHA256[VOCAB_BPE], _SHA256[ENCODER_JSON]
-    )
     return tiktoken.Encoding(
         name="gpt2",
         explicit_n_vocab=VOCAB_SIZE,
@@ -117,6 +124,46 @@ def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
         mergeable_ranks=ranks,
         special_tokens={EOT: EOT_TOKEN_ID},
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    _check_pair(encoder, merges)
+    # The hashes again, so tiktoken's cache (keyed by path) cannot serve another file's bytes.
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        str(merges), str(encoder), _SHA256[VOCAB_BPE], _SHA256[ENCODER_JSON]
+    )
+    return _gpt2_encoding(ranks)
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding_from_tokenizer_json(path: Path) -> tiktoken.Encoding:
+    """GPT-2's BPE from ``model.vocab`` and ``model.merges`` (``"a b"`` strings or ``[a, b]``
+    pairs: both are in the wild), ranked as tiktoken's ``data_gym_to_mergeable_bpe_ranks``
+    ranks ``encoder.json`` + ``vocab.bpe``, and refused unless they are GPT-2's ranks."""
+    # The byte each character of GPT-2's byte-to-unicode mapping stands for.
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    byte_of = {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+    try:
+        model = json.loads(path.read_bytes())["model"]
+        ranks = {bytes([b]): i for i, b in enumerate(printable + others)}
+        for merge in model["merges"]:
+            first, second = merge.split(" ") if isinstance(merge, str) else merge
+            ranks[bytes(byte_of[c] for c in first + second)] = len(ranks)
+        vocab = {bytes(byte_of[c] for c in k): v for k, v in model["vocab"].items() if k != EOT}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer.json ({exc!r})") from None
+    lines = b"".join(base64.b64encode(t) + b" %d\n" % r for t, r in ranks.items())
+    if vocab != ranks or hashlib.sha256(lines).hexdigest() != R50K_SHA256:
+        raise TokenizerError(
+            f"{path} is not GPT-2's tokenizer: its vocabulary and merges are not GPT-2's BPE "
+            f"ranks (tiktoken's r50k_base, sha256 {R50K_SHA256}); give a folder with GPT-2's "
+            f"tokenizer files (`finetune --tokenizer-dir DIR` or {TOKENIZER_DIR_ENV}=DIR)"
+        )
+    return _gpt2_encoding(ranks)
 
 
 def get_tokenizer(
@@ -153,7 +200,7 @@ def get_tokenizer(
             looked.append(f"${TOKENIZER_DIR_ENV} ({env_dir or 'not set'})")
             raise TokenizerNotFoundError(
                 f"no GPT-2 tokenizer available: {ENCODER_JSON} + {VOCAB_BPE} (or "
-                f"{HF_NAMES[ENCODER_JSON]} + {HF_NAMES[VOCAB_BPE]}) are not in "
+                f"{HF_NAMES[ENCODER_JSON]} + {HF_NAMES[VOCAB_BPE]}, or {TOKENIZER_JSON}) are not in "
                 f"{' nor '.join(looked)}, and downloading them into {found} failed: {exc}. "
                 f"Give a folder holding the two files (a model folder, `finetune --tokenizer-dir "
                 f"DIR`, or {TOKENIZER_DIR_ENV}=DIR; `gpt2load download gpt2` adds them to its "
@@ -161,8 +208,9 @@ def get_tokenizer(
                 f"openaipublic.blob.core.windows.net, or {MIRROR_ENV}=URL for a mirror serving "
                 f"/gpt-2/encodings/main/."
             ) from exc
-    encoder, merges = _pair_in(found)
-    return _encoding_from_files(encoder.resolve(), merges.resolve())
+    if pair := _pair_in(found):
+        return _encoding_from_files(pair[0].resolve(), pair[1].resolve())
+    return _encoding_from_tokenizer_json((found / TOKENIZER_JSON).resolve())
 
 
 class StreamDecoder:

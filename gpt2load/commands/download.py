@@ -4,7 +4,9 @@ Prints the folder as the last line. Re-running fetches only what is missing or w
 file resumes. The rasbt source fetches the .safetensors copy of each size (the same tensors as the
 .pth, and it loads without unpickling); for the .pth, pass a --manifest naming
 https://huggingface.co/rasbt/gpt2-from-scratch-pytorch/resolve/main/gpt2-small-124M.pth (or another
-size). A failed download exits with code 2 and a one-line error."""
+size). A Hugging Face repo id (ORG/NAME, any GPT-2 on the hub) goes into the Hugging Face cache
+instead, through huggingface_hub: safetensors preferred, then pytorch_model.bin, with the tokenizer
+and the small json files. A failed download exits with code 2 and a one-line error."""
 
 from __future__ import annotations
 
@@ -20,8 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="gpt2, gpt2-medium, gpt2-large, gpt2-xl or 124M/355M/774M/1558M "
-        "(with --manifest: any name for the folder)",
+        help="gpt2, gpt2-medium, gpt2-large, gpt2-xl or 124M/355M/774M/1558M, or a Hugging "
+        "Face repo id ORG/NAME (with --manifest: any name for the folder)",
+    )
+    parser.add_argument(
+        "--revision",
+        metavar="REV",
+        help="for ORG/NAME: the branch, tag or commit (default: main)",
     )
     parser.add_argument(
         "--source",
@@ -64,7 +71,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..downloads import download
-    from ..errors import DownloadError, RetriesExhaustedError
+    from ..errors import DownloadError, Gpt2loadError, RetriesExhaustedError
+    from ..hub import is_repo_id, snapshot
+
+    if is_repo_id(args.model) and args.manifest is None:
+        if args.dir or args.mirror:
+            raise Gpt2loadError(
+                "--dir and --mirror are for the published releases; ORG/NAME goes into the "
+                "Hugging Face cache (HF_HUB_CACHE moves it, HF_ENDPOINT names a mirror)"
+            )
+        print(snapshot(args.model, args.revision, refresh=True, force=args.force, quiet=args.quiet))
+        return 0
+    if args.revision:
+        raise Gpt2loadError(
+            f"--revision is for a Hugging Face repo id (ORG/NAME), not {args.model!r}"
+        )
 
     options = {name: getattr(args, name) for name in ("source", "dir", "mirror", "force", "fast")}
     try:  # a DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2

@@ -1,0 +1,275 @@
+"""Any GPT-2 on the Hugging Face hub by its id (``ORG/NAME``), through the standard Hugging
+Face cache, so what transformers downloaded is used with no network and what we download
+transformers uses. The one module that talks to the hub: ``huggingface_hub`` does the work
+(the cache layout, tokens, the hub's answers), imported only when the network is needed.
+
+Settings are read from the environment at each call (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+``HF_HOME``, ``HF_HUB_CACHE``, ``HF_TOKEN``), not once at import as ``huggingface_hub``
+does, so what the environment says now is what happens."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import is_model_name
+from .errors import CheckpointError, ChecksumError, DownloadError, HubAccessError
+from .releases import HF_HOST, hub_repo, release
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+# Weights in the order they are preferred: safetensors load without unpickling anything.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# Fetched with the weights: config, generation config, tokenizer (either form), small json.
+SIDE_FILES = ("*.json", "merges.txt")
+LFS_WEIGHTS = (".safetensors", ".bin")
+LOGIN = "set HF_TOKEN to a token that can read it, or run `huggingface-cli login`"
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a hub repo id, ``ORG/NAME`` (an existing path wins over one)."""
+    return bool(_REPO_ID.fullmatch(str(text))) and ".." not in str(text)
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    endpoint: str
+    cache: Path
+    offline: bool
+    token: str | None  # never printed, logged or written
+
+
+def settings() -> HubSettings:
+    """The hub, the cache, offline mode and the token, as the environment says them now."""
+    env = os.environ
+    home = Path(env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface")
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or home.expanduser() / "hub"
+    offline = (env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or "").strip().upper()
+    token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
+    token_file = Path(env.get("HF_TOKEN_PATH") or home / "token").expanduser()
+    if not token and token_file.is_file():  # where `huggingface-cli login` saves it
+        token = token_file.read_text(encoding="utf-8")
+    return HubSettings(
+        (env.get("HF_ENDPOINT") or HF_HOST).rstrip("/"),
+        Path(cache).expanduser(),
+        offline in ("1", "ON", "YES", "TRUE"),
+        (token or "").strip() or None,
+    )
+
+
+def _read_json(path: Path, repo_id: str) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{repo_id}: {path.name} is not readable JSON ({exc})") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _check_gpt2(repo_id: str, config: Path) -> None:
+    """Refuse another architecture by its config, before any weight file is fetched."""
+    model_type = _read_json(config, repo_id).get("model_type")
+    if model_type != "gpt2":
+        raise CheckpointError(
+            f"{repo_id} is a {model_type!r} model (the model_type of its config.json), not "
+            f"GPT-2; gpt2load reads repos whose model_type is 'gpt2'"
+        )
+
+
+def _weights(names: set[str], index_file: Callable[[str], Path], repo_id: str) -> list[str]:
+    """The weight files to use among ``names``: safetensors, else ``pytorch_model.bin``; an
+    index brings the shards its ``weight_map`` lists."""
+    name = next((n for n in WEIGHT_FILES if n in names), None)
+    if name is None:
+        raise CheckpointError(
+            f"{repo_id} holds no weights gpt2load reads (none of {', '.join(WEIGHT_FILES)})"
+        )
+    if not name.endswith(".index.json"):
+        return [name]
+    shards = _read_json(index_file(name), repo_id).get("weight_map", {})
+    return [name, *sorted(set(shards.values()) if isinstance(shards, dict) else ())]
+
+
+def _pinned_sha256(repo_id: str) -> str | None:
+    """The published sha256 of ``model.safetensors`` when ``repo_id`` is a published GPT-2's."""
+    org, _, name = repo_id.partition("/")
+    if not is_model_name(name) or hub_repo(name).lower() != repo_id.lower():
+        return None
+    spec = release(name, "hf").file("model.safetensors")
+    return spec.sha256 if spec is not None else None
+
+
+def check_pinned(repo_id: str, folder: Path) -> None:
+    """A published GPT-2's weights must be the published file. In the HF cache an LFS file's
+    blob is named by the sha256 the hub announced for it, so a blob named by the pinned hash
+    is the published file, at no hashing cost (``gpt2load verify`` still hashes the bytes)."""
+    pinned, weights = _pinned_sha256(repo_id), folder / "model.safetensors"
+    if pinned and weights.exists() and (blob := weights.resolve().name) != pinned:
+        raise ChecksumError(
+            f"{weights} is not the published {repo_id} model.safetensors (its blob is {blob}, "
+            f"expected {pinned}); delete {folder.parent.parent} and download again"
+        )
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The complete snapshot of ``repo_id`` in the HF cache (config and every weight file),
+    found with no network and no import of ``huggingface_hub``; None when there is none."""
+    storage = settings().cache / f"models--{repo_id.replace('/', '--')}"
+    ref = storage / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    folder = storage / "snapshots" / str(commit)
+    if commit is None or not (folder / "config.json").is_file():
+        return None
+    names = {p.name for p in folder.iterdir()}
+    try:
+        weights = _weights(names, lambda name: folder / name, repo_id)
+    except CheckpointError:
+        return None
+    if not all((folder / w).is_file() for w in weights):
+        return None
+    _check_gpt2(repo_id, folder / "config.json")
+    check_pinned(repo_id, folder)
+    return folder
+
+
+def snapshot(
+    repo_id: str,
+    revision: str | None = None,
+    *,
+    download: bool = True,
+    refresh: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """The snapshot folder of ``repo_id`` at ``revision`` (default ``main``) in the HF cache.
+
+    A complete cached snapshot is used with no network unless ``refresh`` (what ``gpt2load
+    download`` asks: the branch may have moved). Otherwise ``config.json`` comes first and
+    another architecture is refused before any weight file is fetched; then the weights
+    (see ``WEIGHT_FILES``), the tokenizer and the small json files."""
+    hub = settings()
+    cached = None if force else cached_snapshot(repo_id, revision)
+    if cached is not None and (hub.offline or not refresh):
+        return cached
+    if hub.offline:
+        raise DownloadError(
+            f"{repo_id} is not in the Hugging Face cache ({hub.cache}) and HF_HUB_OFFLINE is "
+            f"set: unset it to download, or copy the cache of a machine that has it"
+        )
+    if not download:
+        raise FileNotFoundError(
+            f"{repo_id} is not in the Hugging Face cache ({hub.cache}); run "
+            f"`gpt2load download {repo_id}` first"
+        )
+    with _hub_errors(repo_id, revision, hub), _progress(quiet):
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+        common = dict(cache_dir=hub.cache, endpoint=hub.endpoint, token=hub.token or False)
+        config = Path(
+            hf_hub_download(
+                repo_id, "config.json", revision=revision, force_download=force, **common
+            )
+        )
+        _check_gpt2(repo_id, config)
+        commit = config.parent.name  # snapshots/<commit>/config.json
+        api = HfApi(endpoint=hub.endpoint, token=hub.token or False)
+        names = set(api.list_repo_files(repo_id, revision=commit))
+        fetch = lambda name: Path(hf_hub_download(repo_id, name, revision=commit, **common))  # noqa: E731
+        weights = _weights(names, fetch, repo_id)
+        patterns = [*SIDE_FILES, *weights]
+        folder = snapshot_download(
+            repo_id, revision=commit, allow_patterns=patterns, force_download=force, **common
+        )
+    check_pinned(repo_id, Path(folder))
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterator[None]:
+    """The hub's answers as one line each, saying what to do; never the token."""
+    import httpx2
+    from huggingface_hub import errors
+
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise HubAccessError(
+            f"{repo_id} is gated: accept its conditions at {hub.endpoint}/{repo_id}, then {LOGIN}"
+        ) from None
+    except errors.RepositoryNotFoundError:
+        why = "or your token cannot read it" if hub.token else f"or it is private or gated: {LOGIN}"
+        raise HubAccessError(f"no repo {repo_id} on {hub.endpoint}, {why}") from None
+    except errors.RevisionNotFoundError:
+        raise DownloadError(f"{repo_id} has no revision {revision!r} on {hub.endpoint}") from None
+    except errors.RemoteEntryNotFoundError:
+        raise CheckpointError(
+            f"{repo_id} has no config.json: it is no transformers model"
+        ) from None
+    except (errors.LocalEntryNotFoundError, errors.HfHubHTTPError, httpx2.HTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        said = f"answered {status}" if status else "could not be reached"
+        raise DownloadError(
+            f"{repo_id}: {hub.endpoint} {said} and the Hugging Face cache ({hub.cache}) lacks "
+            f"it; try again later, or set HF_ENDPOINT to a reachable mirror"
+        ) from None
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[None]:
+    from huggingface_hub import utils
+
+    before = utils.are_progress_bars_disabled()
+    if quiet:
+        utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and not before:
+            utils.enable_progress_bars()
+
+
+def cached_gpt2_repos() -> list[tuple[str, int, str]]:
+    """(repo@commit, bytes, verified?) for every GPT-2 snapshot in the HF cache."""
+    cache = settings().cache
+    if not cache.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+
+    rows = []
+    for repo in sorted(scan_cache_dir(cache).repos, key=lambda r: r.repo_id):
+        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            config = rev.snapshot_path / "config.json"
+            if repo.repo_type != "model" or not config.is_file():
+                continue
+            with contextlib.suppress(CheckpointError):
+                _check_gpt2(repo.repo_id, config)
+                blobs = {f.blob_path.name for f in rev.files if f.file_name.endswith(LFS_WEIGHTS)}
+                rows.append(
+                    (
+                        f"{repo.repo_id}@{rev.commit_hash[:7]}",
+                        rev.size_on_disk,
+                        _said(repo.repo_id, blobs),
+                    )
+                )
+    return rows
+
+
+def _said(repo_id: str, blobs: set[str]) -> str:
+    """How far a cached snapshot's weights are vouched for, from their blob names alone."""
+    pinned = _pinned_sha256(repo_id)
+    if pinned and pinned in blobs:
+        return "verified (its blob is named by the published sha256)"
+    if pinned:
+        return "NOT the published file (its blob name is not the published sha256)"
+    if blobs and all(_SHA256_NAME.fullmatch(b) for b in blobs):
+        return "sha256 by etag (the hub's word; `gpt2load verify` hashes)"
+    return "not verified"
