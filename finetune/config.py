@@ -58,8 +58,9 @@ class TrainConfig:
     out: str = _run("runs/pretrain", "run folder: checkpoints, metrics.jsonl, loss.png",
         metavar="RUN_DIR")
     init: str = _run("gpt2", "starting weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (downloaded "
-        "on first use), scratch (random init, see --n-layer/--n-head/--n-embd), a checkpoint file "
-        "or folder, or a run folder (its best/, else its last/)", metavar="MODEL")
+        "on first use), a Hugging Face repo id ORG/NAME (into the HF cache), scratch (random init, "
+        "see --n-layer/--n-head/--n-embd), a checkpoint file or folder, or a run folder (its "
+        "best/, else its last/)", metavar="MODEL")
     overwrite: bool = _run(False, "start afresh in an --out folder that already holds a run")
     data: list[str] = _data([], "training text: files, folders of .txt/.md files, a prepared "
         "folder with train.bin and val.bin, or 'shakespeare' (default: none; pretrain needs it)",

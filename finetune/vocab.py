@@ -35,7 +35,7 @@ class RunVocab:
 def weights_folder(init: str) -> Path | None:
     """Where the ``--init`` weights' tokenizer files lie (None: scratch, or not downloaded)."""
     try:
-        path = gpt2load.resolve(init, download=False, quiet=True)
+        path = gpt2load.resolve(init, download=gpt2load.is_repo_id(init), quiet=True)
     except FileNotFoundError:
         return None
     return path if path.is_dir() else path.parent

@@ -33,6 +33,7 @@ _EXPORTS = {
     "DTYPE_ALIASES": "gpt2load.config",
     # checkpoints: a name or a path, what it is, the model, and back to files
     "resolve": "gpt2load.loading",
+    "is_repo_id": "gpt2load.hub",
     "load": "gpt2load.loading",
     "inspect": "gpt2load.formats",
     "CheckpointInfo": "gpt2load.formats",

@@ -33,7 +33,10 @@ WEIGHT_FILES = (
 # Fetched with the weights: config, generation config, tokenizer (either form), small json.
 SIDE_FILES = ("*.json", "merges.txt")
 LFS_WEIGHTS = (".safetensors", ".bin")
-LOGIN = "set HF_TOKEN to a token that can read it, or run `huggingface-cli login`"
+LOGIN = (
+    "set HF_TOKEN to a token that can read it, or run `hf auth login` (`huggingface-cli "
+    "login` in huggingface_hub before 1.0)"
+)
 
 
 def is_repo_id(text: str) -> bool:
@@ -57,7 +60,7 @@ def settings() -> HubSettings:
     offline = (env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or "").strip().upper()
     token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN")
     token_file = Path(env.get("HF_TOKEN_PATH") or home / "token").expanduser()
-    if not token and token_file.is_file():  # where `huggingface-cli login` saves it
+    if not token and token_file.is_file():  # where `hf auth login` saves it
         token = token_file.read_text(encoding="utf-8")
     return HubSettings(
         (env.get("HF_ENDPOINT") or HF_HOST).rstrip("/"),
@@ -206,8 +209,10 @@ def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterato
             f"{repo_id} is gated: accept its conditions at {hub.endpoint}/{repo_id}, then {LOGIN}"
         ) from None
     except errors.RepositoryNotFoundError:
-        why = "or your token cannot read it" if hub.token else f"or it is private or gated: {LOGIN}"
-        raise HubAccessError(f"no repo {repo_id} on {hub.endpoint}, {why}") from None
+        why = "or your token cannot read it" if hub.token else f"or it is private: {LOGIN}"
+        raise HubAccessError(
+            f"{repo_id} is no local file or folder, and {hub.endpoint} has no such repo {why}"
+        ) from None
     except errors.RevisionNotFoundError:
         raise DownloadError(f"{repo_id} has no revision {revision!r} on {hub.endpoint}") from None
     except errors.RemoteEntryNotFoundError:

@@ -432,6 +432,10 @@ def isolate_downloads(monkeypatch: Any, workdir: Path) -> None:
     monkeypatch.setenv("GPT2LOAD_BACKOFF", "0")
     for name in ("HF_ENDPOINT", "GPT2LOAD_OFFLINE", "HF_HUB_OFFLINE", "GPT2LOAD_WEIGHTS_DIR"):
         monkeypatch.delenv(name, raising=False)
+    # Published names look in the Hugging Face cache too: never the developer's own.
+    monkeypatch.setenv("HF_HUB_CACHE", str(Path(workdir) / "hf-cache"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(workdir)
 
 

@@ -18,7 +18,15 @@ from ..errors import CheckpointError
 from ..fileio import atomic_path, atomic_write_text
 from ..model import GPT
 from ..native import save_native
-from ..tokenizer import ENCODER_JSON, HF_NAMES, TOKENIZER_DIR_ENV, VOCAB_BPE, _pair_in, cache_dir
+from ..tokenizer import (
+    ENCODER_JSON,
+    HF_NAMES,
+    TOKENIZER_DIR_ENV,
+    TOKENIZER_JSON,
+    VOCAB_BPE,
+    _pair_in,
+    cache_dir,
+)
 from .checkpoint import load_checkpoint
 from .detect import locate
 from .export import stored_state_dict, unsupported
@@ -191,6 +199,8 @@ def _tokenizer_in(folders: list[Path]) -> dict[str, Path]:
     for folder in folders:
         if pair := _pair_in(folder):
             return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]}
+        if (folder / TOKENIZER_JSON).is_file():  # a hub repo's only tokenizer file
+            return {TOKENIZER_JSON: folder / TOKENIZER_JSON}
     return {}
 
 
