@@ -1,5 +1,9 @@
 """An interactive prompt loop: type a prompt (or pipe prompts in), watch the answer stream.
-Slash commands change the settings live: trying a temperature is one line, not a reload."""
+Slash commands change the settings live: trying a temperature is one line, not a reload.
+
+In a terminal, lines are edited with readline (arrow keys, Ctrl-R) and the history is kept
+across sessions in ``$GPT2LOAD_CHAT_HISTORY``, else ``$XDG_CACHE_HOME/gpt2load/chat_history``
+(default ``~/.cache/gpt2load/chat_history``); set the variable empty to keep none."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from .generation import MAX_SEED, stream
@@ -68,6 +74,8 @@ COMMANDS: dict[str, Rule] = {
     "/seed": Rule("seed", int, lambda v: 0 <= v < MAX_SEED, "must be in [0, 2**63), or none", True),
 }
 RULES: dict[str, Rule] = {rule.field: rule for rule in COMMANDS.values()}
+BARE = ("help", "quit", "exit")  # understood without the slash: nobody means them as a prompt
+HISTORY_LENGTH = 1000
 EXAMPLES = {"/temp": "0.8", "/topk": "40", "/topp": "0.9", "/max": "200", "/seed": "1"}
 
 HELP = """commands:
@@ -78,7 +86,8 @@ HELP = """commands:
   /seed S     fixed seed for reproducible answers (none: random)
   /settings   show the current settings
   /help       this text
-  /quit       leave (Ctrl-D too); Ctrl-C stops a generation"""
+  /quit       leave (Ctrl-D too); Ctrl-C stops a generation
+help, quit and exit work without the slash too"""
 
 
 def settings_from_checkpoint(checkpoint: str | os.PathLike[str]) -> Settings:
@@ -114,6 +123,8 @@ class Console:
         """One line of input: a prompt (``\\n`` in it is a newline) or a /command; False means
         leave the console."""
         line = line.rstrip("\n")
+        if line.strip().lower() in BARE:
+            line = "/" + line.strip().lower()
         if not line.startswith("/"):
             if line.strip():
                 self.answer(line.replace("\\n", "\n"))
@@ -158,10 +169,11 @@ class Console:
             self.say(f"error: {type(exc).__name__}: {_one_line(str(exc))}")
 
     def run(self, stdin: TextIO = sys.stdin) -> None:
-        with _ctrl_c_interrupts():
-            interactive = stdin.isatty()
+        interactive = stdin.isatty()
+        editing = line_editing(history_path()) if interactive else contextlib.nullcontext()
+        with _ctrl_c_interrupts(), editing:
             if interactive:
-                self.say("type a prompt and press Enter; /help lists the commands")
+                self.say("type a prompt and press Enter; help lists the commands, Ctrl-D leaves")
                 self.show_settings()
             while True:
                 try:
@@ -170,9 +182,55 @@ class Console:
                     self.say("")
                     continue
                 except EOFError:
+                    self.say("")  # the shell's prompt starts on a line of its own
                     break
                 if (not interactive and line == "") or not self.handle(line):
                     break
+
+
+def history_path() -> Path | None:
+    """Where the console's history is kept (see the module's docstring); None: nowhere."""
+    if (moved := os.environ.get("GPT2LOAD_CHAT_HISTORY")) is not None:
+        return Path(moved).expanduser() if moved else None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return cache / "gpt2load" / "chat_history"
+
+
+@contextlib.contextmanager
+def line_editing(history: Path | None) -> Iterator[None]:
+    """readline for ``input`` (where Python has it) with ``history`` read at the start and
+    this session's lines appended at the end: two consoles at once both keep theirs. A
+    history that cannot be read or written is a warning, never the end of the session."""
+    try:
+        import readline
+    except ImportError:  # Windows
+        yield
+        return
+    readline.clear_history()
+    readline.set_history_length(HISTORY_LENGTH)  # append_history_file cuts the file to it
+    try:
+        if history is not None and history.is_file():
+            readline.read_history_file(history)
+    except OSError as exc:
+        warnings.warn(
+            f"cannot read the chat history {history}: {exc.strerror or exc}", stacklevel=3
+        )
+    start = readline.get_current_history_length()
+    try:
+        yield
+    finally:
+        new = readline.get_current_history_length() - start
+        try:
+            if history is not None and new > 0:
+                history.parent.mkdir(parents=True, exist_ok=True)
+                history.touch()
+                readline.append_history_file(new, history)
+        except OSError as exc:
+            warnings.warn(
+                f"cannot save the chat history to {history}: {exc.strerror or exc} "
+                "(GPT2LOAD_CHAT_HISTORY moves it; empty keeps none)",
+                stacklevel=3,
+            )
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from gpt2load.config import GPTConfig
-from gpt2load.console import Console, Settings, settings_from_checkpoint
+from gpt2load.console import (
+    HISTORY_LENGTH,
+    Console,
+    Settings,
+    history_path,
+    line_editing,
+    settings_from_checkpoint,
+)
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
 from tests.test_cli_generate import make_checkpoint, run_cli
 
@@ -288,3 +295,32 @@ def test_ctrl_c_stops_a_generation_but_not_the_console(tmp_path: Path, tokenizer
     answer, _, after = out.partition(marker)[2].partition("[stopped]")
     assert len(answer) < 1_000_000  # stopped early, not finished
     assert "max_new_tokens=1000000" in after  # the console went on after the interrupt
+
+
+def test_bare_help_quit_and_exit_are_the_commands(tokenizer) -> None:
+    console, out = make_console(tokenizer)
+    assert console.handle("help\n") and "/temp" in out.getvalue()
+    assert not console.handle(" Quit ") and not console.handle("exit")
+
+
+def test_history_is_kept_in_the_cache_capped_and_a_broken_one_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readline = pytest.importorskip("readline")
+    monkeypatch.delenv("GPT2LOAD_CHAT_HISTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert history_path() == tmp_path / "cache" / "gpt2load" / "chat_history"
+    monkeypatch.setenv("GPT2LOAD_CHAT_HISTORY", "")
+    assert history_path() is None  # empty: none kept
+    old = tmp_path / "history"
+    old.write_text("".join(f"prompt {i}\n" for i in range(HISTORY_LENGTH + 50)))
+    with line_editing(old):
+        assert readline.get_history_item(readline.get_current_history_length()).endswith("1049")
+        readline.add_history("ROMEO:")
+    lines = old.read_text().splitlines()
+    assert len(lines) == HISTORY_LENGTH and lines[-1] == "ROMEO:" and lines[0] == "prompt 51"
+    (tmp_path / "file").write_text("")  # where the history's folder should be
+    warned = pytest.warns(UserWarning, match=r"cannot save the chat history to .*file/chat_hist")
+    with warned, line_editing(tmp_path / "file" / "chat_history"):
+        readline.add_history("JULIET:")
+    readline.clear_history()

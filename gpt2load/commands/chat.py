@@ -1,5 +1,7 @@
 """Type a prompt, watch the continuation stream; /help lists the commands.
-Prompts can also be piped in, one per line."""
+Prompts can also be piped in, one per line. In a terminal: arrow keys, Ctrl-R and a history
+kept across sessions in $GPT2LOAD_CHAT_HISTORY, else $XDG_CACHE_HOME/gpt2load/chat_history
+(default ~/.cache/gpt2load/chat_history)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
                 flags[name] = None if value == "none" else rule.check(value)
             except ValueError as exc:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: {exc}") from None
-    model, tokenizer, path = load_model(args)
+    model, tokenizer, path = load_model(args, announce="")  # says what loads, and on what
     Console(model, tokenizer, replace(settings_from_checkpoint(path), **flags)).run()
     return 0
