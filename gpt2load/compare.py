@@ -262,22 +262,60 @@ def render_markdown(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _best(values: list[float | None]) -> list[bool]:
+    """Which cells hold a row's lowest value (all of a tie); none when fewer than two compare."""
+    known = [v for v in values if v is not None]
+    low = min(known) if len(known) > 1 else None
+    return [low is not None and v == low for v in values]
+
+
+def _sample_html(prompt: str, sample: str) -> str:
+    """The prompt in bold, the model's continuation plain after it."""
+    shown, sample = clean_text(prompt), clean_text(sample)
+    if not sample.startswith(shown):
+        return html.escape(sample)
+    return f"<b>{html.escape(shown)}</b>{html.escape(sample[len(shown) :])}"
+
+
 def render_html(comparison: Comparison) -> str:
-    """A self-contained page: no scripts, no external styles or fonts."""
+    """A self-contained page: no scripts, no external styles or fonts. The lowest loss,
+    perplexity and bits per byte of each row are marked (loss and perplexity only when the
+    models share a tokenizer: per token they compare no other way)."""
 
     def e(text: str) -> str:
         return html.escape(clean_text(text))
 
-    n = len(comparison.results)
+    results, n = comparison.results, len(comparison.results)
     head = "".join(
         f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div>"
         + (f"<div class=score>tokenizer: {e(r.tokenizer)}</div>" if r.tokenizer else "")
         + "</th>"
-        for r in comparison.results
+        for r in results
+    )
+    table = [("parameters", [f"{r.parameters:,}" for r in results], [False] * n)]
+    if comparison.eval_text:
+        per_token = not _mixed_tokenizers(comparison)
+        for label, name, spec in (
+            (f"loss on {comparison.eval_text}", "loss", "{:.4f}"),
+            ("perplexity", "perplexity", "{:.2f}"),
+            ("bits per byte", "bits_per_byte", "{:.4f}"),
+        ):
+            values = [getattr(r, name) for r in results]
+            best = _best(values) if per_token or name == "bits_per_byte" else [False] * n
+            if any(v is not None for v in values):
+                table.append((label, [_or_na(v, spec) for v in values], best))
+    scores = "".join(
+        f"<tr><th class=row>{e(label)}</th>"
+        + "".join(
+            f"<td class=best>{c} (best)</td>" if b else f"<td>{c}</td>"
+            for c, b in zip(cells, best, strict=True)
+        )
+        + "</tr>"
+        for label, cells, best in table
     )
     rows = "".join(
-        f"<tr><td class=prompt colspan={n}>Prompt {p + 1}: {e(prompt)}</td></tr><tr>"
-        + "".join(f"<td><pre>{e(r.samples[p])}</pre></td>" for r in comparison.results)
+        f"<tr><th class=row>prompt {p + 1}</th>"
+        + "".join(f"<td><pre>{_sample_html(prompt, r.samples[p])}</pre></td>" for r in results)
         + "</tr>"
         for p, prompt in enumerate(comparison.prompts)
     )
@@ -286,8 +324,10 @@ def render_html(comparison: Comparison) -> str:
         "<!doctype html><html><head><meta charset=utf-8><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%;"
         "table-layout:fixed}th,td{border:1px solid #ccc;padding:.5em;vertical-align:top}"
-        "pre{white-space:pre-wrap;margin:0;font-size:.9em}.score{font-weight:normal;"
-        "color:#555;font-size:.85em}.prompt{background:#f3f3f3}</style></head><body>"
-        f"<h1>Model comparison</h1><p>Sampling: {e(_settings_line(comparison))}</p>{notes}"
-        f"<table><tr>{head}</tr>{rows}</table></body></html>\n"
+        "pre{white-space:pre-wrap;margin:0;font-size:.9em}pre b{color:#1a5fb4}"
+        ".score{font-weight:normal;color:#555;font-size:.85em}"
+        ".row{text-align:left;width:10em}.best{font-weight:bold;background:#e6f4e6}</style>"
+        f"</head><body><h1>Model comparison</h1><p>Sampling: {e(_settings_line(comparison))}</p>"
+        f"{notes}<p>Each text starts with its prompt, in bold.</p><table><tr><th></th>{head}</tr>"
+        f"{scores}{rows}</table></body></html>\n"
     )

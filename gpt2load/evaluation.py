@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .char_tokenizer import META_PKL, CharTokenizer
 from .model import GPT
@@ -147,10 +148,12 @@ def evaluate_tokens(
     batch_size: int = 4,
     window: int | None = None,
     tokenizer: Tokenizer | None = None,
+    progress: str | None = None,
 ) -> EvalResult:
     """Mean next-token loss over consecutive windows of ``window`` tokens (default: the
     model's context), plus bytes and bits per byte with ``tokenizer``. Windows do not overlap,
-    which is cheap; the loss depends on the window, so models compare only on the same one."""
+    which is cheap; the loss depends on the window, so models compare only on the same one.
+    ``progress``: the label of a bar of the tokens scored, on stderr (minutes, on a CPU)."""
     context = model.config.context_length
     window = context if window is None else window
     if not 1 <= window <= context:
@@ -181,6 +184,7 @@ def evaluate_tokens(
     total_loss, total_count = 0.0, 0
     was_training = model.training
     model.eval()
+    bar = tqdm(total=len(data) - 1, desc=progress, unit="tok", disable=progress is None)
     try:
         for batch in batches:
             x = torch.stack([data[s : s + n] for s, n in batch]).to(model.tok_emb.weight.device)
@@ -188,7 +192,9 @@ def evaluate_tokens(
             logits = model(x).float()
             total_loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             total_count += y.numel()
+            bar.update(y.numel())
     finally:
+        bar.close()
         model.train(was_training)
     mean = total_loss / total_count
     result = EvalResult(mean, math.exp(min(mean, 700.0)), total_count, window)

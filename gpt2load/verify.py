@@ -5,13 +5,15 @@ effort moves" as PRODUCT.md says) alone catches weights that load but are mapped
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from .config import PRESETS, canonical_name, preset
-from .downloads.digests import sha256_file
 from .downloads.manifest import RECORD_NAME, Record, RecordedFile, read_record
 from .releases import OFFICIAL_124M_SHA256, SOURCES, Release, release
 
@@ -60,6 +62,7 @@ class Check:
 class VerifyReport:
     target: str
     checks: list[Check] = field(default_factory=list)
+    repair: str | None = None  # the download that fetches a recorded folder's files again
 
     def add(self, name: str, ok: bool | None, detail: str = "") -> None:
         self.checks.append(Check(name, "skip" if ok is None else "ok" if ok else "fail", detail))
@@ -80,9 +83,21 @@ class VerifyReport:
         if self.failures:
             lines.append(f"{len(self.failures)} check(s) failed:")
             lines += [f"  - {c.name}: {c.detail}" for c in self.failures]
+            lines += self._repair_lines()
         else:
             lines.append("all checks passed")
         return "\n".join(lines)
+
+    def _repair_lines(self) -> list[str]:
+        """How to mend what a download can mend: files that differ from their sha256 (a re-run
+        fetches those alone), or bytes that were already bad when downloaded (--force)."""
+        failed = [c.name for c in self.failures]
+        files = [name.removeprefix("sha256 ") for name in failed if name.startswith("sha256 ")]
+        if self.repair is None or not (files or "crc32c" in failed):
+            return []
+        what = ", ".join(files) if files else "every file (damaged before they were recorded)"
+        command = self.repair + ("" if files else " --force")
+        return [f"to repair, download {what} again: {command}"]
 
 
 def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
@@ -93,6 +108,28 @@ def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
 
 
 # -- files -----------------------------------------------------------------------------------
+def sha256_with_bar(file: Path) -> str:
+    """The file's sha256, with a bar of bytes on stderr: hashing gpt2-xl's 6 GB takes a minute."""
+    from tqdm.auto import tqdm
+
+    digest, size = hashlib.sha256(), file.stat().st_size
+    options = dict(unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
+    with open(file, "rb") as fh, tqdm(total=size, desc=f"hashing {file.name}", **options) as bar:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def repair_command(folder: Path, record: Record) -> str:
+    """The download that made ``folder``: run again, it re-hashes every file and fetches those
+    that are missing or differ from the record and the publisher."""
+    model, where = shlex.quote(record.model), shlex.quote(str(folder))
+    if record.source in SOURCES:
+        return f"gpt2load download {model} --source {record.source} --dir {where}"
+    return f"gpt2load download {model} --manifest THE_MANIFEST_YOU_USED.json --dir {where}"
+
+
 def _check_recorded_file(
     report: VerifyReport, folder: Path, entry: RecordedFile, published: Release | None
 ) -> str | None:
@@ -101,7 +138,7 @@ def _check_recorded_file(
     if not file.is_file():
         report.add(name, False, f"missing (recorded in {RECORD_NAME})")
         return None
-    size, actual = file.stat().st_size, sha256_file(file)
+    size, actual = file.stat().st_size, sha256_with_bar(file)
     spec = published.file(entry.path) if published is not None else None
     expectations = [
         ("recorded", entry.size, entry.sha256),
@@ -135,11 +172,12 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
         report.add("checksums", None, f"no {RECORD_NAME} here (not downloaded by gpt2load)")
         for file in [path] if only else sorted(folder.iterdir()):
             if file.is_file() and file.suffix in WEIGHT_SUFFIXES:
-                known = OFFICIAL_124M_SHA256.get(sha256_file(file))
+                known = OFFICIAL_124M_SHA256.get(sha256_with_bar(file))
                 if known:
                     report.add(f"sha256 {file.name}", True, f"matches published {known}")
                     evidence = known
         return evidence
+    report.repair = repair_command(folder, record)
     published = None
     if record.source in SOURCES:
         with contextlib.suppress(KeyError, ValueError):
@@ -207,7 +245,8 @@ def check_tensors(report: VerifyReport, model: GPT) -> bool:
         more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
         report.add("tensors", False, "; ".join(problems[:10]) + more)
         return False
-    detail = f"{len(state)} tensors, {model.num_parameters():,} parameters, all finite"
+    # As ``gpt2load info`` counts "in the model": split query/key/value and the tied head.
+    detail = f"{len(state)} tensors in the model, {model.num_parameters():,} parameters, all finite"
     report.add("tensors", True, detail)
     return True
 

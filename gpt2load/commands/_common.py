@@ -3,71 +3,148 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..releases import SOURCES
+from ..config import DTYPE_ALIASES
+from ..releases import DEFAULT_SOURCE, SOURCES
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import GPT
     from ..tokenizer import Tokenizer
 
-DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+DTYPES = tuple(sorted(set(DTYPE_ALIASES.values())))  # every --dtype: these, or an alias
+MODEL_HELP = (
+    "a checkpoint file or folder (any supported format), or a model name "
+    "(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M ...) or a Hugging Face repo id (ORG/NAME), "
+    "downloaded on first use"
+)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+QUIET_FOR = 2.0  # seconds of work that need no status line
+
+
+@contextlib.contextmanager
+def status_after(message: str) -> Iterator[None]:
+    """``message`` on stderr once the work inside has taken ``QUIET_FOR`` seconds: what is
+    quick stays quiet, what is slow (an old-style pickle read whole) never looks hung."""
+    timer = threading.Timer(QUIET_FOR, lambda: print(message, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _dtype_name(text: str) -> str:
+    key = text.strip().lower()
+    return DTYPE_ALIASES.get(key, key)  # argparse then checks it against DTYPES
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser, what: str = "weights dtype") -> None:
+    spellings = ", ".join(sorted(DTYPE_ALIASES))
     parser.add_argument(
-        "model",
-        metavar="MODEL_OR_PATH",
-        help="a checkpoint file or folder (any supported format), or a model name "
-        "(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M ...) downloaded on first use",
+        "--dtype",
+        type=_dtype_name,
+        choices=DTYPES,
+        help=f"{what}; also spelled {spellings} (default: as stored)",
     )
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser, nargs: str | None = None, n_head: bool = True
+) -> None:
+    """The model (``nargs="+"``: several) and where and how it runs, alike in every command."""
+    parser.add_argument("model", nargs=nargs, metavar="MODEL_OR_PATH", help=MODEL_HELP)
     parser.add_argument(
         "--source",
         choices=SOURCES,
-        help="where a model given by name is downloaded from (default: hf)",
+        help=f"where a model given by name is downloaded from (default: {DEFAULT_SOURCE})",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: float32)")
-    add_n_head_argument(parser)
+    add_dtype_argument(parser)
+    if n_head:
+        add_n_head_argument(parser)
 
 
 def add_n_head_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-head",
         type=int,
+        metavar="N",
         help="attention heads of a checkpoint that does not record them, such as a bare .pth "
         "of a width GPT-2 never had (default: from its files; never guessed)",
     )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, seed: int | None = None) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument(
-        "--temperature", type=float, default=1.0, help="0 picks the most likely token (greedy)"
+        "--max-new-tokens",
+        type=int,
+        default=100,
+        metavar="N",
+        help="tokens to generate (default: 100)",
     )
-    parser.add_argument("--top-k", type=int, help="sample from the k likeliest tokens")
-    parser.add_argument("--top-p", type=float, help="nucleus sampling threshold")
-    parser.add_argument("--seed", type=int, default=seed, help="makes sampling reproducible")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="sampling temperature; 0 picks the likeliest token, greedily (default: 1.0)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, metavar="K", help="sample from the k likeliest tokens (default: all)"
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="nucleus sampling threshold, in (0, 1] (default: none)",
+    )
+    seeded = "random" if seed is None else seed
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=seed,
+        metavar="N",
+        help=f"makes sampling reproducible (default: {seeded})",
+    )
 
 
 def sampling_options(args: argparse.Namespace, samples: int = 1) -> dict[str, Any]:
     """The sampling flags as keyword arguments of :func:`gpt2load.generation.stream`, checked
-    before anything loads or prints; sample ``i`` of ``samples`` will use seed + i."""
+    before anything loads or prints; sample ``i`` of ``samples`` will use seed + i. A bad one
+    is named as the user typed it (``--top-p``), not as the function calls it."""
     from ..generation import check_sampling_args
 
     names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
     options = {name: getattr(args, name) for name in names}
     for seed in (args.seed, None if args.seed is None else args.seed + samples - 1):
-        check_sampling_args(**{**options, "seed": seed})
+        try:
+            check_sampling_args(**{**options, "seed": seed})
+        except ValueError as exc:
+            name, _, rest = str(exc).partition(" ")
+            last = f" (sample {samples} uses --seed + {samples - 1})" if seed != args.seed else ""
+            raise ValueError(f"--{name.replace('_', '-')} {rest}{last}") from None
     return options
 
 
 def load_model(
-    args: argparse.Namespace, path: Path | None = None, name: str | None = None
+    args: argparse.Namespace,
+    path: Path | None = None,
+    name: str | None = None,
+    announce: str | None = None,
 ) -> tuple[GPT, Tokenizer, Path]:
     """Model ``name`` (default: ``args.model``) from ``path`` (default: where the name resolves,
-    downloaded on first use) with the tokenizer of its files, refused when the two do not fit."""
+    downloaded on first use) with the tokenizer of its files, refused when the two do not fit.
+    With ``announce`` (a prefix), a line on stderr says what loads and another what loaded: a
+    large model takes seconds to minutes, which must not look like a hang."""
     import torch
 
     from ..formats import load_checkpoint
@@ -78,7 +155,16 @@ def load_model(
     path = path or resolve(name, source=args.source)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     n_head = getattr(args, "n_head", None)  # compare has no --n-head
+    start = time.perf_counter()
+    if announce is not None:
+        where = "" if str(path) == name else f" from {path}"
+        print(f"{announce}loading {name}{where} on {device} ...", file=sys.stderr, flush=True)
     model = load_checkpoint(path, device=device, dtype=args.dtype, n_head=n_head)
     tokenizer = get_tokenizer(path)
     check_tokenizer_fits(tokenizer, model.config.vocab_size, name)
+    if announce is not None:
+        weights, took = model.tok_emb.weight, time.perf_counter() - start
+        dtype = str(weights.dtype).removeprefix("torch.")
+        size = f"{model.num_parameters():,} parameters, {dtype} on {weights.device}"
+        print(f"{announce}loaded {name}: {size} ({took:.1f} s)", file=sys.stderr, flush=True)
     return model, tokenizer, path

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import SOURCES, add_sampling_arguments, sampling_options
+from ._common import add_model_arguments, add_sampling_arguments, sampling_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..compare import Comparison
+    from ..model import GPT
+    from ..tokenizer import Tokenizer
 
 DEFAULT_EVAL_TEXT = Path("data") / "shakespeare" / "val.bin"
 HELP = "generate with several models side by side, with their loss on a text"
@@ -20,11 +22,22 @@ HELP = "generate with several models side by side, with their loss on a text"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help=HELP, description=__doc__)
-    parser.add_argument("models", nargs="+", metavar="MODEL_OR_PATH")
-    parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    parser.add_argument("--prompts-file", help="a file with one prompt per line")
+    add_model_arguments(parser, nargs="+", n_head=False)
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt (repeatable; default: none)",
+    )
+    parser.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help="a file with one prompt per line, after any --prompt (default: none)",
+    )
     parser.add_argument(
         "--eval-text",
+        metavar="FILE",
         help="text (.txt) or token file (.bin, uint16: ids of the tokenizer its folder's "
         "meta.json or meta.pkl names, else GPT-2's) to score each model on "
         "(default: data/shakespeare/val.bin when prepared)",
@@ -32,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--eval-tokens",
         type=int,
+        metavar="N",
         help="score at most this many (with different tokenizers: the text of the first "
-        "model's N tokens, for every model)",
+        "model's N tokens, for every model) (default: the whole text)",
     )
     parser.add_argument(
         "--eval-context",
@@ -42,14 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score every model with windows of N tokens (default: the smallest context among "
         "the models, so that each prediction sees the same history in every model)",
     )
-    parser.add_argument("--no-eval", action="store_true", help="skip scoring")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="skip scoring (default: score when a text is found)"
+    )
     add_sampling_arguments(parser, seed=0)
     parser.add_argument(
-        "--out", help="also write the comparison to report.md or report.html (.htm)"
+        "--out",
+        metavar="FILE",
+        help="also write the comparison to report.md or report.html (.htm) (default: the "
+        "terminal only)",
     )
-    parser.add_argument("--source", choices=SOURCES)
-    parser.add_argument("--device")
-    parser.add_argument("--dtype")
     parser.set_defaults(func=run)
 
 
@@ -109,15 +125,14 @@ def compare(
 
     import torch
 
-    from ..compare import Comparison, ModelResult, clean_text
+    from ..compare import Comparison, ModelResult
     from ..evaluation import evaluate_tokens, read_eval_text
     from ..formats import inspect_checkpoint
-    from ..generation import generate
     from ..loading import resolve
-    from ..tokenizer import describe_tokenizer, get_tokenizer, prompt_tensor, tokenizer_key
+    from ..tokenizer import describe_tokenizer, get_tokenizer, tokenizer_key
     from ._common import load_model
 
-    paths = [resolve(name, source=args.source) for name in args.models]
+    paths = [resolve(name, source=args.source) for name in args.model]
     text, cap, window = None, args.eval_tokens, None
     if eval_text is not None:
         # From the headers alone, so the window is known before any model is scored.
@@ -126,7 +141,7 @@ def compare(
         if args.eval_context is not None and args.eval_context > smallest:
             raise ValueError(
                 f"--eval-context {args.eval_context} is longer than the context of "
-                f"{args.models[contexts.index(smallest)]} ({smallest} tokens); every model must "
+                f"{args.model[contexts.index(smallest)]} ({smallest} tokens); every model must "
                 "see the same window"
             )
         window = args.eval_context or smallest
@@ -139,19 +154,23 @@ def compare(
                 # once, where the first model's N + 1 tokens end, and score it all everywhere.
                 text, cap = text.prefix(tokenizers[0], args.eval_tokens + 1), None
     comparison = Comparison(prompts, sampling, eval_text and str(eval_text), eval_window=window)
-    for name, path in zip(args.models, paths, strict=True):
-        model, tokenizer, _ = load_model(args, path, name)
-        samples = []
-        for prompt in prompts:
-            idx = prompt_tensor(tokenizer, prompt, model.tok_emb.weight.device)
-            new = generate(model, idx, vocab_limit=tokenizer.n_vocab, **sampling)[0, idx.size(1) :]
-            samples.append(clean_text(prompt + tokenizer.decode(new.tolist())))
+    for i, (name, path) in enumerate(zip(args.model, paths, strict=True)):
+        tag = f"[{i + 1}/{len(paths)}] "
+        model, tokenizer, _ = load_model(args, path, name, announce=tag)
+        samples = _generate(model, tokenizer, prompts, sampling, f"{tag}{name}: generating")
         result = ModelResult(name, str(path), model.num_parameters(), samples)
         result.tokenizer = describe_tokenizer(tokenizer)
         result.tokenizer_key = tokenizer_key(tokenizer)
         if text is not None:
             tokens = text.tokens_to_score(tokenizer, name)
-            s = evaluate_tokens(model, tokens, cap, window=window, tokenizer=tokenizer)
+            s = evaluate_tokens(
+                model,
+                tokens,
+                cap,
+                window=window,
+                tokenizer=tokenizer,
+                progress=f"{tag}{name}: scoring",
+            )
             result.loss, result.perplexity, result.eval_tokens = s.loss, s.perplexity, s.tokens
             result.eval_bytes, result.bits_per_byte = s.bytes, s.bits_per_byte
         comparison.results.append(result)
@@ -164,3 +183,27 @@ def compare(
     if text is not None and len(counts) == 1:
         comparison.eval_tokens = counts.pop()
     return comparison
+
+
+def _generate(
+    model: GPT, tokenizer: Tokenizer, prompts: list[str], sampling: dict[str, Any], label: str
+) -> list[str]:
+    """Each prompt with its continuation, a bar on stderr counting the tokens: a large model on
+    a CPU takes minutes over all the prompts."""
+    from tqdm.auto import tqdm
+
+    from ..compare import clean_text
+    from ..generation import stream
+    from ..tokenizer import prompt_tensor
+
+    samples = []
+    total = len(prompts) * sampling["max_new_tokens"]
+    with tqdm(total=total, desc=label, unit="tok", file=sys.stderr, dynamic_ncols=True) as bar:
+        for prompt in prompts:
+            idx = prompt_tensor(tokenizer, prompt, model.tok_emb.weight.device)
+            new = []
+            for token in stream(model, idx, vocab_limit=tokenizer.n_vocab, **sampling):
+                new.append(int(token[0]))
+                bar.update(1)
+            samples.append(clean_text(prompt + tokenizer.decode(new)))
+    return samples

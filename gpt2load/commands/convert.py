@@ -6,13 +6,13 @@ import argparse
 
 HELP = "write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files"
 DESCRIPTION = (
-    "Load SRC (any supported format) and write it to the folder DST: 'hf' writes "
+    "Load MODEL_OR_PATH (any supported format) and write it to the folder DST: 'hf' writes "
     "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
     "in the original release layout with hparams.json (needs TensorFlow), 'nanogpt' a "
     "ckpt.pt for nanoGPT's sample.py (init_from='resume'), 'rasbt' the book's model.pth "
     "(strict load_state_dict into GPTModel) with its cfg dict as config.json, 'native' "
     "gpt2load's own model.safetensors. A model the target cannot compute is refused with "
-    "the reason. Tokenizer files beside SRC (or in --tokenizer-dir) and a nanoGPT "
+    "the reason. Tokenizer files beside it (or in --tokenizer-dir) and a nanoGPT "
     "meta.pkl are copied along, under each format's names; 'openai' also looks in "
     "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
 )
@@ -20,20 +20,22 @@ TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")  # formats.convert.TARG
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ._common import add_n_head_argument
+    from ._common import MODEL_HELP, add_dtype_argument, add_n_head_argument
 
     parser = subparsers.add_parser("convert", help=HELP, description=DESCRIPTION)
-    parser.add_argument("src", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
-    parser.add_argument("dst", help="output folder (for native also a .safetensors file)")
-    parser.add_argument("--to", required=True, choices=TARGETS, help="output format")
-    add_n_head_argument(parser)
+    parser.add_argument("src", metavar="MODEL_OR_PATH", help=MODEL_HELP)
     parser.add_argument(
-        "--dtype", default=None, help="cast the weights (float32, bf16, fp16); default: as stored"
+        "dst", metavar="DST", help="output folder (for native also a .safetensors file)"
     )
     parser.add_argument(
+        "--to", required=True, choices=TARGETS, help="output format (required; no default)"
+    )
+    add_n_head_argument(parser)
+    add_dtype_argument(parser, "cast the weights to this dtype")
+    parser.add_argument(
         "--tokenizer-dir",
-        default=None,
-        help="copy encoder.json/vocab.bpe from this folder instead of from beside SRC",
+        metavar="DIR",
+        help="copy encoder.json/vocab.bpe from this folder (default: from beside MODEL_OR_PATH)",
     )
     parser.set_defaults(func=run)
 

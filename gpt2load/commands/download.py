@@ -46,13 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--mirror",
         metavar="URL",
         help="replace the scheme and host of every URL, keeping the path (also "
-        "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way",
+        "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way "
+        "(default: $GPT2LOAD_MIRROR, else none)",
     )
-    parser.add_argument("--force", action="store_true", help="download everything again")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="download everything again (default: reuse what is in place)",
+    )
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="trust files already in place by their size alone (no re-hashing)",
+        help="trust files already in place by their size alone (default: re-hash them)",
     )
     parser.add_argument(
         "--manifest",
@@ -64,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quiet",
         action="store_true",
         help="no progress bars or status lines (waiting for another download's lock is "
-        "still reported on stderr)",
+        "still reported on stderr; default: show them)",
     )
     parser.set_defaults(func=run)
 

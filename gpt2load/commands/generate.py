@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_model_arguments, add_sampling_arguments, load_model, sampling_options
+from ._common import (
+    add_model_arguments,
+    add_sampling_arguments,
+    load_model,
+    sampling_options,
+    status_after,
+)
 
 HELP = "continue a prompt with a model"
 
@@ -12,13 +18,22 @@ HELP = "continue a prompt with a model"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help=HELP, description=__doc__)
     add_model_arguments(parser)
-    parser.add_argument("--prompt", default="", help="text to continue (default: a new document)")
+    parser.add_argument(
+        "--prompt", default="", metavar="TEXT", help="text to continue (default: a new document)"
+    )
     add_sampling_arguments(parser)
-    parser.add_argument("--num-samples", type=int, default=1, help="independent continuations")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="independent continuations (default: 1)",
+    )
     parser.add_argument(
         "--stop-at-eos",
         action="store_true",
-        help="stop a sample at <|endoftext|> (a character vocabulary has none: no effect)",
+        help="stop a sample at <|endoftext|> (a character vocabulary has none: no effect) "
+        "(default: go on to --max-new-tokens)",
     )
     parser.set_defaults(func=run)
 
@@ -31,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     options = sampling_options(args, args.num_samples)
-    model, tokenizer, _ = load_model(args)
+    with status_after(f"loading {args.model} ..."):  # stdout is for the text alone
+        model, tokenizer, _ = load_model(args)
     idx = prompt_tensor(tokenizer, args.prompt, model.tok_emb.weight.device)
     options["eos_id"] = tokenizer.eot_token if args.stop_at_eos else None
     for i in range(args.num_samples):

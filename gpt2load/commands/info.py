@@ -13,11 +13,13 @@ DESCRIPTION = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ._common import add_n_head_argument
+    from ._common import MODEL_HELP, add_n_head_argument
 
     parser = subparsers.add_parser("info", help=HELP, description=DESCRIPTION)
-    parser.add_argument("path", help="checkpoint file or folder, or a model name (gpt2, 355M, ...)")
-    parser.add_argument("--json", action="store_true", help="print the details as JSON")
+    parser.add_argument("path", metavar="MODEL_OR_PATH", help=MODEL_HELP)
+    parser.add_argument(
+        "--json", action="store_true", help="print the details as JSON (default: as text)"
+    )
     add_n_head_argument(parser)
     parser.set_defaults(func=run)
 
@@ -27,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..formats import inspect_checkpoint
     from ..loading import resolve
+    from ._common import status_after
 
-    info = inspect_checkpoint(resolve(args.path), n_head=args.n_head)
+    path = resolve(args.path)
+    with status_after(f"reading {path} ..."):
+        info = inspect_checkpoint(path, n_head=args.n_head)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.describe())
     return 0

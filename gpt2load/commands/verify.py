@@ -20,15 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("verify", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "target",
-        metavar="PATH|MODEL",
-        help="a checkpoint file or folder, or a model name whose download folder to check",
+        metavar="MODEL_OR_PATH",
+        help="a checkpoint file or folder, or a model name whose download folder to check "
+        "(never downloaded: verify checks what is here)",
     )
     first = ", ".join(SOURCES)
     which = f"with a model name: which download to check (default: the first found of {first})"
     parser.add_argument("--source", choices=SOURCES, default=None, help=which)
     parser.add_argument("--device", default="cpu", help="where to run the model (default: cpu)")
     parser.add_argument(
-        "--no-known-answer", action="store_true", help="skip the known-answer generation"
+        "--no-known-answer",
+        action="store_true",
+        help="skip the known-answer generation (default: run it for OpenAI's 124M weights)",
     )
     add_n_head_argument(parser)
     parser.set_defaults(func=run)

@@ -48,6 +48,8 @@ class CheckpointInfo:
     num_parameters: int
     dtypes: dict[str, int]  # stored dtype -> number of tensors the model uses
     num_tensors: int  # tensors the model uses (a fused QKV counts once)
+    model_tensors: int  # entries of the loaded model's state dict, as ``verify`` counts them
+    fused_qkv: int  # stored tensors the model splits in three (query, key, value)
     ignored: tuple[str, ...]  # known buffers skipped (causal masks)
     has_output_head: bool  # a stored head (checked equal to the embedding on load)
     files: tuple[tuple[Path, int], ...]  # (file, bytes): weights first, then companions
@@ -68,6 +70,14 @@ class CheckpointInfo:
             "files": [{"path": str(p), "bytes": n, "role": r} for p, n, r in self._listed()],
         }
 
+    def tensor_counts(self) -> str:
+        """The file's count and the model's, which differ for two reasons, said where they do."""
+        fused = f"{self.fused_qkv} fused query/key/value tensors are split in three"
+        why = [fused] if self.fused_qkv else []
+        why += ["the output head shares the token embedding"] if self.config.tie_head else []
+        text = f"{self.num_tensors} used from the files, {self.model_tensors} in the model"
+        return text + (f" ({'; '.join(why)})" if self.model_tensors != self.num_tensors else "")
+
     def describe(self) -> str:
         """A human-readable summary, as ``gpt2load info`` prints it."""
         c = self.config
@@ -82,6 +92,7 @@ class CheckpointInfo:
             *([f"variant     {variant}"] if variant else []),
             f"parameters  {self.num_parameters:,}",
             f"dtype       {dtypes}",
+            f"tensors     {self.tensor_counts()}",
         ]
         if self.ignored:
             lines.append(f"ignored     {len(self.ignored)} buffers, e.g. {self.ignored[0]}")
@@ -114,6 +125,8 @@ def inspect_checkpoint(
         num_parameters=count,
         dtypes=dict(Counter(e.dtype_name for e in used)),
         num_tensors=len(used),
+        model_tensors=len(parameter_shapes(plan.config)),
+        fused_qkv=sum(len(a.ours) > 1 for a in plan.assignments),
         ignored=tuple(plan.ignored),
         has_output_head=plan.head is not None,
         files=tuple((f, f.stat().st_size) for f, _ in files),
