@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gpt2load import (
-    DownloadError,
     Gpt2loadError,
     __version__,
     parse_command_line,
@@ -133,13 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{_who()}finetune: aborted", file=sys.stderr)
         return 130
     except (Gpt2loadError, FileNotFoundError) as exc:
-        message = str(exc)
-        if isinstance(exc, DownloadError):  # a download not worded by its caller
-            message = (
-                f"download failed: {' '.join(message.split())}. Set GPT2LOAD_MIRROR to a "
-                f"reachable mirror, or fetch the files where there is a network and point "
-                f"at them with a local path"
-            )
+        message = " ".join(str(exc).split())  # a download error says itself what to do
         print(f"{_who()}finetune {args.command}: error: {message}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
 

@@ -40,11 +40,15 @@ def _init_target(init: str) -> Path | str:
         return gpt2load.resolve(init, download=False)
     if gpt2load.is_model_name(init):
         return gpt2load.canonical_name(init)
+    why = "is no Hugging Face repo id (ORG/NAME) either"
     if gpt2load.is_repo_id(init):  # a hub repo: its HF-cache snapshot, fetched on first use
-        return gpt2load.resolve(init)
+        try:
+            return gpt2load.resolve(init)
+        except (FileNotFoundError, gpt2load.DownloadError) as exc:
+            why = f"and as a Hugging Face repo id: {exc}"
     raise FileNotFoundError(
         f"--init {init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, gpt2-large, "
-        f"gpt2-xl), a Hugging Face repo id (ORG/NAME) nor an existing checkpoint"
+        f"gpt2-xl) nor an existing checkpoint, {why}"
     )
 
 

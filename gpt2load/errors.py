@@ -40,8 +40,22 @@ class ChecksumError(DownloadError):
     """The bytes received are not the expected ones; they were deleted."""
 
 
+# What to do without a network, said once here for every command that downloads.
+NO_NETWORK_ADVICE = (
+    "No network? Set GPT2LOAD_MIRROR (or --mirror) to a reachable mirror, or fetch the files "
+    "where there is a network and copy them here: weights/ (or $GPT2LOAD_WEIGHTS_DIR) for a "
+    "model name, the Hugging Face cache (HF_HOME) for an ORG/NAME id (or set HF_ENDPOINT to a "
+    "mirror), or pass their folder's local path"
+)
+
+
 class RetriesExhaustedError(DownloadError):
-    """The host kept failing (unreachable, timeouts, 5xx) through every retry."""
+    """The host could not be reached (a name that does not resolve, a refused connection: at
+    once) or kept failing (timeouts, 5xx) through every retry; the message ends with the advice."""
+
+    def __init__(self, message: str) -> None:
+        advised = NO_NETWORK_ADVICE in message  # as when unpickled
+        super().__init__(message if advised else f"{message.rstrip('.')}. {NO_NETWORK_ADVICE}")
 
 
 class HubAccessError(DownloadError):

@@ -75,6 +75,7 @@ def test_a_download_error_from_anywhere_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gpt2load.downloads import DownloadError
+    from gpt2load.errors import NO_NETWORK_ADVICE, RetriesExhaustedError
 
     def fail(cfg, **kwargs):
         raise DownloadError("host unreachable\nafter 3 tries")
@@ -83,7 +84,16 @@ def test_a_download_error_from_anywhere_exits_2(
     assert cli.main(["pretrain", "--data", "x", "--force-cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "host unreachable after 3 tries" in err
-    assert "GPT2LOAD_MIRROR" in err
+
+    # An absent network gets the ways round, said once, as gpt2load says them everywhere.
+    def absent(cfg, **kwargs):
+        raise RetriesExhaustedError("x: giving up at once: its host name does not resolve")
+
+    monkeypatch.setattr(launch, "start", absent)
+    assert cli.main(["pretrain", "--data", "x", "--force-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count("GPT2LOAD_MIRROR") == 1
+    assert " ".join(NO_NETWORK_ADVICE.split()) in err
 
 
 def test_a_missing_init_is_said_before_data_is_prepared(

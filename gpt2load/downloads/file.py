@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from ..errors import ChecksumError, DownloadError
+from ..errors import NO_NETWORK_ADVICE, ChecksumError, DownloadError
 from ..fileio import regular_size
 from ..releases import FileSpec
 from .digests import Claim, hash_file, normalise_sha256, sha256_file
@@ -90,7 +90,7 @@ def fetch(spec: FileSpec, dest: Path, opts: Options, old: RecordedFile | None = 
     if offline():
         raise DownloadError(
             f"{label} is not in {dest.parent} and downloads are switched off "
-            f"({' / '.join(OFFLINE_ENVS)} is set)"
+            f"({' / '.join(OFFLINE_ENVS)} is set: unset it to download). {NO_NETWORK_ADVICE}"
         )
     request_url, allow_http = effective_url(url, opts.mirror)
     part = dest.with_name(dest.name + PART_SUFFIX)

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from tqdm.auto import tqdm
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from .. import __version__
 from ..errors import ChecksumError, DownloadError, RetriesExhaustedError, redact
@@ -87,6 +88,7 @@ class Options:
         self.bar["disable"] = not self.progress
         self.retries = DEFAULT_RETRIES if self.retries is None else max(0, self.retries)
         self.timeout = DEFAULT_TIMEOUT if self.timeout is None else self.timeout
+        self.reached = False  # once a host answered, a failed connection is a flaky network
 
 
 def backoff_base(backoff: float | None) -> float:
@@ -119,6 +121,13 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
+def _never_connected(exc: Exception) -> Exception | None:
+    """urllib3's account of a connection that was never made: a host name that does not
+    resolve (no network, or no such host) or a connection refused or unroutable; else None."""
+    cause = getattr(exc.args[0], "reason", None) if exc.args else None
+    return cause if isinstance(cause, NewConnectionError) else None
+
+
 def _reason(exc: Exception) -> str:
     """A short account of a failed attempt (requests' own messages nest several layers)."""
     if isinstance(exc, _Retryable):
@@ -129,7 +138,10 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower():
         return "timed out"
     cause = _ERRNO.search(text)  # the operating system's words, under urllib3's layers
-    return f"connection failed ({cause.group(1).strip() if cause else text[:200]})"
+    said = cause.group(1).strip() if cause else text[:200]
+    if isinstance(_never_connected(exc), NameResolutionError):
+        return f"its host name does not resolve ({said})"
+    return f"connection failed ({said})"
 
 
 class _Retryable(Exception):
@@ -146,6 +158,7 @@ def open_url(
     target, send = url, dict(headers=headers, stream=True, timeout=opts.timeout)
     for hop in range(MAX_REDIRECTS + 1):
         response = opts.session.request(method, target, allow_redirects=False, **send)
+        opts.reached = True
         full = response.status_code == 200
         if response.is_redirect or full or response.status_code == 206:
             claims += header_claims(response.headers, first_hop=hop == 0, full_body=full)
@@ -202,6 +215,9 @@ class Transfer:
                     best, failures = have, 0
                 failures += 1
                 what, reason, retries = self.label, _reason(exc), self.opts.retries
+                if not self.opts.reached and _never_connected(exc):  # absent, not flaky
+                    message = f"{what}: giving up on {self.url} at once: {reason}"
+                    raise RetriesExhaustedError(message) from exc
                 if failures > retries:
                     kept = f"; {have} bytes are kept in {self.part} for the next run"
                     raise RetriesExhaustedError(
@@ -221,20 +237,30 @@ class Transfer:
         for claim in checks:
             if (got := digests[claim.algorithm]) != claim.value:
                 said = f"the server's {claim.source} says" if claim.source else "expected"
-                raise ChecksumError(
-                    f"{self.label}: {claim.algorithm} mismatch: {said} {claim.value}, "
-                    f"got {got}, from {self.url}"
-                )
+                raise self._mismatch(f"{claim.algorithm} mismatch: {said} {claim.value}, got {got}")
         return digests.get("sha256")
 
     def _learn_total(self, total: int, source: str) -> None:
         if self.total is None:
             self.total, self.total_source = total, source
         elif self.total != total:
-            raise ChecksumError(
-                f"{self.label}: size mismatch: {self.total_source} is {self.total} bytes, "
-                f"but {source} says {total} bytes, from {self.url}"
+            raise self._mismatch(
+                f"size mismatch: {self.total_source} is {self.total} bytes, "
+                f"but {source} says {total} bytes"
             )
+
+    def _mismatch(self, what: str) -> ChecksumError:
+        """Bytes other than the expected ones: the host answered, so the network is not what
+        to fix; whether a mirror (``allow_http``: one was chosen) served them says what is."""
+        host = urlsplit(self.url).hostname
+        fix = (
+            f"the mirror {host} serves other bytes than the published ones: download from "
+            f"another mirror (or none) and tell whoever runs {host}"
+            if self.allow_http
+            else f"try again; if it recurs, something between here and {host} changes the "
+            f"files: download them elsewhere and copy the folder here"
+        )
+        return ChecksumError(f"{self.label}: {what}, from {self.url}; nothing was kept. {fix}")
 
     def _claim(self, claims: list[Claim]) -> None:
         for claim in claims:
@@ -266,9 +292,8 @@ class Transfer:
                     received += len(chunk)
                     self.bar.update(len(chunk))
                     if self.total is not None and received > self.total:
-                        raise ChecksumError(
-                            f"{self.label}: the server sent more than the expected "
-                            f"{self.total} bytes, from {self.url}"
+                        raise self._mismatch(
+                            f"the server sent more than the expected {self.total} bytes"
                         )
                 fh.flush()
                 os.fsync(fh.fileno())
