@@ -1,5 +1,6 @@
-"""The ``gpt2load`` command line: one module per sub-command under ``gpt2load.commands``,
-found at start-up. Those modules import torch only inside ``run``, so ``--help`` is instant."""
+"""The ``gpt2load`` command line: one module per sub-command under ``gpt2load.commands``
+(``HELP``, ``register(parser)``, ``run(args)``), found at start-up. They import torch only
+inside ``run``, so ``--help`` is instant."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
-        if not name.startswith("_"):
-            importlib.import_module(f"{commands.__name__}.{name}").register(sub)
+        if not name.startswith("_"):  # each module: its help, description (__doc__) and options
+            module = importlib.import_module(f"{commands.__name__}.{name}")
+            command = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+            command.set_defaults(func=module.run)
+            module.register(command)
     return parser
 
 
@@ -80,24 +84,18 @@ def check_device(spec: str | None) -> None:
         raise Gpt2loadError(
             f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps"
         ) from None
+    missing = {
+        "cuda": "no CUDA GPU is available here (torch.cuda.is_available() is False, torch "
+        f"{torch.__version__})",
+        "mps": "Apple's MPS backend is not available on this machine or PyTorch build",
+    }.get(device.type, f"no {device.type} device is available here")
     available = getattr(getattr(torch, device.type, None), "is_available", None)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        missing = (
-            f"no CUDA GPU is available here (torch.cuda.is_available() is False, torch "
-            f"{torch.__version__}); use --device cpu"
+    if callable(available) and not available():
+        raise Gpt2loadError(f"--device {spec}: {missing}; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise Gpt2loadError(
+            f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible"
         )
-    elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        missing = f"only {torch.cuda.device_count()} CUDA device(s) are visible"
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        missing = (
-            "Apple's MPS backend is not available on this machine or PyTorch build; use "
-            "--device cpu"
-        )
-    elif device.type not in ("cuda", "mps", "cpu") and callable(available) and not available():
-        missing = f"no {device.type} device is available here"
-    else:
-        return
-    raise Gpt2loadError(f"--device {spec}: {missing}")
 
 
 def parse_command_line(
@@ -142,12 +140,9 @@ def warnings_as_lines(program: str) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         print(f"{program}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
-    before = warnings.showwarning
-    warnings.showwarning = show
-    try:
+    with warnings.catch_warnings():  # which puts the previous showwarning back
+        warnings.showwarning = show
         yield
-    finally:
-        warnings.showwarning = before
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,5 @@
 """Several models' texts and scores on the same prompts and seed, side by side on a terminal,
-as Markdown or as HTML. The reports say which rows compare on which figure: loss per token only
-within one tokenizer (a character model makes ~4 predictions per BPE token), bits per byte across
-all."""
+as Markdown or as HTML, saying which rows compare on which figure (see gpt2load.evaluation)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ import html
 import re
 import shutil
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
@@ -232,36 +229,6 @@ def _or_na(value: float | int | None, spec: str) -> str:
     return "n/a" if value is None else spec.format(value)
 
 
-def render_markdown(comparison: Comparison) -> str:
-    def cell(text: str) -> str:
-        return html.escape(clean_text(text)).replace("|", "&#124;").replace("\n", "<br>")
-
-    results = comparison.results
-    lines = ["# Model comparison", "", f"Sampling: {_settings_line(comparison)}", ""]
-    for label, note in _notes(comparison):
-        lines += [f"{label}: {cell(note)}.", ""]
-    lines.append("| | " + " | ".join(cell(r.name) for r in results) + " |")
-    lines.append("| --- |" + " --- |" * len(results))
-
-    def row(label: str, cells: Iterable[str]) -> None:
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-
-    row("parameters", (f"{r.parameters:,}" for r in results))
-    if comparison.eval_text:
-        row(f"loss on `{comparison.eval_text}`", (f"{r.loss:.4f}" for r in results))
-        row("perplexity", (f"{r.perplexity:.2f}" for r in results))
-        if any(r.bits_per_byte is not None for r in results):
-            row("bits per byte", (_or_na(r.bits_per_byte, "{:.4f}") for r in results))
-        if any(r.eval_tokens is not None for r in results):
-            sizes = [(_or_na(r.eval_tokens, "{:,}"), _or_na(r.eval_bytes, "{:,}")) for r in results]
-            row("scored", (f"{tokens} tokens, {size} bytes" for tokens, size in sizes))
-    if any(r.tokenizer is not None for r in results):
-        row("tokenizer", (cell(r.tokenizer or "") for r in results))
-    for p, prompt in enumerate(comparison.prompts):
-        row(f"prompt {p + 1}: {cell(prompt)}", (cell(r.samples[p]) for r in results))
-    return "\n".join(lines) + "\n"
-
-
 def _best(values: list[float | None]) -> list[bool]:
     """Which cells hold a row's lowest value (all of a tie); none when fewer than two compare."""
     known = [v for v in values if v is not None]
@@ -269,29 +236,11 @@ def _best(values: list[float | None]) -> list[bool]:
     return [low is not None and v == low for v in values]
 
 
-def _sample_html(prompt: str, sample: str) -> str:
-    """The prompt in bold, the model's continuation plain after it."""
-    shown, sample = clean_text(prompt), clean_text(sample)
-    if not sample.startswith(shown):
-        return html.escape(sample)
-    return f"<b>{html.escape(shown)}</b>{html.escape(sample[len(shown) :])}"
-
-
-def render_html(comparison: Comparison) -> str:
-    """A self-contained page: no scripts, no external styles or fonts. The lowest loss,
-    perplexity and bits per byte of each row are marked (loss and perplexity only when the
-    models share a tokenizer: per token they compare no other way)."""
-
-    def e(text: str) -> str:
-        return html.escape(clean_text(text))
-
+def _table(comparison: Comparison) -> list[tuple[str, list[str], list[bool]]]:
+    """Both reports' rows of figures: (label, cells, which cells are the row's best). The lowest
+    loss and perplexity count as best only when the models share a tokenizer (per token they
+    compare no other way); bits per byte always."""
     results, n = comparison.results, len(comparison.results)
-    head = "".join(
-        f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div>"
-        + (f"<div class=score>tokenizer: {e(r.tokenizer)}</div>" if r.tokenizer else "")
-        + "</th>"
-        for r in results
-    )
     table = [("parameters", [f"{r.parameters:,}" for r in results], [False] * n)]
     if comparison.eval_text:
         per_token = not _mixed_tokenizers(comparison)
@@ -304,14 +253,59 @@ def render_html(comparison: Comparison) -> str:
             best = _best(values) if per_token or name == "bits_per_byte" else [False] * n
             if any(v is not None for v in values):
                 table.append((label, [_or_na(v, spec) for v in values], best))
+        if any(r.eval_tokens is not None for r in results):
+            sizes = [(_or_na(r.eval_tokens, "{:,}"), _or_na(r.eval_bytes, "{:,}")) for r in results]
+            table.append(("scored", [f"{t} tokens, {b} bytes" for t, b in sizes], [False] * n))
+    if any(r.tokenizer is not None for r in results):
+        table.append(("tokenizer", [r.tokenizer or "" for r in results], [False] * n))
+    return table
+
+
+def render_markdown(comparison: Comparison) -> str:
+    def cell(text: str) -> str:
+        return html.escape(clean_text(text)).replace("|", "&#124;").replace("\n", "<br>")
+
+    results = comparison.results
+    lines = ["# Model comparison", "", f"Sampling: {_settings_line(comparison)}", ""]
+    for label, note in _notes(comparison):
+        lines += [f"{label}: {cell(note)}.", ""]
+    lines.append("| | " + " | ".join(cell(r.name) for r in results) + " |")
+    lines.append("| --- |" + " --- |" * len(results))
+    rows = [(label, cells) for label, cells, _ in _table(comparison)]
+    rows += [
+        (f"prompt {p + 1}: {prompt}", [r.samples[p] for r in results])
+        for p, prompt in enumerate(comparison.prompts)
+    ]
+    lines += [f"| {cell(label)} | " + " | ".join(map(cell, cells)) + " |" for label, cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _sample_html(prompt: str, sample: str) -> str:
+    """The prompt in bold, the model's continuation plain after it."""
+    shown, sample = clean_text(prompt), clean_text(sample)
+    if not sample.startswith(shown):
+        return html.escape(sample)
+    return f"<b>{html.escape(shown)}</b>{html.escape(sample[len(shown) :])}"
+
+
+def render_html(comparison: Comparison) -> str:
+    """A self-contained page: no scripts, no external styles or fonts; each row's best marked."""
+
+    def e(text: str) -> str:
+        return html.escape(clean_text(text))
+
+    results = comparison.results
+    head = "".join(
+        f"<th>{e(r.name)}<div class=score>{e(_score_line(r))}</div></th>" for r in results
+    )
     scores = "".join(
         f"<tr><th class=row>{e(label)}</th>"
         + "".join(
-            f"<td class=best>{c} (best)</td>" if b else f"<td>{c}</td>"
+            f"<td class=best>{e(c)} (best)</td>" if b else f"<td>{e(c)}</td>"
             for c, b in zip(cells, best, strict=True)
         )
         + "</tr>"
-        for label, cells, best in table
+        for label, cells, best in _table(comparison)
     )
     rows = "".join(
         f"<tr><th class=row>prompt {p + 1}</th>"

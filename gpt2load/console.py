@@ -1,9 +1,6 @@
 """An interactive prompt loop: type a prompt (or pipe prompts in), watch the answer stream.
-Slash commands change the settings live: trying a temperature is one line, not a reload.
-
-In a terminal, lines are edited with readline (arrow keys, Ctrl-R) and the history is kept
-across sessions in ``$GPT2LOAD_CHAT_HISTORY``, else ``$XDG_CACHE_HOME/gpt2load/chat_history``
-(default ``~/.cache/gpt2load/chat_history``); set the variable empty to keep none."""
+Slash commands change the settings live: trying a temperature is one line, not a reload. In a
+terminal, lines are edited with readline and the history is kept across sessions."""
 
 from __future__ import annotations
 
@@ -44,7 +41,6 @@ class Rule:
     optional: bool = False  # "none"/"off" unsets it
 
     def check(self, value: object) -> object:
-        """``value`` if allowed, else ``ValueError(rule)``."""
         if value is None and self.optional:
             return None
         kinds = (int,) if self.parse is int else (int, float)
@@ -111,17 +107,16 @@ class Console:
     model: GPT
     tokenizer: Tokenizer
     settings: Settings
-    out: TextIO = sys.stdout
+    out: TextIO | None = None  # None: sys.stdout as it is then (a test may have replaced it)
 
     def say(self, text: str, end: str = "\n") -> None:
-        print(text, end=end, file=self.out, flush=True)
+        print(text, end=end, file=self.out or sys.stdout, flush=True)
 
     def show_settings(self) -> None:
         self.say("  ".join(f"{name}={value}" for name, value in vars(self.settings).items()))
 
     def handle(self, line: str) -> bool:
-        """One line of input: a prompt (``\\n`` in it is a newline) or a /command; False means
-        leave the console."""
+        """A prompt (``\\n`` in it is a newline) or a /command; False: leave the console."""
         line = line.rstrip("\n")
         if line.strip().lower() in BARE:
             line = "/" + line.strip().lower()
@@ -152,8 +147,7 @@ class Console:
         return True
 
     def answer(self, prompt: str) -> None:
-        """Stream a continuation; Ctrl-C or an error ends it (the error in one line), not the
-        console."""
+        """Stream a continuation; Ctrl-C or an error ends it (in one line), not the console."""
         decoder = StreamDecoder(self.tokenizer)
         self.say(prompt, end="")
         try:
@@ -168,7 +162,8 @@ class Console:
             self.say(decoder.flush())
             self.say(f"error: {type(exc).__name__}: {_one_line(str(exc))}")
 
-    def run(self, stdin: TextIO = sys.stdin) -> None:
+    def run(self, stdin: TextIO | None = None) -> None:
+        stdin = stdin or sys.stdin
         interactive = stdin.isatty()
         editing = line_editing(history_path()) if interactive else contextlib.nullcontext()
         with _ctrl_c_interrupts(), editing:
@@ -189,7 +184,7 @@ class Console:
 
 
 def history_path() -> Path | None:
-    """Where the console's history is kept (see the module's docstring); None: nowhere."""
+    """``$GPT2LOAD_CHAT_HISTORY`` (empty: None, keep none), else the user's cache folder."""
     if (moved := os.environ.get("GPT2LOAD_CHAT_HISTORY")) is not None:
         return Path(moved).expanduser() if moved else None
     cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()

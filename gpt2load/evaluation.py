@@ -82,11 +82,10 @@ class EvalText:
         return _decode(tokenizer, self.ids.tolist())
 
     def prefix(self, tokenizer: Tokenizer, n_tokens: int) -> EvalText:
-        """The text of ``tokenizer``'s first ``n_tokens``, for every tokenizer to score alike."""
+        """The text of ``tokenizer``'s first ``n_tokens`` (no half character at the end), for
+        every tokenizer to score alike."""
         ids = self.tokens_for(tokenizer)[:n_tokens].tolist()
-        return EvalText(
-            self.path, text=_decode(tokenizer, ids, errors="ignore")
-        )  # no half character
+        return EvalText(self.path, text=_decode(tokenizer, ids, errors="ignore"))
 
 
 def _decode(tokenizer: Tokenizer, ids: list[int], errors: str = "replace") -> str:
@@ -153,19 +152,15 @@ def evaluate_tokens(
     """Mean next-token loss over consecutive windows of ``window`` tokens (default: the
     model's context), plus bytes and bits per byte with ``tokenizer``. Windows do not overlap,
     which is cheap; the loss depends on the window, so models compare only on the same one.
-    ``progress``: the label of a bar of the tokens scored, on stderr (minutes, on a CPU)."""
+    ``progress``: the label of a bar of the tokens scored, on stderr (minutes, on a CPU).
+    ``tokens`` holds at least 2 (see :meth:`EvalText.tokens_to_score`)."""
     context = model.config.context_length
     window = context if window is None else window
     if not 1 <= window <= context:
         raise ValueError(
             f"evaluation window must be between 1 and the model's context ({context}), got {window}"
         )
-    if max_tokens is not None:
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        tokens = tokens[: max_tokens + 1]
-    if len(tokens) < 2:
-        raise ValueError(f"{len(tokens)} token(s) to score; at least 2 are needed")
+    tokens = tokens if max_tokens is None else tokens[: max_tokens + 1]
     top = int(tokens.max())
     if top >= model.config.vocab_size:
         raise ValueError(

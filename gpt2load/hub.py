@@ -1,11 +1,6 @@
-"""Any GPT-2 on the Hugging Face hub by its id (``ORG/NAME``), through the standard Hugging
-Face cache, so what transformers downloaded is used with no network and what we download
-transformers uses. The one module that talks to the hub: ``huggingface_hub`` does the work
-(the cache layout, tokens, the hub's answers), imported only when the network is needed.
-
-Settings are read from the environment at each call (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
-``HF_HOME``, ``HF_HUB_CACHE``, ``HF_TOKEN``), not once at import as ``huggingface_hub``
-does, so what the environment says now is what happens."""
+"""Any GPT-2 on the Hugging Face hub by its id (``ORG/NAME``), through the standard HF cache
+shared with transformers. ``huggingface_hub`` does the work, imported only when the network is
+needed; the ``HF_*`` settings are read at each call, not once at import as it does."""
 
 from __future__ import annotations
 
@@ -13,12 +8,14 @@ import contextlib
 import json
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config import is_model_name
-from .errors import CheckpointError, ChecksumError, DownloadError, HubAccessError
+from .errors import NO_NETWORK_ADVICE, CheckpointError, ChecksumError, DownloadError, HubAccessError
 from .releases import HF_HOST, hub_repo, release
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -154,11 +151,9 @@ def snapshot(
     quiet: bool = False,
 ) -> Path:
     """The snapshot folder of ``repo_id`` at ``revision`` (default ``main``) in the HF cache.
-
-    A complete cached snapshot is used with no network unless ``refresh`` (what ``gpt2load
-    download`` asks: the branch may have moved). Otherwise ``config.json`` comes first and
-    another architecture is refused before any weight file is fetched; then the weights
-    (see ``WEIGHT_FILES``), the tokenizer and the small json files."""
+    A complete cached one is used with no network unless ``refresh`` (the branch may have
+    moved). Otherwise ``config.json`` comes first, so another architecture is refused before
+    any weight file is fetched; then the weights, the tokenizer and the small json files."""
     hub = settings()
     cached = None if force else cached_snapshot(repo_id, revision)
     if cached is not None and (hub.offline or not refresh):
@@ -173,27 +168,38 @@ def snapshot(
             f"{repo_id} is not in the Hugging Face cache ({hub.cache}); run "
             f"`gpt2load download {repo_id}` first"
         )
+    if cached is None and not _resolves(hub.endpoint):  # no network: fail now, not retry
+        raise DownloadError(
+            f"{repo_id}: {hub.endpoint} cannot be reached (its host name does not resolve) and "
+            f"the Hugging Face cache ({hub.cache}) lacks it. {NO_NETWORK_ADVICE}"
+        )
     with _hub_errors(repo_id, revision, hub), _progress(quiet):
         from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
-        common = dict(cache_dir=hub.cache, endpoint=hub.endpoint, token=hub.token or False)
-        config = Path(
-            hf_hub_download(
-                repo_id, "config.json", revision=revision, force_download=force, **common
-            )
-        )
+        token = hub.token or False  # False: not even a token saved where huggingface_hub looks
+        common = dict(cache_dir=hub.cache, endpoint=hub.endpoint, token=token, force_download=force)
+
+        def fetch(name: str, rev: str | None = revision) -> Path:
+            return Path(hf_hub_download(repo_id, name, revision=rev, **common))
+
+        config = fetch("config.json")
         _check_gpt2(repo_id, config)
         commit = config.parent.name  # snapshots/<commit>/config.json
-        api = HfApi(endpoint=hub.endpoint, token=hub.token or False)
+        api = HfApi(endpoint=hub.endpoint, token=token)
         names = set(api.list_repo_files(repo_id, revision=commit))
-        fetch = lambda name: Path(hf_hub_download(repo_id, name, revision=commit, **common))  # noqa: E731
-        weights = _weights(names, fetch, repo_id)
-        patterns = [*SIDE_FILES, *weights]
-        folder = snapshot_download(
-            repo_id, revision=commit, allow_patterns=patterns, force_download=force, **common
-        )
+        patterns = [*SIDE_FILES, *_weights(names, lambda name: fetch(name, commit), repo_id)]
+        folder = snapshot_download(repo_id, revision=commit, allow_patterns=patterns, **common)
     check_pinned(repo_id, Path(folder))
     return Path(folder)
+
+
+def _resolves(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -222,9 +228,12 @@ def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterato
     except (errors.LocalEntryNotFoundError, errors.HfHubHTTPError, httpx2.HTTPError) as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         said = f"answered {status}" if status else "could not be reached"
+        todo = (
+            "try again later, or set HF_ENDPOINT to another mirror" if status else NO_NETWORK_ADVICE
+        )
         raise DownloadError(
             f"{repo_id}: {hub.endpoint} {said} and the Hugging Face cache ({hub.cache}) lacks "
-            f"it; try again later, or set HF_ENDPOINT to a reachable mirror"
+            f"it. {todo}"
         ) from None
 
 
@@ -232,13 +241,13 @@ def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterato
 def _progress(quiet: bool) -> Iterator[None]:
     from huggingface_hub import utils
 
-    before = utils.are_progress_bars_disabled()
-    if quiet:
+    turn_off = quiet and not utils.are_progress_bars_disabled()
+    if turn_off:
         utils.disable_progress_bars()
     try:
         yield
     finally:
-        if quiet and not before:
+        if turn_off:
             utils.enable_progress_bars()
 
 
@@ -258,13 +267,8 @@ def cached_gpt2_repos() -> list[tuple[str, int, str]]:
             with contextlib.suppress(CheckpointError):
                 _check_gpt2(repo.repo_id, config)
                 blobs = {f.blob_path.name for f in rev.files if f.file_name.endswith(LFS_WEIGHTS)}
-                rows.append(
-                    (
-                        f"{repo.repo_id}@{rev.commit_hash[:7]}",
-                        rev.size_on_disk,
-                        _said(repo.repo_id, blobs),
-                    )
-                )
+                where = f"{repo.repo_id}@{rev.commit_hash[:7]}"
+                rows.append((where, rev.size_on_disk, _said(repo.repo_id, blobs)))
     return rows
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
-class Tokenizer(Protocol):
+class Tokenizer(Protocol):  # any encoder: the known answer needs no more
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, tokens: list[int]) -> str: ...
@@ -133,7 +133,7 @@ def repair_command(folder: Path, record: Record) -> str:
 def _check_recorded_file(
     report: VerifyReport, folder: Path, entry: RecordedFile, published: Release | None
 ) -> str | None:
-    """One line per file: on-disk bytes against the record and the publisher. Its sha256."""
+    """The file's bytes against the record and the publisher, in one line; its sha256."""
     file, name = folder / entry.path, f"sha256 {entry.path}"
     if not file.is_file():
         report.add(name, False, f"missing (recorded in {RECORD_NAME})")
@@ -286,11 +286,8 @@ def verify(
     n_head: int | None = None,
 ) -> VerifyReport:
     """Check a checkpoint file or folder, a downloaded model (by name), or a model in memory.
-
     ``known_answer="auto"`` runs the PRODUCT.md check for weights identified as OpenAI's 124M
-    (see ``choose_answer``); a ``KnownAnswer`` runs another, None none. ``tokenizer``
-    defaults to the files beside the checkpoint; ``n_head`` is as in ``load``.
-    """
+    (see ``choose_answer``); a ``KnownAnswer`` runs another, None none."""
     import torch
 
     from .formats import load_checkpoint

@@ -136,11 +136,9 @@ def tokenizer_dir() -> Path | None:
 
 
 def fixture(args, kind: str) -> Path:
-    """``cache/model/hub``, the hub's ``model.safetensors`` layout (no prefix, causal-mask
-    buffers, no head) with ``config.json``, or ``cache/model/openai``, an OpenAI TF checkpoint;
-    the same weights, with the tokenizer under OpenAI's (and in hub/, Hugging Face's) file names.
-    Built once, into a scratch folder renamed into place, so an interrupted build is never
-    mistaken for a finished one."""
+    """``cache/model/hub`` (the hub's model.safetensors layout: no prefix, causal-mask buffers,
+    no head) or ``cache/model/openai`` (a TF checkpoint), the same weights and tokenizer; built
+    once into a scratch folder renamed into place, so a half-built one is never taken as built."""
     folder = args.cache / args.model / kind
     if folder.is_dir():
         return folder

@@ -157,12 +157,11 @@ def cold_start(args, n: int) -> tuple:
 
 # ---------------------------------------------------------------- rows: compute
 def train(args, n: int, mfu: bool) -> tuple:
-    """One optimizer step (AdamW, grad clip) of finetune's ``Trainer.train_step`` and the same
-    step on ``GPT2LMHeadModel`` (fused AdamW, as the HF Trainer's default); fp32 on the CPU,
-    bf16 autocast on GPUs that have it. The ``train_step`` row: batch 4 x 256 (2 x 64 in the
-    smoke test), in tokens per second. The ``train_mfu`` row, on a GPU only: batch 12 x 1024
-    (nanoGPT's), both sides under ``torch.compile``, as model FLOPs utilisation; it also needs
-    ours at or above :data:`MFU_GOAL` of the GPU's peak."""
+    """One optimizer step (AdamW, grad clip) of finetune's ``Trainer.train_step`` and of
+    ``GPT2LMHeadModel`` (fused AdamW, the HF Trainer's default); fp32 on the CPU, bf16 autocast
+    on GPUs that have it. ``train_step``: batch 4 x 256 (2 x 64 in the smoke test), tokens per
+    second. ``train_mfu``, GPU only: batch 12 x 1024 (nanoGPT's), both compiled, as model FLOPs
+    utilisation, ours at least :data:`MFU_GOAL` of the GPU's peak."""
     if mfu and not args.device.startswith("cuda"):
         raise kit.Skip("MFU is a GPU figure (bf16 peak FLOP/s): run with --device cuda")
     import numpy as np

@@ -19,7 +19,7 @@ from huggingface_hub import constants, hf_hub_download, snapshot_download
 import gpt2load
 from gpt2load import releases
 from gpt2load.cli import main
-from gpt2load.errors import ChecksumError
+from gpt2load.errors import NO_NETWORK_ADVICE, ChecksumError
 from gpt2load.hub import settings
 from tests.conftest import TINY_CONFIGS, TOKENIZER_DIR
 from tests.hf_reference import hf_config
@@ -252,6 +252,18 @@ def test_offline_with_nothing_cached_is_one_fast_line(
     code, _, err = _cli(capsys, "generate", "org/single", "--prompt", "Hi")
     assert time.monotonic() - start < 5 and code == 2
     assert "HF_HUB_OFFLINE" in _one_line(err, "generate") and hub.requests == []
+
+
+def test_a_hub_whose_name_does_not_resolve_fails_at_once_with_the_advice(
+    hub: StandInHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://gpt2load-offline.invalid")  # .invalid: RFC 6761
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    code, _, err = _cli(capsys, "download", "org/single", "--quiet")
+    assert time.monotonic() - start < 5 and code == 2, err  # no retries: the network is absent
+    line = _one_line(err, "download")
+    assert "does not resolve" in line and NO_NETWORK_ADVICE in line and "hf-cache" in line
 
 
 # -- finetune --init ORG/NAME -----------------------------------------------------------------

@@ -84,37 +84,15 @@ def add_n_head_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, seed: int | None = None) -> None:
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=100,
-        metavar="N",
-        help="tokens to generate (default: 100)",
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        metavar="T",
-        help="sampling temperature; 0 picks the likeliest token, greedily (default: 1.0)",
-    )
-    parser.add_argument(
-        "--top-k", type=int, metavar="K", help="sample from the k likeliest tokens (default: all)"
-    )
-    parser.add_argument(
-        "--top-p",
-        type=float,
-        metavar="P",
-        help="nucleus sampling threshold, in (0, 1] (default: none)",
-    )
     seeded = "random" if seed is None else seed
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=seed,
-        metavar="N",
-        help=f"makes sampling reproducible (default: {seeded})",
-    )
+    for flag, kind, default, metavar, what in (
+        ("--max-new-tokens", int, 100, "N", "tokens to generate (default: 100)"),
+        ("--temperature", float, 1.0, "T", "sampling temperature; 0 is greedy (default: 1.0)"),
+        ("--top-k", int, None, "K", "sample from the k likeliest tokens (default: all)"),
+        ("--top-p", float, None, "P", "nucleus sampling threshold, in (0, 1] (default: none)"),
+        ("--seed", int, seed, "N", f"makes sampling reproducible (default: {seeded})"),
+    ):
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=what)
 
 
 def sampling_options(args: argparse.Namespace, samples: int = 1) -> dict[str, Any]:

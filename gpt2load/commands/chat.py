@@ -12,28 +12,14 @@ from ._common import add_model_arguments, load_model
 HELP = "interactive console: type prompts, change settings with /commands"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("chat", help=HELP, description=__doc__)
+def register(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     note = " (default: the checkpoint's own sampling settings, else %s)"
-    parser.add_argument("--temperature", type=float, help="0 is greedy" + note % "0.8")
-    parser.add_argument(
-        "--top-k", type=_or_none(int), help="k likeliest tokens, or none" + note % 50
-    )
-    parser.add_argument("--top-p", type=_or_none(float), help="nucleus threshold" + note % "none")
-    parser.add_argument("--max-new-tokens", type=int, help="per answer" + note % 200)
-    parser.add_argument("--seed", type=_or_none(int), help="reproducible answers (default: random)")
-    parser.set_defaults(func=run)
-
-
-def _or_none(parse):
-    """``parse``, except that "none"/"off" stays the word (it unsets the setting)."""
-
-    def convert(text: str):
-        return "none" if text.strip().lower() in ("none", "off") else parse(text)
-
-    convert.__name__ = parse.__name__  # argparse names the type in its error message
-    return convert
+    parser.add_argument("--temperature", help="0 is greedy" + note % "0.8")
+    parser.add_argument("--top-k", help="k likeliest tokens, or none" + note % 50)
+    parser.add_argument("--top-p", help="nucleus threshold, or none" + note % "none")
+    parser.add_argument("--max-new-tokens", help="per answer" + note % 200)
+    parser.add_argument("--seed", help="reproducible answers, or none (default: random)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,12 +27,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import RULES, Console, settings_from_checkpoint
 
-    flags = {}  # checked by the console's own rules before anything loads: a bad one exits 2
+    flags = {}  # read by the console's own rules before anything loads: a bad one exits 2
     for name, rule in RULES.items():
-        value = getattr(args, name)
-        if value is not None:
+        if (value := getattr(args, name)) is not None:
             try:
-                flags[name] = None if value == "none" else rule.check(value)
+                flags[name] = rule.read(value)
             except ValueError as exc:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: {exc}") from None
     model, tokenizer, path = load_model(args, announce="")  # says what loads, and on what

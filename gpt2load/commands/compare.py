@@ -20,53 +20,49 @@ DEFAULT_EVAL_TEXT = Path("data") / "shakespeare" / "val.bin"
 HELP = "generate with several models side by side, with their loss on a text"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("compare", help=HELP, description=__doc__)
+def register(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, nargs="+", n_head=False)
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--prompt",
         action="append",
         default=[],
         metavar="TEXT",
         help="a prompt (repeatable; default: none)",
     )
-    parser.add_argument(
+    add(
         "--prompts-file",
         metavar="FILE",
         help="a file with one prompt per line, after any --prompt (default: none)",
     )
-    parser.add_argument(
+    add(
         "--eval-text",
         metavar="FILE",
         help="text (.txt) or token file (.bin, uint16: ids of the tokenizer its folder's "
         "meta.json or meta.pkl names, else GPT-2's) to score each model on "
         "(default: data/shakespeare/val.bin when prepared)",
     )
-    parser.add_argument(
+    add(
         "--eval-tokens",
         type=int,
         metavar="N",
         help="score at most this many (with different tokenizers: the text of the first "
         "model's N tokens, for every model) (default: the whole text)",
     )
-    parser.add_argument(
+    add(
         "--eval-context",
         type=int,
         metavar="N",
         help="score every model with windows of N tokens (default: the smallest context among "
         "the models, so that each prediction sees the same history in every model)",
     )
-    parser.add_argument(
-        "--no-eval", action="store_true", help="skip scoring (default: score when a text is found)"
-    )
+    add("--no-eval", action="store_true", help="skip scoring (default: score when a text is found)")
     add_sampling_arguments(parser, seed=0)
-    parser.add_argument(
+    add(
         "--out",
         metavar="FILE",
-        help="also write the comparison to report.md or report.html (.htm) (default: the "
-        "terminal only)",
+        help="also write the comparison to a .md or .html (.htm) file (default: the terminal only)",
     )
-    parser.set_defaults(func=run)
 
 
 def _existing(flag: str, name: str) -> Path:
@@ -162,14 +158,9 @@ def compare(
         result.tokenizer = describe_tokenizer(tokenizer)
         result.tokenizer_key = tokenizer_key(tokenizer)
         if text is not None:
-            tokens = text.tokens_to_score(tokenizer, name)
+            tokens, label = text.tokens_to_score(tokenizer, name), f"{tag}{name}: scoring"
             s = evaluate_tokens(
-                model,
-                tokens,
-                cap,
-                window=window,
-                tokenizer=tokenizer,
-                progress=f"{tag}{name}: scoring",
+                model, tokens, cap, window=window, tokenizer=tokenizer, progress=label
             )
             result.loss, result.perplexity, result.eval_tokens = s.loss, s.perplexity, s.tokens
             result.eval_bytes, result.bits_per_byte = s.bytes, s.bits_per_byte

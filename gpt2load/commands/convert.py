@@ -1,28 +1,23 @@
-"""``gpt2load convert SRC DST --to FORMAT``: rewrite a checkpoint in another format."""
+"""Load MODEL_OR_PATH (any supported format) and write it to the folder DST: 'hf' writes
+model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint in the
+original release layout with hparams.json (needs TensorFlow), 'nanogpt' a ckpt.pt for nanoGPT's
+sample.py (init_from='resume'), 'rasbt' the book's model.pth (strict load_state_dict into
+GPTModel) with its cfg dict as config.json, 'native' gpt2load's own model.safetensors. A model
+the target cannot compute is refused with the reason. Tokenizer files beside it (or in
+--tokenizer-dir) and a nanoGPT meta.pkl are copied along, under each format's names; 'openai'
+also looks in $GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = "write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files"
-DESCRIPTION = (
-    "Load MODEL_OR_PATH (any supported format) and write it to the folder DST: 'hf' writes "
-    "model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoint "
-    "in the original release layout with hparams.json (needs TensorFlow), 'nanogpt' a "
-    "ckpt.pt for nanoGPT's sample.py (init_from='resume'), 'rasbt' the book's model.pth "
-    "(strict load_state_dict into GPTModel) with its cfg dict as config.json, 'native' "
-    "gpt2load's own model.safetensors. A model the target cannot compute is refused with "
-    "the reason. Tokenizer files beside it (or in --tokenizer-dir) and a nanoGPT "
-    "meta.pkl are copied along, under each format's names; 'openai' also looks in "
-    "$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."
-)
 TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")  # formats.convert.TARGETS, without torch
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(parser: argparse.ArgumentParser) -> None:
     from ._common import MODEL_HELP, add_dtype_argument, add_n_head_argument
 
-    parser = subparsers.add_parser("convert", help=HELP, description=DESCRIPTION)
     parser.add_argument("src", metavar="MODEL_OR_PATH", help=MODEL_HELP)
     parser.add_argument(
         "dst", metavar="DST", help="output folder (for native also a .safetensors file)"
@@ -37,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="copy encoder.json/vocab.bpe from this folder (default: from beside MODEL_OR_PATH)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

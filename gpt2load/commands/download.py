@@ -15,68 +15,63 @@ import argparse
 HELP = "download GPT-2 weights and tokenizer files, resumable and checked"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(parser: argparse.ArgumentParser) -> None:
     from ..releases import DEFAULT_SOURCE, SOURCES
 
-    parser = subparsers.add_parser("download", help=HELP, description=__doc__)
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "model",
         metavar="MODEL",
         help="gpt2, gpt2-medium, gpt2-large, gpt2-xl or 124M/355M/774M/1558M, or a Hugging "
         "Face repo id ORG/NAME (with --manifest: any name for the folder)",
     )
-    parser.add_argument(
-        "--revision",
-        metavar="REV",
-        help="for ORG/NAME: the branch, tag or commit (default: main)",
-    )
-    parser.add_argument(
+    add("--revision", metavar="REV", help="for ORG/NAME: the branch, tag or commit (default: main)")
+    add(
         "--source",
         choices=SOURCES,
         default=DEFAULT_SOURCE,
         help=f"where the weights come from (default: {DEFAULT_SOURCE}, whose files have "
         "published sha256); rasbt means its .safetensors files (for its .pth use --manifest)",
     )
-    parser.add_argument(
+    add(
         "--dir",
         help="target folder (default: weights/<model>/<source>/ under the working directory, "
         "or under $GPT2LOAD_WEIGHTS_DIR)",
     )
-    parser.add_argument(
+    add(
         "--mirror",
         metavar="URL",
         help="replace the scheme and host of every URL, keeping the path (also "
         "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way "
         "(default: $GPT2LOAD_MIRROR, else none)",
     )
-    parser.add_argument(
+    add(
         "--force",
         action="store_true",
         help="download everything again (default: reuse what is in place)",
     )
-    parser.add_argument(
+    add(
         "--fast",
         action="store_true",
         help="trust files already in place by their size alone (default: re-hash them)",
     )
-    parser.add_argument(
+    add(
         "--manifest",
         metavar="FILE",
         help='download from a JSON manifest {"files": [{"url", "path", "size"?, "sha256"?}]} '
         "instead of a built-in release (default folder weights/<MODEL>/custom/)",
     )
-    parser.add_argument(
+    add(
         "--quiet",
         action="store_true",
         help="no progress bars or status lines (waiting for another download's lock is "
         "still reported on stderr; default: show them)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..downloads import download
-    from ..errors import DownloadError, Gpt2loadError, RetriesExhaustedError
+    from ..errors import Gpt2loadError
     from ..hub import is_repo_id, snapshot
 
     if is_repo_id(args.model) and args.manifest is None:
@@ -91,15 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise Gpt2loadError(
             f"--revision is for a Hugging Face repo id (ORG/NAME), not {args.model!r}"
         )
-
+    # A DownloadError (its message says the ways round) reaches gpt2load.cli.main: one line.
     options = {name: getattr(args, name) for name in ("source", "dir", "mirror", "force", "fast")}
-    try:  # a DownloadError reaches gpt2load.cli.main: one line on stderr, exit code 2
-        folder = download(args.model, manifest=args.manifest, progress=not args.quiet, **options)
-    except RetriesExhaustedError as exc:  # the host could not be reached: the ways round
-        raise DownloadError(
-            f"{str(exc).rstrip('.')}. Try again later (partial files resume), pass --mirror URL "
-            f"(or set GPT2LOAD_MIRROR) for a reachable mirror, or copy the weights folder from "
-            f"a machine that has it and point GPT2LOAD_WEIGHTS_DIR at its weights/"
-        ) from exc
-    print(folder)
+    print(download(args.model, manifest=args.manifest, progress=not args.quiet, **options))
     return 0

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    add_model_arguments,
-    add_sampling_arguments,
-    load_model,
-    sampling_options,
-    status_after,
-)
+from ._common import add_model_arguments, add_sampling_arguments, load_model, sampling_options
 
 HELP = "continue a prompt with a model"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help=HELP, description=__doc__)
+def register(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--prompt", default="", metavar="TEXT", help="text to continue (default: a new document)"
@@ -35,12 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop a sample at <|endoftext|> (a character vocabulary has none: no effect) "
         "(default: go on to --max-new-tokens)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import stream
     from ..tokenizer import StreamDecoder, prompt_tensor
+    from ._common import status_after
 
     # Every argument is checked before the model loads and before the prompt is printed.
     if args.num_samples < 1:

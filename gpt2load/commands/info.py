@@ -1,27 +1,22 @@
-"""``gpt2load info PATH``: what a checkpoint is, read from its headers only."""
+"""Describe a GPT-2 checkpoint in any supported format (OpenAI TensorFlow, Hugging Face
+safetensors/.bin, from-scratch .pth/.safetensors, nanoGPT ckpt.pt, native) without loading its
+weights."""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = "show a checkpoint's format, config, parameter count, dtype and files"
-DESCRIPTION = (
-    "Describe a GPT-2 checkpoint in any supported format (OpenAI TensorFlow, Hugging Face "
-    "safetensors/.bin, from-scratch .pth/.safetensors, nanoGPT ckpt.pt, native) without "
-    "loading its weights."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(parser: argparse.ArgumentParser) -> None:
     from ._common import MODEL_HELP, add_n_head_argument
 
-    parser = subparsers.add_parser("info", help=HELP, description=DESCRIPTION)
     parser.add_argument("path", metavar="MODEL_OR_PATH", help=MODEL_HELP)
     parser.add_argument(
         "--json", action="store_true", help="print the details as JSON (default: as text)"
     )
     add_n_head_argument(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

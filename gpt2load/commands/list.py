@@ -1,7 +1,7 @@
-"""``gpt2load list``: the GPT-2 weights on this machine: our ``weights/`` folders (verified when
-their manifest.json holds the published sha256 of their files) and the GPT-2 repos in the
-Hugging Face cache (a published GPT-2 verified when its blob is named by the published sha256).
-Reads names and records only: ``gpt2load verify`` hashes the bytes."""
+"""The GPT-2 weights on this machine: our weights/ folders (verified when their manifest.json
+holds the published sha256 of their files) and the GPT-2 repos in the Hugging Face cache (a
+published GPT-2 verified when its blob is named by the published sha256). Reads names and
+records only: `gpt2load verify` hashes the bytes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 HELP = "list the GPT-2 weights here: weights/ folders and the Hugging Face cache"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help=HELP, description=__doc__)
-    parser.set_defaults(func=run)
+def register(parser: argparse.ArgumentParser) -> None:
+    """No options."""
 
 
 def _weights_rows(root: Path) -> list[tuple[str, int, str]]:

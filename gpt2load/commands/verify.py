@@ -1,23 +1,19 @@
-"""``gpt2load verify``: hashes, tensors and a known answer; exit 1 listing what failed."""
+"""Re-hash the files against the sha256 recorded at download time and the published values,
+load the checkpoint (every tensor present, right shape, finite) and, for OpenAI's 124M weights,
+check the greedy continuation of 'Every effort moves'. Exit code 0 when everything holds, 1
+otherwise."""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = "check a checkpoint: hashes, tensors, and a known answer for OpenAI's 124M"
-DESCRIPTION = (
-    "Re-hash the files against the sha256 recorded at download time and the published "
-    "values, load the checkpoint (every tensor present, right shape, finite) and, for "
-    "OpenAI's 124M weights, check the greedy continuation of 'Every effort moves'. Exit "
-    "code 0 when everything holds, 1 otherwise."
-)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(parser: argparse.ArgumentParser) -> None:
     from ..releases import SOURCES
     from ._common import add_n_head_argument
 
-    parser = subparsers.add_parser("verify", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "target",
         metavar="MODEL_OR_PATH",
@@ -34,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="skip the known-answer generation (default: run it for OpenAI's 124M weights)",
     )
     add_n_head_argument(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
