@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .errors import DataError
-
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TrainConfig
 
@@ -23,12 +21,7 @@ TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM = 0, 1, 2  # independent stream
 class BatchSource:
     """Windows of ``block_size + 1`` tokens at random offsets into ``tokens``."""
 
-    def __init__(self, tokens: np.ndarray, cfg: TrainConfig, stream: int, split: str) -> None:
-        if len(tokens) < cfg.block_size + 1:
-            raise DataError(
-                f"the {split} split holds {len(tokens):,} tokens, fewer than one context window "
-                f"(--block-size {cfg.block_size} + 1); give more text or lower --block-size"
-            )
+    def __init__(self, tokens: np.ndarray, cfg: TrainConfig, stream: int) -> None:
         self.tokens, self.cfg, self.stream = tokens, cfg, stream
 
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

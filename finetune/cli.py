@@ -13,12 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gpt2load import (
-    Gpt2loadError,
-    __version__,
-    parse_command_line,
-    warnings_as_lines,
-)
+from gpt2load import Gpt2loadError, __version__, parse_command_line, warnings_as_lines
 
 from .config import FIXED_ON_RESUME, SUBCOMMAND_DEFAULTS, ConfigError, TrainConfig
 from .flags import add_config_flags, build_config, flag_values, load_toml
@@ -69,22 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, about in TRAIN_COMMANDS.items():
         train = _parser(sub.add_parser, name, about, help=about)
-        train.add_argument(
-            "--config",
-            metavar="FILE",
-            help="TOML file of settings (a run's config.toml, say); flags given here override "
-            "it (default: none)",
-        )
+        settings = "TOML file of settings (a run's config.toml, say); flags given here override "
+        train.add_argument("--config", metavar="FILE", help=settings + "it (default: none)")
         add_config_flags(train, defaults=SUBCOMMAND_DEFAULTS[name])
 
     about = "Tokenize text into DATA_DIR/NAME/{train,val}.bin (uint16) and meta.json."
     prepare = _parser(sub.add_parser, "prepare", about, help=PREPARE)
-    prepare.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="'shakespeare', or text files / folders of .txt and .md files",
-    )
+    sources = "'shakespeare', or text files / folders of .txt and .md files"
+    prepare.add_argument("sources", nargs="+", metavar="SOURCE", help=sources)
     add_config_flags(prepare, include=PREPARE_FIELDS)
     prepare.add_argument(
         "--name",
@@ -104,12 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     about = "continue a stopped run from RUN_DIR/last (--max-iters: the step to reach)"
     resume = _parser(sub.add_parser, "resume", RESUME, help=about)
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
-    resume.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML file of settings to change (the run's config.toml may be given: settings "
-        "equal to the run's are fine, its 'out' is ignored); flags given here override it",
-    )
+    changes = "TOML file of settings to change (the run's config.toml may be given: settings "
+    changes += "equal to the run's are fine, its 'out' is ignored); flags given here override it"
+    resume.add_argument("--config", metavar="FILE", help=changes)
     # The fixed settings are accepted (hidden) so that giving one says why it cannot change
     # instead of argparse's bare "unrecognized arguments".
     add_config_flags(resume, hidden=FIXED_ON_RESUME, show_defaults=False)
@@ -117,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _who() -> str:
-    """``[rank N] `` on the other processes of a torchrun launch, so a message that only
-    one of them hit is not mistaken for rank 0's."""
+    """``[rank N] `` on other torchrun processes: one rank's message is not taken for rank 0's."""
     rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
     return f"[rank {rank}] " if world not in ("", "1") and rank not in ("", "0") else ""
 
@@ -161,18 +144,13 @@ def _prepare(args: argparse.Namespace) -> int:
     from .prepare import SHAKESPEARE, prepare_shakespeare, prepare_text
 
     given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
-    settings = TrainConfig(**flag_values(given))
-    how = {
-        "val_fraction": settings.val_fraction,
-        "tokenizer_dir": settings.tokenizer_dir,
-        "char_vocab": settings.tokenizer == "char",
-        "force": args.force,
-        "threads": args.threads,
-    }
+    cfg = TrainConfig(**flag_values(given))
+    how = {"val_fraction": cfg.val_fraction, "tokenizer_dir": cfg.tokenizer_dir}
+    how |= {"char_vocab": cfg.tokenizer == "char", "force": args.force, "threads": args.threads}
     if [s.lower() for s in args.sources] == [SHAKESPEARE]:
-        prepare_shakespeare(settings.data_dir, input_path=args.input, **how)
+        prepare_shakespeare(cfg.data_dir, input_path=args.input, **how)
     elif args.input:
         raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")
     else:
-        prepare_text(args.sources, settings.data_dir, name=args.name, **how)
+        prepare_text(args.sources, cfg.data_dir, name=args.name, **how)
     return 0

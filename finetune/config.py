@@ -153,10 +153,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """Fill the defaults that depend on the init, so the record states real values."""
         lr = self.lr if self.lr is not None else SCRATCH_LR if self.is_scratch else PRETRAINED_LR
-        changes: dict[str, Any] = {
-            "lr": lr,
-            "min_lr": lr / 10 if self.min_lr is None else self.min_lr,
-        }
+        min_lr = lr / 10 if self.min_lr is None else self.min_lr
+        changes: dict[str, Any] = {"lr": lr, "min_lr": min_lr}
         if self.is_scratch:
             changes.update({k: v for k, v in SCRATCH_SHAPE.items() if getattr(self, k) is None})
             changes["dropout"] = self.dropout or 0.0

@@ -24,15 +24,12 @@ import numpy as np
 from .errors import DataError
 
 TOKEN_DTYPE = np.uint16
-META_FILE = "meta.json"
-TRAIN_BIN = "train.bin"
-VAL_BIN = "val.bin"
+META_FILE, TRAIN_BIN, VAL_BIN = "meta.json", "train.bin", "val.bin"
 BINS = {"train": TRAIN_BIN, "val": VAL_BIN}
 # Texts are cut into pieces of about this many characters to tokenize them on several threads.
 CHUNK_CHARS = 1 << 17
 GPT2_TOKENIZER_ID = "gpt2/50257"  # tokenizer_id(gpt2load.get_tokenizer()), whatever its files
-MIB = 1 << 20
-TOKEN_BYTES = np.dtype(TOKEN_DTYPE).itemsize
+MIB, TOKEN_BYTES = 1 << 20, np.dtype(TOKEN_DTYPE).itemsize
 
 
 @dataclass(frozen=True)
@@ -120,8 +117,7 @@ def check_fits_context(data: PreparedData, block_size: int) -> None:
 
 
 def split_documents(docs: Sequence[str], val_fraction: float) -> tuple[list[str], list[str]]:
-    """Cut the stream of documents at ``1 - val_fraction`` of its characters (a document
-    straddling the cut is cut in two)."""
+    """Cut the documents at ``1 - val_fraction`` of their characters (one across it: in two)."""
     cut = int(sum(len(d) for d in docs) * (1.0 - val_fraction))
     starts = itertools.accumulate((len(d) for d in docs), initial=0)  # one more than docs
     cuts = [(doc, max(cut - at, 0)) for doc, at in zip(docs, starts, strict=False)]

@@ -35,7 +35,7 @@ class DeviceInfo:
     name: str
     total_memory: int | None  # bytes; None when unknown
     bf16: bool
-    peak_flops: float | None  # dense bf16/fp16 FLOP/s, for MFU; None when unknown
+    peak_flops: float | None = None  # dense bf16/fp16 FLOP/s, for MFU; None when unknown
 
     @property
     def type(self) -> str:
@@ -44,10 +44,6 @@ class DeviceInfo:
     def describe(self) -> str:
         memory = f", {self.total_memory / GIB:.1f} GiB" if self.total_memory else ""
         return f"{self.name}{memory}, bf16 {'supported' if self.bf16 else 'not supported'}"
-
-
-def peak_flops(name: str) -> float | None:
-    return next((tflops * 1e12 for key, tflops in _PEAK_TFLOPS.items() if key in name), None)
 
 
 def _no_cuda_message(requested: str) -> str:
@@ -77,7 +73,7 @@ def select_device(requested: str = "cuda", force_cpu: bool = False) -> DeviceInf
     if force_cpu or requested == "cpu":
         with contextlib.suppress(ValueError, OSError, AttributeError):  # not POSIX: unknown
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return DeviceInfo(torch.device("cpu"), "CPU", memory, bf16=True, peak_flops=None)
+        return DeviceInfo(torch.device("cpu"), "CPU", memory, bf16=True)
     if requested == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(
@@ -86,7 +82,7 @@ def select_device(requested: str = "cuda", force_cpu: bool = False) -> DeviceInf
             )
         with contextlib.suppress(Exception):  # older torch: unknown
             memory = int(torch.mps.recommended_max_memory())
-        return DeviceInfo(torch.device("mps"), "Apple MPS", memory, bf16=True, peak_flops=None)
+        return DeviceInfo(torch.device("mps"), "Apple MPS", memory, bf16=True)
     if not requested.startswith("cuda"):
         raise DeviceError(f"unknown --device {requested!r}: use cuda, cuda:N, mps or cpu")
     if not torch.cuda.is_available():
@@ -97,11 +93,9 @@ def select_device(requested: str = "cuda", force_cpu: bool = False) -> DeviceInf
         raise DeviceError(
             f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) are visible"
         )
-    props = torch.cuda.get_device_properties(index)
-    bf16 = bool(torch.cuda.is_bf16_supported())
-    return DeviceInfo(
-        torch.device("cuda", index), props.name, props.total_memory, bf16, peak_flops(props.name)
-    )
+    props, bf16 = torch.cuda.get_device_properties(index), bool(torch.cuda.is_bf16_supported())
+    peak = next((tflops * 1e12 for key, tflops in _PEAK_TFLOPS.items() if key in props.name), None)
+    return DeviceInfo(torch.device("cuda", index), props.name, props.total_memory, bf16, peak)
 
 
 def resolve_dtype(dtype: str, info: DeviceInfo) -> torch.dtype:
@@ -145,10 +139,9 @@ def estimate_memory(
     per layer with fused attention (Korthikanti et al., 2022); the logits are the spike at the
     end: low-precision logits, their float32 copy for the loss, and its gradient."""
     d, n_layer, vocab = config.n_embd, config.n_layer, config.vocab_size
-    block = 12 * d * d + 13 * d
+    block, tokens = 12 * d * d + 13 * d, batch_size * block_size
     params = vocab * d + config.context_length * d + n_layer * block + 2 * d
     half = dtype in (torch.bfloat16, torch.float16)
-    tokens = batch_size * block_size
     activations = 34 * d * n_layer * tokens * (2 if half else 4)
     logits = tokens * vocab * ((2 if half else 0) + 12)
     state = 16 * params if shards == 1 else 16 * params // shards + 4 * block

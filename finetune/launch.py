@@ -19,17 +19,16 @@ from typing import Any
 import gpt2load
 from gpt2load import GPT, VOCAB_SIZE
 
-from .checkpoint import BEST, CONFIG_FILE, LAST
+from .checkpoint import BEST, CONFIG_FILE, LAST, TRAINER_FILE
 from .config import TrainConfig
-from .data import DataError, PreparedData, check_fits_context, data_key, open_prepared
+from .data import PreparedData, check_fits_context, data_key, is_prepared_folder, open_prepared
 from .device import check_memory, estimate_memory
-from .errors import ConfigError, RunFolderError
+from .errors import ConfigError, DataError, RunFolderError
 from .modelinit import init_model
 from .plan import Log, Plan, plan_resume, plan_run, silent
 from .prepare import resolve_data
 from .runlock import run_folder_lock
 from .sinks import METRICS_FILE, PLOT_FILE, SAMPLES_FILE
-from .state import TRAINER_FILE
 from .strategy import process_group
 from .trainer import Callback, Trainer, TrainResult
 from .vocab import checkpoint_files, run_tokenizer
@@ -139,23 +138,17 @@ def _check_memory(plan: Plan, config: Any, log: Log) -> None:
 def _run_folder(plan: Plan) -> Iterator[None]:
     """The main rank holds the run folder for the run (see :mod:`finetune.runlock`); when it
     cannot, every rank stops with the error instead of waiting for it at a collective."""
-    strategy = plan.strategy
     with contextlib.ExitStack() as stack:
         refused: RunFolderError | None = None
-        if strategy.is_main:
+        if plan.strategy.is_main:
             try:
                 stack.enter_context(run_folder_lock(plan.run_dir))
             except RunFolderError as exc:
                 refused = exc
-        if (
-            strategy.is_distributed
-            and strategy.any_true([refused is not None], plan.device.device)[0]
-        ):
-            refused = refused or RunFolderError(
+        if plan.strategy.any_true([refused is not None], plan.device.device)[0]:
+            raise refused or RunFolderError(
                 f"the main process could not take the run folder {plan.run_dir} (see its message)"
             )
-        if refused is not None:
-            raise refused
         yield
 
 
@@ -183,9 +176,8 @@ def _stamp(folder: Path | None) -> tuple[int, int, int] | None:
 def _run_data(plan: Plan, log: Log) -> PreparedData:
     """The run's prepared data (prepared now unless cached), tokenized with its vocabulary."""
     cfg, vocab = plan.cfg, plan.vocab
-    place = None if vocab.is_char else vocab.gpt2_place
-    how = {"val_fraction": cfg.val_fraction, "encoding": vocab.char, "tokenizer_dir": place}
-    how["char_vocab"] = vocab.is_char and vocab.char is None  # built from the text itself
+    how = {"val_fraction": cfg.val_fraction, "encoding": vocab.char}
+    how |= {"tokenizer_dir": vocab.gpt2_place, "char_vocab": vocab.is_char and vocab.char is None}
     return resolve_data(cfg.data, cfg.data_dir, log=log, **how)
 
 
@@ -195,7 +187,7 @@ def _resume_data(plan: Plan, log: Log) -> PreparedData:
     they give other tokens now, resuming would silently train on other text, so it refuses."""
     recorded = plan.resume.get("data", {}).get("source_key")
     dataset = plan.resume.get("dataset")
-    if dataset and all((Path(dataset) / split).is_file() for split in ("train.bin", "val.bin")):
+    if dataset and is_prepared_folder(dataset):
         data = open_prepared(dataset)
         if recorded is None or data_key(data) == recorded:
             return data

@@ -34,8 +34,7 @@ def scratch_config(cfg: TrainConfig, vocab_size: int = VOCAB_SIZE) -> GPTConfig:
 
 
 def _init_target(init: str) -> Path | str:
-    """The local checkpoint ``--init`` names (a run folder: its ``best``, else ``last``), else
-    the GPT-2 name it spells."""
+    """The checkpoint ``--init`` names (a run folder: its best, else last), or its GPT-2 name."""
     if Path(init).expanduser().exists():
         return gpt2load.resolve(init, download=False)
     if gpt2load.is_model_name(init):
@@ -72,8 +71,7 @@ def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPT
 
 
 def check_planned(cfg: TrainConfig, config: GPTConfig | None) -> None:
-    """What the shape alone refuses, before data or weights are fetched: trained weights
-    cannot change size, and no model reads past its context."""
+    """What the shape alone refuses: trained weights cannot change size or read past context."""
     if config is None:
         return
     wrong = [
@@ -110,11 +108,8 @@ def init_model(cfg: TrainConfig, log: Log = print, vocab_size: int = VOCAB_SIZE)
         except gpt2load.DownloadError as exc:
             reason = " ".join(str(exc).split()).rstrip(".")
             raise WeightsDownloadError(
-                f"could not download --init {cfg.init}: {reason}. Set GPT2LOAD_MIRROR to a "
-                f"reachable mirror (https://host) and try again; offline, run `gpt2load download "
-                f"{target}` on a machine with a network and copy its weights/{target}/ folder "
-                f"here (or point $GPT2LOAD_WEIGHTS_DIR at it), or pass --init with a local "
-                f"checkpoint (--init scratch needs no download)"
+                f"could not download --init {cfg.init}: {reason} (`gpt2load download {target}` "
+                f"fetches it where there is a network; --init scratch needs no download)"
             ) from exc
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc

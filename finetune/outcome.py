@@ -17,10 +17,8 @@ from .checkpoint import BEST, LAST, find_checkpoint, read_info
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
-COMPLETED = "completed"
-EARLY_STOPPED = "early_stopped"
-INTERRUPTED = "interrupted"
-DIVERGED = "diverged"
+COMPLETED, EARLY_STOPPED = "completed", "early_stopped"
+INTERRUPTED, DIVERGED = "interrupted", "diverged"
 
 
 @dataclass

@@ -1,9 +1,8 @@
 """A run is planned once: its settings (or a resumed run's record plus the changes asked for)
 become one frozen :class:`Plan`, and nothing downstream derives a setting again.
 
-Planning is cheap and touches nothing: the device is checked, every derived setting filled
-(learning rates, gradient accumulation, dropout, a new model's shape), the tokenizer chosen
-and the model's shape read from headers, so a wrong setting fails in seconds, before any
+Planning touches nothing (the device checked, derived settings filled, the tokenizer chosen,
+the model's shape read from headers), so a wrong setting fails in seconds, before any
 download, data preparation or run folder.
 """
 
@@ -20,12 +19,11 @@ import torch
 import gpt2load
 from gpt2load import VOCAB_SIZE, CheckpointError, GPTConfig
 
-from .checkpoint import LAST, find_checkpoint
+from .checkpoint import LAST, TRAINER_FILE, find_checkpoint, read_trainer_state
 from .config import DERIVED, FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
 from .device import DeviceInfo, resolve_dtype, select_device
 from .errors import ConfigError, DistributedNotSupported
 from .modelinit import check_planned, describe_shape, planned_config
-from .state import TRAINER_FILE, read_trainer_state
 from .strategy import Strategy
 from .vocab import RunVocab, choose_vocab, weights_folder
 
@@ -55,13 +53,8 @@ class Plan:
     def run_dir(self) -> Path:
         return Path(self.cfg.out).expanduser()
 
-    @property
-    def grad_accum_local(self) -> int:
-        return self.strategy.local_grad_accum(self.cfg.grad_accum)
-
     def settle(self, model: GPTConfig) -> Plan:
-        """The plan once the model is built, whose shape and dropout the run records (they
-        are the checkpoint's own, or a new model's)."""
+        """The plan once the model is built: the run records its shape and dropout."""
         shape = {k: getattr(model, k) for k in ("n_layer", "n_head", "n_embd")}
         dropout = self.cfg.dropout if self.cfg.dropout is not None else model.dropout
         cfg = dataclasses.replace(self.cfg, **shape, dropout=dropout)
@@ -69,34 +62,30 @@ class Plan:
 
 
 def single_process_plan(cfg: TrainConfig, device: DeviceInfo | None = None) -> Plan:
-    """The plan of a single CPU process for ``cfg`` as given (tests and benchmarks build a
-    :class:`~finetune.trainer.Trainer` from it directly)."""
+    """One CPU process running ``cfg`` as given (tests and benchmarks build a Trainer on it)."""
     device = device or select_device("cpu")
     cfg, dtype = dataclasses.replace(cfg.resolved(), grad_accum=cfg.grad_accum or 1), cfg.dtype
-    return Plan(cfg, Strategy(), device, resolve_dtype(dtype, device), None, RunVocab("gpt2"), ())
+    return Plan(cfg, Strategy(), device, resolve_dtype(dtype, device), None, RunVocab(), ())
 
 
 def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
-    """The plan of a new run from its settings."""
     strategy = Strategy.from_env(cfg.fsdp)
     derived = tuple(k for k in DERIVED if getattr(cfg, k) is None)
     run = cfg.resolved().replace(grad_accum=cfg.grad_accum or strategy.world_size, overwrite=False)
     device, dtype = _device_for(run, strategy, log)
     weights = None if run.is_scratch else weights_folder(run.init)
     vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)
-    vocab_size: int | None = VOCAB_SIZE
-    if vocab.is_char:  # None: the training text's characters, known once it is prepared
-        vocab_size = vocab.char.n_vocab if vocab.char is not None else None
+    # A character vocabulary built from the text (None) is known once the text is prepared.
+    vocab_size = (vocab.char.n_vocab if vocab.char else None) if vocab.is_char else VOCAB_SIZE
     model = planned_config(run, vocab_size)
     check_planned(run, model)  # sizes and context: before data, weights or the run folder
     return Plan(run, strategy, device, dtype, model, vocab, derived, overwrite=cfg.overwrite)
 
 
 def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -> Plan:
-    """The plan that continues ``run_dir`` from its ``last`` checkpoint with ``overrides``
-    (more ``max_iters``, another device ...; never another model, data or batch stream).
-    What the run derived (``min_lr`` from ``lr``) is derived again from the new settings;
-    ``grad_accum`` None keeps the run's own."""
+    """Continue ``run_dir`` from its ``last`` checkpoint with ``overrides`` (never another
+    model, data or batch stream). What the run derived (``min_lr`` from ``lr``) is derived
+    again from the new settings; ``grad_accum`` None keeps the run's own."""
     overrides = {k: v for k, v in overrides.items() if not (k == "grad_accum" and v is None)}
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
@@ -150,7 +139,7 @@ def _device_for(cfg: TrainConfig, strategy: Strategy, log: Log) -> tuple[DeviceI
     if strategy.is_distributed:
         say(
             f"distributed: {strategy.world_size} processes ({strategy.local_world_size} on this "
-            f"machine), {strategy.describe()}; --grad-accum {cfg.grad_accum} is split "
+            f"machine), {strategy.name}; --grad-accum {cfg.grad_accum} is split "
             f"{strategy.local_grad_accum(cfg.grad_accum)} per process"
         )
     elif cfg.fsdp:

@@ -243,8 +243,7 @@ def fetch_shakespeare(
         kept = f" (the file that was there is kept as {aside})" if aside is not None else ""
         raise DataError(
             f"could not download Tiny Shakespeare ({exc}){kept}; put the file at {dest} "
-            f"yourself, pass its path with `finetune prepare shakespeare --input FILE`, or set "
-            f"GPT2LOAD_MIRROR to a reachable mirror"
+            f"yourself or pass its path with `finetune prepare shakespeare --input FILE`"
         ) from exc
     return Path(file)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from gpt2load import atomic_path, atomic_write_text
 
+from .checkpoint import how_to_continue
 from .errors import SaveError, os_reason
 
 Log = Callable[[str], None]
@@ -58,7 +59,7 @@ def safe_text(text: str, limit: int = MAX_SAMPLE_CHARS) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 
-def append_line(path: Path, line: str, resumable: bool) -> None:
+def append_line(path: Path, line: str) -> None:
     """Append one line to a run's log file, never through a link planted at its name; a
     write the file system refuses stops the run with a one-line :class:`SaveError`."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
@@ -67,10 +68,9 @@ def append_line(path: Path, line: str, resumable: bool) -> None:
             fh.write(line + "\n")
     except OSError as exc:
         what = "a symbolic link" if path.is_symlink() else os_reason(exc)
-        then = f"`finetune resume {path.parent}`" if resumable else "start the run again"
         raise SaveError(
             f"cannot write {path}: {what}. Fix that (free space, make {path.parent} writable, "
-            f"move what is at that name away), then {then}"
+            f"move what is at that name away), then {how_to_continue(path.parent)}"
         ) from None
 
 
@@ -88,25 +88,23 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 class RunFiles(Sink):
     """``metrics.jsonl``, ``samples.jsonl`` and ``loss.png`` (redrawn at every evaluation)."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None, log: Log, resumable: Callable):
-        self.run_dir, self._log, self._resumable = run_dir, log, resumable
+    def __init__(self, run_dir: Path, resume_step: int | None, log: Log) -> None:
+        self.run_dir, self._log = run_dir, log
         self.metrics = run_dir / METRICS_FILE
         if resume_step is not None and self.metrics.exists():
             kept = [r for r in read_records(self.metrics) if int(r.get("step", 0)) <= resume_step]
             atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def step(self, record: dict[str, Any]) -> None:
-        clean = {
-            k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in record.items()
-        }  # JSON has no nan/inf: keep the fact as text
-        append_line(self.metrics, json.dumps(clean), self._resumable())
+        floats = {k: v for k, v in record.items() if isinstance(v, float)}
+        odd = {k: str(v) for k, v in floats.items() if not math.isfinite(v)}  # JSON has no nan/inf
+        append_line(self.metrics, json.dumps(record | odd))
         if "val_loss" in record:
             self.close({})
 
     def sample(self, step: int, prompt: str, text: str) -> None:
         record = json.dumps({"step": step, "prompt": prompt, "text": text})
-        append_line(self.run_dir / SAMPLES_FILE, record, self._resumable())
+        append_line(self.run_dir / SAMPLES_FILE, record)
 
     def close(self, summary: dict[str, Any]) -> None:
         """Draw ``loss.png`` (also at every evaluation); a plot is never worth a failed run."""
@@ -140,8 +138,7 @@ def loss_figure(records: list[dict[str, Any]], title: str) -> Any:
         if points:
             axes.plot(*zip(*points, strict=True), label=label, linewidth=1, markersize=3, **style)
     loss.set(title=title, xlabel="step", ylabel="loss")
-    lr.set_ylabel("learning rate")
-    lr.set_ylim(bottom=0)
+    lr.set(ylabel="learning rate", ylim=(0, None))
     loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss.grid(alpha=0.3)
     if lines := loss.get_lines() + lr.get_lines():
@@ -161,8 +158,7 @@ class ProgressBar(Sink):
         self.bar = tqdm(total=total, initial=initial, disable=not enabled, desc=name, **options)
 
     def status(self, text: str | None) -> None:
-        """Shown at once on the bar's line (stderr), so a long wait never looks frozen; None
-        shows the last step's figures again."""
+        """At once on the bar's line, so a long wait never looks frozen; None: the figures."""
         self.bar.set_postfix_str(self.figures if text is None else text)
 
     def step(self, record: dict[str, Any]) -> None:
@@ -177,20 +173,9 @@ class ProgressBar(Sink):
         self.bar.close()
 
 
-def has_wandb_login() -> bool:
-    """Whether W&B would find credentials (an API key in the environment or in netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-        return bool(host) and netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
 def wandb_mode(requested: str, enabled: bool) -> str:
-    """'disabled' unless ``--wandb``; 'auto' is ``$WANDB_MODE``, else online with a login."""
+    """'disabled' unless ``--wandb``; 'auto' is ``$WANDB_MODE``, else online with a login (an
+    API key in the environment or in netrc, where W&B finds it)."""
     if not enabled or requested == "disabled":
         return "disabled"
     if requested != "auto":
@@ -198,7 +183,14 @@ def wandb_mode(requested: str, enabled: bool) -> str:
     env = os.environ.get("WANDB_MODE", "").strip().lower()
     if env in ("online", "offline", "disabled"):
         return env
-    return "online" if has_wandb_login() else "offline"
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        return "online" if host and netrc.netrc(path).authenticators(host) else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
 
 
 class Wandb(Sink):

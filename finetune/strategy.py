@@ -1,7 +1,6 @@
 """How the work is spread: one process, DDP or FSDP under torchrun, behind one interface.
 
-:class:`Strategy` is also the single process, where every collective is a no-op, so one
-process runs exactly the code it always ran. DDP keeps a whole model per rank; FSDP shards
+:class:`Strategy` is also the single process, where every collective is a no-op. FSDP shards
 weights, gradients and AdamW state so gpt2-xl trains on GPUs that could not hold it alone.
 Checkpoints are always whole, in the single-process layout, so a run resumes with any
 number of processes.
@@ -38,7 +37,7 @@ def _env_int(name: str, default: int) -> int:
 class Strategy:
     """One process (rank 0 of 1); the parallel strategies below override what differs."""
 
-    sharded = False
+    sharded, name = False, "one process"
 
     def __init__(self, rank: int = 0, local_rank: int = 0, world: int = 1, local_world: int = 1):
         self.rank, self.local_rank, self.world_size = rank, local_rank, world
@@ -65,9 +64,6 @@ class Strategy:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-    def describe(self) -> str:
-        return "one process"
 
     def local_grad_accum(self, grad_accum: int) -> int:
         """Micro-batches this rank runs per step: the global count split evenly, so a run's
@@ -146,8 +142,7 @@ class Strategy:
 
     # ------------------------------------------------------------ the model
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """The module that runs forward and backward; ``model`` stays the one whose
-        parameters the optimizer updates and checkpoints save."""
+        """The module that runs forward and backward (``model`` is the one saved)."""
         return model
 
     @contextlib.contextmanager
@@ -181,8 +176,7 @@ _MISMATCH = (
 class DDP(Strategy):
     """Every rank holds the whole model; gradients are averaged once per optimizer step."""
 
-    def describe(self) -> str:
-        return "DDP"
+    name = "DDP"
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """DDP copies rank 0's weights to every rank. Buffers never change (no re-broadcast
@@ -206,10 +200,7 @@ class DDP(Strategy):
 class FSDP(Strategy):
     """Weights, gradients and AdamW state sharded; each block gathered whole only when used."""
 
-    sharded = True
-
-    def describe(self) -> str:
-        return "FSDP (sharded)"
+    sharded, name = True, "FSDP (sharded)"
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """Shard ``model`` in place, each transformer block a unit of its own; the root keeps
@@ -291,11 +282,6 @@ def _rekey(state: Mapping, key: Callable[[Any], Any], params: list[list]) -> dic
 def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
     names = {id(p): name for name, p in model.named_parameters()}
     return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
-
-
-def grad_norm_value(norm: torch.Tensor) -> float:
-    """A float from ``clip_grad_norm_``'s result, also when FSDP returns a DTensor."""
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:

@@ -24,16 +24,15 @@ from gpt2load import GPT
 
 from . import outcome
 from .batches import EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, TRAIN_STREAM, BatchSource
-from .checkpoint import BEST, LAST, find_checkpoint, save_checkpoint, write_run_config
-from .data import PreparedData, data_key
+from .checkpoint import BEST, LAST, restore, save_checkpoint, write_run_config
+from .data import PreparedData, check_fits_context, data_key
 from .device import flops_per_token
 from .flags import to_toml
 from .optim import build_optimizer
 from .outcome import COMPLETED, DIVERGED, EARLY_STOPPED, INTERRUPTED, TrainResult
 from .plan import Plan
 from .sinks import ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
-from .state import restore
-from .strategy import grad_norm_value, rank_seed
+from .strategy import rank_seed
 
 Log = Callable[[str], None]
 Callback = Callable[["Trainer", dict[str, Any]], None]
@@ -65,11 +64,11 @@ class Trainer:
         self.model = strategy.wrap(self.raw_model, self.device)
         if plan.resume is None:  # --seed decides dropout too, whatever the init
             torch.manual_seed(rank_seed(cfg.seed, strategy.rank) if strategy.rank else cfg.seed)
-        splits = {"train": data.load("train"), "val": data.load("val")}
-        self.train_batches = BatchSource(splits["train"], cfg, TRAIN_STREAM, "train")
+        check_fits_context(data, cfg.block_size)  # each split holds a window
+        self.train_batches = BatchSource(data.load("train"), cfg, TRAIN_STREAM)
         self.eval_sets = {}  # the same batches every time, so evaluations compare
         for split, stream in (("train", EVAL_TRAIN_STREAM), ("val", EVAL_VAL_STREAM)):
-            source = BatchSource(splits[split], cfg, stream, split)
+            source = BatchSource(data.load(split), cfg, stream)
             self.eval_sets[split] = [source.get(i) for i in range(cfg.eval_batches)]
         self.optimizer, self.scheduler = build_optimizer(self.raw_model, cfg, self.device.type)
         scaled = plan.dtype is torch.float16 and self.device.type != "mps"
@@ -93,8 +92,7 @@ class Trainer:
                 self._log(message)
 
     def _status(self, text: str | None, *, or_log: bool = True) -> None:
-        """What the run is doing while no step ends: on the bar's line, else a log line; None
-        puts the bar's figures back."""
+        """What the run does while no step ends, on the bar's line (else logged); None: figures."""
         if self.bar is not None and self.bar.enabled:
             self.bar.status(text)
         elif or_log and text is not None:
@@ -103,9 +101,8 @@ class Trainer:
     def _open_sinks(self) -> None:
         cfg, main, run, model = self.cfg, self.strategy.is_main, self.run_dir, self.raw_model
         self.bar = ProgressBar(cfg.max_iters, self.step, run.name, cfg.progress and main)
-        resumable = lambda: find_checkpoint(run, LAST) is not None  # noqa: E731
         resume_step = self.step if self.plan.resume else None
-        files = [RunFiles(run, resume_step, self.log, resumable)] if main else []
+        files = [RunFiles(run, resume_step, self.log)] if main else []
         name, tags = cfg.wandb_run_name or run.resolve().name, list(cfg.wandb_tags) or None
         config = {**cfg.to_dict(), "model": model.config.to_dict()}
         config["parameters"] = model.num_parameters()
@@ -136,7 +133,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        n = self.plan.grad_accum_local
+        n = self.strategy.local_grad_accum(self.cfg.grad_accum)
         first = self.data_position + self.strategy.rank * n
         for i in range(n):
             x, y = (self._to_device(t) for t in self.train_batches.get(first + i))
@@ -153,7 +150,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
-        grad_norm = grad_norm_value(norm)
+        # under FSDP the norm is a DTensor
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, grad_norm, False
@@ -277,8 +275,7 @@ class Trainer:
         return record
 
     def fit(self) -> TrainResult:
-        """Train until ``max_iters``, early stopping, a signal or a non-finite loss; then say
-        how it ended, what it left and what to run next."""
+        """Train until ``max_iters``, early stopping, a signal or a non-finite loss; say how."""
         began = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.strategy.is_main:
@@ -332,16 +329,12 @@ class Trainer:
                 save_checkpoint(self, LAST)
             if early_stop:
                 why = f"val loss has not improved for {cfg.patience} evaluations"
-                return self._result(
-                    EARLY_STOPPED, f"early stop: {why} (best {self.best_val_loss:.4f})"
-                )
+                best = f"best {self.best_val_loss:.4f}"
+                return self._result(EARLY_STOPPED, f"early stop: {why} ({best})")
             if self._stop_reason is not None:
-                saved = (
-                    f"saved {self.run_dir / LAST}. Continue with: finetune resume {self.run_dir}"
-                )
-                return self._result(
-                    INTERRUPTED, f"stopped ({self._stop_reason}) at step {self.step}; {saved}"
-                )
+                why = f"stopped ({self._stop_reason}) at step {self.step}"
+                then = f"Continue with: finetune resume {self.run_dir}"
+                return self._result(INTERRUPTED, f"{why}; saved {self.run_dir / LAST}. {then}")
         return self._result(COMPLETED, f"finished {cfg.max_iters} steps")
 
     def _result(self, status: str, message: str) -> TrainResult:

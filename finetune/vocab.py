@@ -20,16 +20,12 @@ AUTO, GPT2, CHAR = "auto", "gpt2", "char"
 
 @dataclass(frozen=True)
 class RunVocab:
-    """As far as known before data is prepared: ``char`` None with ``kind == "char"`` is a
-    vocabulary built from the text; ``gpt2_place`` is where GPT-2's files are looked for first."""
+    """As far as known before data is prepared: ``char`` None with ``is_char`` is a vocabulary
+    built from the text; ``gpt2_place`` is where GPT-2's files are looked for first."""
 
-    kind: str
+    is_char: bool = False
     char: CharTokenizer | None = None
     gpt2_place: Path | None = None
-
-    @property
-    def is_char(self) -> bool:
-        return self.kind == CHAR
 
 
 def weights_folder(init: str) -> Path | None:
@@ -76,9 +72,9 @@ def choose_vocab(
         )
     brought = weights_char is not None or (weights is None and data_char is not None)
     if choice == CHAR or (choice == AUTO and brought):
-        return RunVocab(CHAR, char=weights_char or data_char)
+        return RunVocab(is_char=True, char=weights_char or data_char)
     place = Path(tokenizer_dir).expanduser() if tokenizer_dir is not None else weights
-    return RunVocab(GPT2, gpt2_place=place)
+    return RunVocab(gpt2_place=place)
 
 
 def run_tokenizer(vocab: RunVocab, data_folder: Path) -> Any:
