@@ -1,8 +1,7 @@
-"""Character-level vocabularies: nanoGPT's ``meta.pkl`` (``vocab_size``, ``itos``, ``stoi``).
-
-A pickle can run any code while it loads and checkpoint folders come from strangers, so
-``meta.pkl`` is read by an unpickler that cannot import anything. :class:`CharTokenizer`
-offers the part of ``tiktoken.Encoding`` gpt2load and finetune use, so callers take either."""
+"""Character-level vocabularies: nanoGPT's ``meta.pkl`` (``vocab_size``, ``itos``, ``stoi``),
+read by an unpickler that cannot import anything (a pickle can run any code while it loads, and
+checkpoint folders come from strangers). :class:`CharTokenizer` offers the part of
+``tiktoken.Encoding`` gpt2load and finetune use, so callers take either."""
 
 from __future__ import annotations
 
@@ -203,9 +202,8 @@ class CharTokenizer:
 
 
 def meta_pkl_beside(path: str | os.PathLike[str] | None) -> Path | None:
-    """``meta.pkl`` in the folder ``path`` names, or beside the file it names; None if absent.
-    Only there (not in nanoGPT's ``data/<dataset>/``): one found elsewhere could be another
-    model's."""
+    """``meta.pkl`` in the folder ``path`` names or beside the file it names, None if absent:
+    only there (not in nanoGPT's ``data/<dataset>/``), as one elsewhere could be another model's."""
     if path is None:
         return None
     folder = p if (p := Path(path).expanduser()).is_dir() else p.parent

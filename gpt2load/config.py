@@ -1,8 +1,6 @@
-"""Model sizes and variants: the four published GPT-2 presets and the GPT-2 family around them.
-
-Every checkpoint format reduces to "a config plus a state dict in our layout". Besides the
-sizes a config records the few ways people's checkpoints differ from GPT-2 (nanoGPT's, the
-book's, Hugging Face's options); GPT-2's values are the defaults, so ``GPTConfig()`` is GPT-2."""
+"""Model sizes and variants: the four published GPT-2 presets, and the few ways the GPT-2
+family's checkpoints differ from GPT-2 (nanoGPT's, the book's, Hugging Face's options), whose
+GPT-2 values are the defaults, so ``GPTConfig()`` is GPT-2."""
 
 from __future__ import annotations
 
@@ -147,11 +145,9 @@ def is_model_name(name: str) -> bool:
 
 
 def published_heads(n_embd: int) -> int | None:
-    """GPT-2's head count for one of its four widths; None for any other width."""
     return next((c.n_head for c in PRESETS.values() if c.n_embd == n_embd), None)
 
 
 def preset(name: str, **overrides: Any) -> GPTConfig:
     """The config of a published size, optionally with fields changed (e.g. ``dropout=0.1``)."""
-    config = PRESETS[canonical_name(name)]
-    return config.replace(**overrides) if overrides else config
+    return PRESETS[canonical_name(name)].replace(**overrides)

@@ -1,11 +1,9 @@
-"""``x @ W.T + b`` in float32 on the CPU through oneDNN instead of MKL, with its gradients.
-
-MKL runs its fast AVX-512 kernels only on Intel processors; oneDNN (shipped with PyTorch)
-picks by instruction set, and on AMD EPYC runs the same float32 products about 2x faster (a
-GPT-2 training step in 0.6x the time); results differ only by summation order. The kernel
-(torch.compile's ``mkldnn._linear_pointwise``) has no autograd formula: :class:`_OneDnnLinear`
-gives it one. :func:`linear` falls back to ``F.linear`` without oneDNN, under ``torch.compile``
-and for weights oneDNN would first reorder (views into a fused ``c_attn``)."""
+"""``x @ W.T + b`` in float32 on the CPU through oneDNN instead of MKL, with its gradients: MKL
+runs its fast AVX-512 kernels only on Intel processors, oneDNN (shipped with PyTorch) picks by
+instruction set and on AMD EPYC runs the same products about 2x faster (results differ only by
+summation order). Its kernel (``mkldnn._linear_pointwise``) has no autograd formula, so
+:class:`_OneDnnLinear` gives it one. :func:`linear` falls back to ``F.linear`` without oneDNN,
+under ``torch.compile`` and for weights oneDNN would reorder (views into a fused ``c_attn``)."""
 
 from __future__ import annotations
 

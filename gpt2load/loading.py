@@ -26,14 +26,10 @@ def resolve(
     download: bool = True,
     quiet: bool = False,
 ) -> Path:
-    """A local file or folder for ``model_or_path``, downloading a named model on first use.
-
-    An existing path wins over a model name or a hub repo id (``ORG/NAME``, see
-    ``gpt2load.hub``); a training run's folder means its ``best/`` checkpoint, else ``last/``.
-    A published name uses its ``weights/`` folder, else the HF cache's copy, else downloads
-    into ``weights/``. A finished download is reused after a size check only (``gpt2load
-    verify`` re-hashes); with ``download=False`` it must exist.
-    """
+    """A local file or folder for ``model_or_path``: an existing path (a training run's folder
+    means its ``best/`` checkpoint, else ``last/``), else a published name's ``weights/`` folder,
+    the HF cache's copy or a download into ``weights/`` (a finished one is reused after a size
+    check only; with ``download=False`` it must exist), else a hub repo id (``ORG/NAME``)."""
     path = Path(model_or_path).expanduser()
     # A TF checkpoint is often named by its prefix (".../model.ckpt"), which is no file itself.
     if path.exists() or path.with_name(path.name + ".index").is_file():
@@ -56,18 +52,16 @@ def resolve(
         )
     model = canonical_name(name)
     sources = [check_source(source)] if source else list(SOURCES)
-    from .downloads import default_dir
+    from . import downloads
 
-    folders = [default_dir(model, s) for s in sources]
+    folders = [downloads.default_dir(model, s) for s in sources]
     # An empty folder is a failed download.
     local = next((f for f in folders if f.is_dir() and any(f.iterdir())), None)
     # With no weights/ folder, the copy transformers put in the HF cache, used offline.
     if local is None and "hf" in sources and (cached := hub.cached_snapshot(hub_repo(model))):
         return cached
     if download:
-        from .downloads import download as fetch
-
-        return fetch(model, source=source or DEFAULT_SOURCE, fast=True)
+        return downloads.download(model, source=source or DEFAULT_SOURCE, fast=True)
     if local is not None:
         return local.resolve()
     looked = ", ".join(str(f) for f in folders)
@@ -85,12 +79,9 @@ def load(
     contiguous: bool = False,
     n_head: int | None = None,
 ) -> GPT:
-    """Load any supported checkpoint (format auto-detected) or a model by name, in eval mode.
-
-    ``contiguous=True`` copies weights stored transposed into ``nn.Linear``'s layout instead
-    of keeping views of the file (for training); ``n_head`` is for a checkpoint that records
-    none and has a width GPT-2 never had (it is never guessed).
-    """
+    """Load any supported checkpoint (format auto-detected), a model name or a hub id, in eval
+    mode. ``contiguous=True`` copies weights stored transposed into ``nn.Linear``'s layout (for
+    training); ``n_head`` is for a checkpoint that records none and a width GPT-2 never had."""
     from .formats import load_checkpoint
 
     path = resolve(model_or_path, source=source)

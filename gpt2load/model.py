@@ -1,9 +1,7 @@
-"""GPT-2, written from scratch.
-
-Names follow the from-scratch book code (``tok_emb``, ``trf_blocks.N.att.W_query`` ...), so
-its ``.pth`` files load without renaming; ``gpt2load.formats`` maps every other format onto
-them. A config's variant settings only choose which layers are built (a bias-free model has
-no bias parameters at all), and attention is PyTorch's fused causal SDPA (no mask stored)."""
+"""GPT-2, written from scratch, with the book code's names (``tok_emb``, ``trf_blocks.N.att``
+...) so its ``.pth`` files load without renaming (``gpt2load.formats`` maps every other format
+onto them). Variant settings only choose which layers are built (a bias-free model has no bias
+parameters at all); attention is PyTorch's fused causal SDPA (no mask stored)."""
 
 from __future__ import annotations
 
@@ -60,7 +58,6 @@ class KVCache:
         self.length = 0  # tokens held; GPT.forward advances it once every layer has appended
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store one layer's new keys and values after those held; return all of them."""
         end = self.length + k.shape[2]
         self.keys[layer, :, :, self.length : end] = k
         self.values[layer, :, :, self.length : end] = v

@@ -27,9 +27,8 @@ def save_native(
     generation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as a native checkpoint into a folder or ``.safetensors`` file; the file.
-
-    ``metadata`` values are stored as JSON strings (safetensors metadata is ``str -> str``);
-    ``generation`` holds the sampling defaults ``generate`` and ``chat`` start from."""
+    ``metadata`` values are stored as JSON strings (safetensors metadata is ``str -> str``),
+    ``generation`` the sampling defaults ``generate`` and ``chat`` start from."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -59,15 +58,14 @@ def generation_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     raw: Any = None
     try:
         if native.is_file():
-            from safetensors import safe_open
+            from .formats.safetensors_reader import read_header
 
-            with safe_open(str(native), framework="pt") as fh:
-                text = (fh.metadata() or {}).get(GENERATION_KEY)
+            text = read_header(native)[0].get(GENERATION_KEY)
             raw = json.loads(text) if text else None
         if raw is None and (folder / "generation_config.json").is_file():
             raw = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
             if isinstance(raw, dict) and raw.get("do_sample") is False:
                 raw["temperature"] = 0.0
-    except Exception:  # safetensors' own error type included
+    except Exception:  # a damaged file's CheckpointError included
         return {}
     return {k: raw[k] for k in GENERATION_FIELDS if k in raw} if isinstance(raw, dict) else {}

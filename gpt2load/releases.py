@@ -76,12 +76,10 @@ OFFICIAL_124M_SHA256: dict[str, str] = {
 
 
 def hub_repo(model: str) -> str:
-    """The hub repo of a published size: ``openai-community/gpt2`` ... ``gpt2-xl``."""
     return f"openai-community/{canonical_name(model)}"
 
 
 def tokenizer_files() -> tuple[FileSpec, ...]:
-    """OpenAI's ``encoder.json`` and ``vocab.bpe``, from the shared encodings folder."""
     url = OPENAI_HOST + "/gpt-2/encodings/main/"
     return tuple(FileSpec(url + name, name, *facts) for name, facts in TOKENIZER_FACTS.items())
 

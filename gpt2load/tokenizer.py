@@ -1,11 +1,8 @@
-"""GPT-2's byte-level BPE through tiktoken, from OpenAI's ``encoder.json`` + ``vocab.bpe``.
-
-``gpt2load download`` puts them (Hugging Face: ``vocab.json`` + ``merges.txt``) in every
-folder it fills, so a downloaded model tokenizes offline; else they are downloaded once into
-``weights/tokenizer/``. Every copy is checked against the published sha256. A hub folder may
-hold only ``tokenizer.json`` (what recent transformers writes): its vocabulary and merges
-become the same tokenizer, checked against tiktoken's published hash of GPT-2's ranks.
-"""
+"""GPT-2's byte-level BPE through tiktoken, from OpenAI's ``encoder.json`` + ``vocab.bpe``
+(Hugging Face's ``vocab.json`` + ``merges.txt``), checked against the published sha256, or from
+a hub folder's only ``tokenizer.json``, checked against tiktoken's hash of GPT-2's ranks.
+``gpt2load download`` puts them in every folder it fills; else they are fetched once into
+``weights/tokenizer/``."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
@@ -44,13 +41,17 @@ TOKENIZER_DIR_ENV = "GPT2LOAD_TOKENIZER_DIR"
 _SHA256 = {name: sha256 for name, (_, sha256) in TOKENIZER_FACTS.items()}  # as published
 
 
-def _pair_in(folder: Path) -> tuple[Path, Path] | None:
-    """(encoder file, merges file) in ``folder`` under either naming, if both are there."""
-    encoder, merges = (
-        next((folder / n for n in (name, HF_NAMES[name]) if (folder / n).is_file()), None)
-        for name in (ENCODER_JSON, VOCAB_BPE)
-    )
-    return (encoder, merges) if encoder and merges else None
+def tokenizer_in(folder: Path) -> dict[str, Path]:
+    """GPT-2's tokenizer files in ``folder`` (resolved) by OpenAI's names: the pair under
+    either naming, else a hub's ``tokenizer.json``; unchecked; empty when it has neither."""
+    found = {
+        name: next((folder / n for n in (name, other) if (folder / n).is_file()), None)
+        for name, other in HF_NAMES.items()
+    }
+    if not all(found.values()):
+        single = folder / TOKENIZER_JSON
+        found = {TOKENIZER_JSON: single} if single.is_file() else {}
+    return {name: path.resolve() for name, path in found.items()}
 
 
 def _candidates(path: str | os.PathLike[str] | None) -> list[Path]:
@@ -64,47 +65,25 @@ def _candidates(path: str | os.PathLike[str] | None) -> list[Path]:
     return candidates
 
 
-def _check_pair(encoder: Path, merges: Path) -> None:
-    """Refuse files that are not OpenAI's published ones: a ``ValueError`` naming the fix."""
-    for path, name in ((encoder, ENCODER_JSON), (merges, VOCAB_BPE)):
-        digest, expected = hashlib.sha256(path.read_bytes()).hexdigest(), _SHA256[name]
-        if digest != expected:
-            also = f" (OpenAI's {name})" if path.name != name else ""
-            raise ValueError(
-                f"the tokenizer file {path}{also} is not GPT-2's published file: sha256 {digest}, "
-                f"expected {expected}. Delete it and download again "
-                f"(`gpt2load download gpt2`, or let get_tokenizer fetch it)."
-            )
-
-
 def tokenizer_files(path: str | os.PathLike[str] | None) -> dict[str, Path]:
-    """The tokenizer files to copy beside the model at ``path`` (a file or folder) so its
-    folder tokenizes alone: its ``meta.pkl``, else GPT-2's pair under OpenAI's names or its
-    ``tokenizer.json`` (from the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache,
-    checked, never downloaded); empty when none is at hand."""
+    """The tokenizer files to copy beside the model at ``path`` so its folder tokenizes alone: its
+    ``meta.pkl``, else GPT-2's files (``tokenizer_in``, checked) from its folder,
+    ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache, never downloaded; empty if none is there."""
     meta = meta_pkl_beside(path)
     if meta is not None:
         return {META_PKL: meta.resolve()}
     for folder in [*_candidates(path), cache_dir()]:
-        try:  # files that get_tokenizer would refuse are no files to copy
-            if pair := _pair_in(folder):
-                _check_pair(*pair)
-                return {ENCODER_JSON: pair[0].resolve(), VOCAB_BPE: pair[1].resolve()}
-            if (single := folder / TOKENIZER_JSON).is_file():
-                _encoding_from_tokenizer_json(single.resolve())
-                return {TOKENIZER_JSON: single.resolve()}
-        except (OSError, ValueError):
-            continue
+        files = tokenizer_in(folder)
+        with contextlib.suppress(OSError, ValueError):  # files get_tokenizer refuses are not copied
+            if files and _encoding(files):
+                return files
     return {}
 
 
 def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
-    """The folder holding GPT-2's pair (under either naming) or its ``tokenizer.json`` for
-    ``path`` (a file or folder), else ``$GPT2LOAD_TOKENIZER_DIR``; None when neither has them."""
-    return next(
-        (f.resolve() for f in _candidates(path) if _pair_in(f) or (f / TOKENIZER_JSON).is_file()),
-        None,
-    )
+    """The folder of ``path`` (a file or folder) if ``tokenizer_in`` finds files there, else
+    ``$GPT2LOAD_TOKENIZER_DIR`` if it does there; None when neither has them."""
+    return next((f.resolve() for f in _candidates(path) if tokenizer_in(f)), None)
 
 
 def cache_dir() -> Path:
@@ -114,9 +93,67 @@ def cache_dir() -> Path:
     return weights_root() / "tokenizer"
 
 
-def _gpt2_encoding(ranks: dict[bytes, int]) -> tiktoken.Encoding:
+def _encoding(files: dict[str, Path]) -> tiktoken.Encoding:
+    """The encoding of ``tokenizer_in``'s files; a ``ValueError`` unless they are GPT-2's."""
+    if TOKENIZER_JSON in files:
+        return _encoding_from_tokenizer_json(files[TOKENIZER_JSON])
+    return _encoding_from_files(files[ENCODER_JSON], files[VOCAB_BPE])
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
+    """OpenAI's pair, refused with the fix unless each file has its published sha256."""
+    for path, name in ((encoder, ENCODER_JSON), (merges, VOCAB_BPE)):
+        digest, expected = hashlib.sha256(path.read_bytes()).hexdigest(), _SHA256[name]
+        if digest != expected:
+            also = f" (OpenAI's {name})" if path.name != name else ""
+            raise ValueError(
+                f"the tokenizer file {path}{also} is not GPT-2's published file: sha256 {digest}, "
+                f"expected {expected}. Delete it and download again "
+                f"(`gpt2load download gpt2`, or let get_tokenizer fetch it)."
+            )
+    vocab = json.loads(encoder.read_bytes())
+    merge_lines = merges.read_text(encoding="utf-8").split("\n")[1:-1]
+    return _bpe_encoding(vocab, merge_lines, merges, proven=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding_from_tokenizer_json(path: Path) -> tiktoken.Encoding:
+    try:
+        model = json.loads(path.read_bytes())["model"]
+        vocab, merges = model["vocab"], model["merges"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer.json ({exc!r})") from None
+    return _bpe_encoding(vocab, merges, path)
+
+
+def _bpe_encoding(vocab: Any, merges: Any, path: Path, proven: bool = False) -> tiktoken.Encoding:
+    """GPT-2's BPE from a vocabulary and merges (``"a b"`` strings, as ``vocab.bpe`` lines, or
+    ``[a, b]`` pairs: both are in the wild), ranked as tiktoken ranks ``encoder.json`` +
+    ``vocab.bpe``, refused unless they are GPT-2's ranks (``proven``: a published sha256 said)."""
     from tiktoken_ext.openai_public import r50k_pat_str
 
+    # The byte each character of GPT-2's byte-to-unicode mapping stands for.
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    byte_of = {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+    try:
+        ranks = {bytes([b]): i for i, b in enumerate(printable + others)}
+        for merge in merges:
+            first, second = merge.split(" ") if isinstance(merge, str) else merge
+            ranks[bytes(byte_of[c] for c in first + second)] = len(ranks)
+        vocab = {bytes(byte_of[c] for c in k): v for k, v in vocab.items() if k != EOT}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer ({exc!r})") from None
+    if not proven:
+        lines = b"".join(base64.b64encode(t) + b" %d\n" % r for t, r in ranks.items())
+        proven = hashlib.sha256(lines).hexdigest() == R50K_SHA256
+    if vocab != ranks or not proven:
+        raise TokenizerError(
+            f"{path} is not GPT-2's tokenizer: its vocabulary and merges are not GPT-2's BPE "
+            f"ranks (tiktoken's r50k_base, sha256 {R50K_SHA256}); give a folder with GPT-2's "
+            f"tokenizer files (`finetune --tokenizer-dir DIR` or {TOKENIZER_DIR_ENV}=DIR)"
+        )
     return tiktoken.Encoding(
         name="gpt2",
         explicit_n_vocab=VOCAB_SIZE,
@@ -126,56 +163,13 @@ def _gpt2_encoding(ranks: dict[bytes, int]) -> tiktoken.Encoding:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _encoding_from_files(encoder: Path, merges: Path) -> tiktoken.Encoding:
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-    _check_pair(encoder, merges)
-    # The hashes again, so tiktoken's cache (keyed by path) cannot serve another file's bytes.
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        str(merges), str(encoder), _SHA256[VOCAB_BPE], _SHA256[ENCODER_JSON]
-    )
-    return _gpt2_encoding(ranks)
-
-
-@functools.lru_cache(maxsize=4)
-def _encoding_from_tokenizer_json(path: Path) -> tiktoken.Encoding:
-    """GPT-2's BPE from ``model.vocab`` and ``model.merges`` (``"a b"`` strings or ``[a, b]``
-    pairs: both are in the wild), ranked as tiktoken's ``data_gym_to_mergeable_bpe_ranks``
-    ranks ``encoder.json`` + ``vocab.bpe``, and refused unless they are GPT-2's ranks."""
-    # The byte each character of GPT-2's byte-to-unicode mapping stands for.
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    others = [b for b in range(256) if b not in printable]
-    byte_of = {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
-    try:
-        model = json.loads(path.read_bytes())["model"]
-        ranks = {bytes([b]): i for i, b in enumerate(printable + others)}
-        for merge in model["merges"]:
-            first, second = merge.split(" ") if isinstance(merge, str) else merge
-            ranks[bytes(byte_of[c] for c in first + second)] = len(ranks)
-        vocab = {bytes(byte_of[c] for c in k): v for k, v in model["vocab"].items() if k != EOT}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer.json ({exc!r})") from None
-    lines = b"".join(base64.b64encode(t) + b" %d\n" % r for t, r in ranks.items())
-    if vocab != ranks or hashlib.sha256(lines).hexdigest() != R50K_SHA256:
-        raise TokenizerError(
-            f"{path} is not GPT-2's tokenizer: its vocabulary and merges are not GPT-2's BPE "
-            f"ranks (tiktoken's r50k_base, sha256 {R50K_SHA256}); give a folder with GPT-2's "
-            f"tokenizer files (`finetune --tokenizer-dir DIR` or {TOKENIZER_DIR_ENV}=DIR)"
-        )
-    return _gpt2_encoding(ranks)
-
-
 def get_tokenizer(
     folder: str | os.PathLike[str] | None = None, *, progress: bool = True
 ) -> Tokenizer:
-    """The tokenizer of the model in ``folder`` (or beside the file it names).
-
-    A ``meta.pkl`` there wins over GPT-2's files beside it: those are copied into folders as
-    a convenience, a ``meta.pkl`` only for this model (and :func:`check_tokenizer_fits`
-    refuses a wrong pick). Otherwise GPT-2's BPE from the folder, ``$GPT2LOAD_TOKENIZER_DIR``
-    or ``cache_dir()``, downloading it there if need be.
-    """
+    """The tokenizer of the model in ``folder`` (or beside the file it names): its ``meta.pkl``,
+    which wins over GPT-2's files (those are copied into folders as a convenience, a ``meta.pkl``
+    only for this model, and :func:`check_tokenizer_fits` refuses a wrong pick), else GPT-2's BPE
+    from the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or ``cache_dir()``, downloaded there if need be."""
     meta = meta_pkl_beside(folder)
     if meta is not None:
         return CharTokenizer.from_meta_pkl(meta)
@@ -208,9 +202,7 @@ def get_tokenizer(
                 f"openaipublic.blob.core.windows.net, or {MIRROR_ENV}=URL for a mirror serving "
                 f"/gpt-2/encodings/main/."
             ) from exc
-    if pair := _pair_in(found):
-        return _encoding_from_files(pair[0].resolve(), pair[1].resolve())
-    return _encoding_from_tokenizer_json((found / TOKENIZER_JSON).resolve())
+    return _encoding(tokenizer_in(found))
 
 
 class StreamDecoder:
@@ -235,7 +227,6 @@ def tokenizer_key(tokenizer: Tokenizer) -> str:
 
 
 def describe_tokenizer(tokenizer: Tokenizer) -> str:
-    """A few words for reports: which tokenizer, how many tokens."""
     if isinstance(tokenizer, CharTokenizer):
         where = f" ({tokenizer.source.name})" if tokenizer.source is not None else ""
         return f"{tokenizer.n_vocab} characters{where}"
@@ -243,12 +234,9 @@ def describe_tokenizer(tokenizer: Tokenizer) -> str:
 
 
 def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, label: str) -> None:
-    """Refuse a tokenizer that cannot go with the model ``label`` of ``vocab_size`` ids.
-
-    A character vocabulary must be the model's exactly (ids mean characters only in the
-    order it was trained with); GPT-2's BPE may be smaller (nanoGPT pads 50257 to 50304),
-    never larger: its ids would index past the embedding.
-    """
+    """Refuse a tokenizer that cannot go with the model ``label`` of ``vocab_size`` ids: a
+    character vocabulary must be the model's exactly (ids mean characters only in the order it
+    was trained with); GPT-2's BPE may be smaller (nanoGPT pads 50257 to 50304), never larger."""
     if isinstance(tokenizer, CharTokenizer) and tokenizer.n_vocab != vocab_size:
         raise CharVocabularyError(
             f"{tokenizer.source or META_PKL} lists {tokenizer.n_vocab} characters but the model "
@@ -282,7 +270,6 @@ def prompt_ids(tokenizer: Tokenizer, text: str) -> list[int]:
 
 
 def prompt_tensor(tokenizer: Tokenizer, text: str, device: torch.device | str) -> torch.Tensor:
-    """:func:`prompt_ids` as a ``[1, time]`` tensor on ``device``, ready for generation."""
     import torch
 
     return torch.tensor([prompt_ids(tokenizer, text)], dtype=torch.long, device=device)

@@ -1,14 +1,12 @@
-"""Every GPT-2 checkpoint format, in and out.
-
-Reading: ``detect`` finds the files and their container from their bytes, a reader lists
-the stored tensors from headers, ``layouts`` (the name tables) and ``plan`` match them to
-the model's parameters, and ``checkpoint`` fills a meta-device model. Writing (``export``,
-``convert``) runs the same tables backwards."""
+"""Every GPT-2 checkpoint format, in and out: ``detect`` finds the files and their container
+from their bytes, a reader lists the stored tensors from headers, ``layouts`` (the name tables)
+and ``plan`` match them to the model's parameters, ``checkpoint`` fills a meta-device model;
+writing (``export``, ``convert``) runs the same tables backwards."""
 
 from __future__ import annotations
 
 from ..errors import CheckpointError
-from .checkpoint import load_checkpoint, parse_dtype
+from .checkpoint import load_checkpoint
 from .convert import convert
 from .info import CheckpointInfo, detect_format, inspect_checkpoint
 
@@ -19,5 +17,4 @@ __all__ = [
     "detect_format",
     "inspect_checkpoint",
     "load_checkpoint",
-    "parse_dtype",
 ]

@@ -1,8 +1,7 @@
-"""Opening a checkpoint (files, headers, plan) and building a ``GPT`` from it.
-
-Loading assigns every parameter of a meta-device model once: a stored tensor that needs no
-change becomes a copy-on-write view of the memory-mapped file; one transposed or cast is
-copied once and its stored pages dropped, so peak memory stays near the copies made."""
+"""Opening a checkpoint (files, headers, plan) and building a ``GPT`` from it: each parameter
+of a meta-device model is assigned once, a stored tensor that needs no change as a copy-on-write
+view of the memory-mapped file, one transposed or cast as a copy whose stored pages are then
+dropped, so peak memory stays near the copies made."""
 
 from __future__ import annotations
 
@@ -136,16 +135,12 @@ def load_checkpoint(
     n_head: int | None = None,
     check_crc: bool | None = None,
 ) -> GPT:
-    """Load any supported checkpoint (format found from the files) as a ``GPT`` in eval mode.
-
-    ``dtype``: a torch dtype or a name like ``"bf16"`` (None: as stored). ``n_head``: for a file
-    that records none and has no published width. ``check_crc``: check a TF checkpoint's bytes
-    (None: ``$GPT2LOAD_CHECK_CRC``). Parameters stay copy-on-write views of the file where they
-    can (so replace checkpoints by renaming over them, never by rewriting them, while such a
-    model lives), transposed and split ones too, as inference wants (``gpt2load.cpu_matmul``
-    reads either layout); ``contiguous=True`` copies those into ``nn.Linear``'s layout once."""
-    target_dtype = parse_dtype(dtype)
-    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    """Load any supported checkpoint as a ``GPT`` in eval mode (``dtype`` None: as stored,
+    ``check_crc`` None: ``$GPT2LOAD_CHECK_CRC``). Parameters stay copy-on-write views of the file
+    where they can, transposed and split ones too (``cpu_matmul`` reads either layout), so while
+    such a model lives replace its file by renaming over it, never by rewriting it;
+    ``contiguous=True`` copies those into ``nn.Linear``'s layout once."""
+    target_dtype = parse_dtype(dtype)  # a wrong name fails before any file is read
     # Loading makes thousands of small objects, whose full collections walk everything torch
     # made at import (0.1 s of a 0.15 s load); nothing made here is cyclic garbage.
     collecting = gc.isenabled()
@@ -153,7 +148,7 @@ def load_checkpoint(
     try:
         checkpoint = open_checkpoint(path, n_head=n_head, check_crc=check_crc)
         model = empty_model(checkpoint.plan.config)
-        state = materialise(checkpoint, target_device, target_dtype, contiguous)
+        state = materialise(checkpoint, torch.device(device or "cpu"), target_dtype, contiguous)
         model.load_state_dict(state, strict=True, assign=True)
         model.tie_weights()
     finally:

@@ -13,45 +13,29 @@ from pathlib import Path
 
 import torch
 
+from ..char_tokenizer import META_PKL
 from ..config import EOT_TOKEN_ID
 from ..errors import CheckpointError
 from ..fileio import atomic_path, atomic_write_text
 from ..model import GPT
 from ..native import save_native
-from ..tokenizer import (
-    ENCODER_JSON,
-    HF_NAMES,
-    TOKENIZER_DIR_ENV,
-    TOKENIZER_JSON,
-    VOCAB_BPE,
-    _pair_in,
-    cache_dir,
-)
+from ..tokenizer import HF_NAMES, TOKENIZER_DIR_ENV, cache_dir, tokenizer_in
 from .checkpoint import load_checkpoint
 from .detect import locate
 from .export import stored_state_dict, unsupported
+from .hints import ALIASES
 from .layouts import HF, NANOGPT, OPENAI, OURS
 
 TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")
 OPENAI_PREFIX = "model.ckpt"
-CHAR_VOCAB = "meta.pkl"
 # transformers' name for each of our activations (ACT2FN).
 HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
-# Our config as Hugging Face's config.json, OpenAI's hparams.json, nanoGPT's model_args and the
-# book's cfg dict (GPT_CONFIG_124M) name it: "their_key=our_field", or one name for both.
-HF_SIZES = (
-    "vocab_size n_positions=context_length n_ctx=context_length n_embd n_layer n_head n_inner"
-)
-HF_MATHS = (
-    "layer_norm_epsilon=layer_norm_eps scale_attn_by_inverse_layer_idx "
-    "resid_pdrop=dropout embd_pdrop=dropout attn_pdrop=dropout"
-)
-OPENAI_HPARAMS = "n_vocab=vocab_size n_ctx=context_length n_embd n_head n_layer"
-NANOGPT_ARGS = "n_layer n_head n_embd block_size=context_length bias vocab_size dropout"
-BOOK_CFG = (
-    "vocab_size context_length emb_dim=n_embd n_heads=n_head n_layers=n_layer "
-    "drop_rate=dropout qkv_bias"
-)
+# The keys of Hugging Face's config.json, OpenAI's hparams.json, nanoGPT's model_args and the
+# book's cfg dict (GPT_CONFIG_124M), each our field under its ``hints.ALIASES`` name.
+HF_KEYS = "vocab_size n_positions n_ctx n_embd n_layer n_head n_inner layer_norm_epsilon"
+OPENAI_HPARAMS = "n_vocab n_ctx n_embd n_head n_layer"
+NANOGPT_ARGS = "n_layer n_head n_embd block_size bias vocab_size dropout"
+BOOK_CFG = "vocab_size context_length emb_dim n_heads n_layers drop_rate qkv_bias"
 
 
 class MissingTokenizerWarning(UserWarning):
@@ -62,9 +46,8 @@ class ActivationChangeWarning(UserWarning):
     """A tanh-GELU model was written for nanoGPT, whose GPT computes the exact GELU."""
 
 
-def _named(model: GPT, names: str) -> dict:
-    pairs = [name.partition("=") for name in names.split()]
-    return {theirs: getattr(model.config, ours or theirs) for theirs, _, ours in pairs}
+def _named(model: GPT, keys: str) -> dict:
+    return {key: getattr(model.config, ALIASES[key]) for key in keys.split()}
 
 
 def hf_config(model: GPT) -> dict:
@@ -73,9 +56,10 @@ def hf_config(model: GPT) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        **_named(model, HF_SIZES),
+        **_named(model, HF_KEYS),
         "activation_function": HF_ACTIVATION[c.activation],
-        **_named(model, HF_MATHS),
+        "scale_attn_by_inverse_layer_idx": c.scale_attn_by_inverse_layer_idx,
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), c.dropout),
         "initializer_range": 0.02,
         "scale_attn_weights": True,
         "tie_word_embeddings": c.tie_head,
@@ -194,21 +178,12 @@ def write_nanogpt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[
 WRITERS = {target: globals()[f"write_{target}"] for target in TARGETS}  # the functions above
 
 
-def _tokenizer_in(folders: list[Path]) -> dict[str, Path]:
-    """OpenAI name -> file, from the first folder holding both (under either naming)."""
-    for folder in folders:
-        if pair := _pair_in(folder):
-            return {ENCODER_JSON: pair[0], VOCAB_BPE: pair[1]}
-        if (folder / TOKENIZER_JSON).is_file():  # a hub repo's only tokenizer file
-            return {TOKENIZER_JSON: folder / TOKENIZER_JSON}
-    return {}
-
-
 def _tokenizer_for_openai(source_folder: Path) -> dict[str, Path]:
     """The release layout includes the tokenizer: from ``$GPT2LOAD_TOKENIZER_DIR`` or the
     download cache (no download here), else the weights alone, with a warning."""
     env = os.environ.get(TOKENIZER_DIR_ENV, "").strip()
-    tokenizer = _tokenizer_in([*([Path(env).expanduser()] if env else []), cache_dir()])
+    folders = [*([Path(env).expanduser()] if env else []), cache_dir()]
+    tokenizer = next(filter(None, map(tokenizer_in, folders)), {})
     if not tokenizer:
         looked = f"{source_folder}" + (f", ${TOKENIZER_DIR_ENV} ({env})" if env else "")
         warnings.warn(
@@ -232,11 +207,10 @@ def convert(
     tokenizer_dir: str | os.PathLike[str] | None = None,
     n_head: int | None = None,
 ) -> list[Path]:
-    """Write the checkpoint at ``src`` as ``to`` (one of ``TARGETS``) into ``dst``; the files.
-
-    ``dst`` is a folder (for ``native`` also a ``.safetensors`` file). Tokenizer files come from
-    ``tokenizer_dir`` or beside ``src``; ``openai`` also looks in ``$GPT2LOAD_TOKENIZER_DIR`` and
-    the download cache, and warns (``MissingTokenizerWarning``) without them. OpenAI's is float32."""
+    """Write the checkpoint at ``src`` as ``to`` (one of ``TARGETS``) into the folder ``dst`` (for
+    ``native`` also a ``.safetensors`` file); the files. Tokenizer files come from ``tokenizer_dir``
+    or beside ``src``; ``openai`` (always float32) also looks in ``$GPT2LOAD_TOKENIZER_DIR`` and
+    the download cache, and warns (``MissingTokenizerWarning``) without them."""
     if to not in TARGETS:
         raise ValueError(f"unknown target format {to!r}; choose one of: {', '.join(TARGETS)}")
     dst = Path(dst).expanduser()
@@ -245,18 +219,18 @@ def convert(
     source_folder = locate(Path(src).expanduser()).folder
     # The tokenizer is settled before anything loads or is written.
     if tokenizer_dir is not None:
-        tokenizer = _tokenizer_in([Path(tokenizer_dir).expanduser()])
+        tokenizer = tokenizer_in(Path(tokenizer_dir).expanduser())
         if not tokenizer:
             raise FileNotFoundError(
                 f"{tokenizer_dir} lacks the tokenizer files (encoder.json and vocab.bpe, "
                 f"or vocab.json and merges.txt)"
             )
     else:
-        tokenizer = _tokenizer_in([source_folder])
+        tokenizer = tokenizer_in(source_folder)
         if not tokenizer and to == "openai":
             tokenizer = _tokenizer_for_openai(source_folder)
-    if (source_folder / CHAR_VOCAB).is_file():  # nanoGPT's character vocabulary travels too
-        tokenizer[CHAR_VOCAB] = source_folder / CHAR_VOCAB
+    if (source_folder / META_PKL).is_file():  # nanoGPT's character vocabulary travels too
+        tokenizer[META_PKL] = source_folder / META_PKL
     model = load_checkpoint(src, dtype=dtype, n_head=n_head)
     reasons = unsupported(model.config, to)
     if reasons:

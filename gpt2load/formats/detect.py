@@ -5,12 +5,13 @@ renamed files still load and an ``encoder.json`` is never mistaken for weights."
 from __future__ import annotations
 
 import glob
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..char_tokenizer import META_PKL  # a pickle beside the weights, holding none
 from ..errors import CheckpointError
+from .hints import read_json
 from .safetensors_reader import looks_like_safetensors
 from .sources import read_head, regular_size
 from .tf_bundle import FOOTER_SIZE, has_table_magic
@@ -19,8 +20,6 @@ from .torch_reader import looks_like_torch
 SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
 # When a folder holds several kinds, the safest and leanest to read wins.
 PREFERENCE = (SAFETENSORS, TF, TORCH)
-# Pickles that travel beside weights but hold none: nanoGPT's character vocabulary.
-NOT_WEIGHTS = frozenset({"meta.pkl"})
 _CHECKPOINT_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>[^"]*)"', re.MULTILINE)
 # A TF ``checkpoint`` state file is under 100 bytes; only this much of a candidate is read.
 _STATE_FILE_BYTES = 65536
@@ -132,7 +131,7 @@ def _locate_in_folder(folder: Path) -> Located:
     looked = 0
     state_prefix: Path | None = None
     for child in sorted(folder.iterdir()):
-        if child.name.startswith(".") or child.name in NOT_WEIGHTS or not child.is_file():
+        if child.name.startswith(".") or child.name == META_PKL or not child.is_file():
             continue
         looked += 1
         if (kind := sniff(child)) is not None:
@@ -169,12 +168,9 @@ def _shards_from_index_json(folder: Path, candidates: list[Path]) -> tuple[Path,
     names = {c.name for c in candidates}
     for index in sorted(folder.glob("*.index.json")):
         try:
-            if regular_size(index) > _MAX_INDEX_JSON_BYTES:
-                continue
-            text = read_head(index, _MAX_INDEX_JSON_BYTES)[0].decode("utf-8")
-            weight_map = json.loads(text).get("weight_map", {})
-        except (OSError, ValueError, AttributeError, RecursionError, CheckpointError):
-            continue  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            weight_map = read_json(index, _MAX_INDEX_JSON_BYTES).get("weight_map", {})
+        except CheckpointError:
+            continue
         shard_names = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         if shard_names and set(shard_names) <= names:
             return tuple(folder / n for n in shard_names)

@@ -1,7 +1,6 @@
-"""Our parameters in another layout: the name tables of ``layouts`` run backwards.
-
-What a target can express is data too (``EXPRESSIBLE``); anything else is refused with the
-reason. A missing bias is written as zeros, which computes exactly what no bias computes."""
+"""Our parameters in another layout: the name tables of ``layouts`` run backwards. What a target
+can express is data too (``EXPRESSIBLE``); anything else is refused with the reason. A missing
+bias is written as zeros, which computes exactly what no bias computes."""
 
 from __future__ import annotations
 
@@ -57,11 +56,10 @@ def _zeros_for(name: str, ours: dict[str, torch.Tensor]) -> torch.Tensor | None:
 def stored_state_dict(
     model: GPT, layout: Layout, *, head: bool = False, zeros: bool = True, qkv_zeros: bool = True
 ) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint of ``layout`` holds for ``model`` (contiguous, on the CPU).
-
-    A tied head is left out, as GPT-2's files leave it, unless ``head`` (nanoGPT's and the book's
-    strict loads want one). Absent biases are zeros unless ``zeros=False`` (nanoGPT's
-    ``bias=False``) or, for the QKV bias, ``qkv_zeros=False`` (the book's ``qkv_bias=False``)."""
+    """The tensors (contiguous, on the CPU) a ``layout`` file of ``model`` holds: a tied head only
+    if ``head`` (nanoGPT's and the book's strict loads want one; GPT-2's files leave it out);
+    absent biases as zeros unless ``zeros=False`` (nanoGPT's ``bias=False``) or, for the QKV
+    bias, ``qkv_zeros=False`` (the book's ``qkv_bias=False``)."""
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     tied = model.config.tie_head
     out: dict[str, torch.Tensor] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from ..config import ACTIVATIONS, GPTConfig
 from ..errors import CheckpointError
 from ..native import NATIVE_FORMAT
+from .sources import open_regular
 
 # Every GPTConfig field by its own name, and the other names checkpoints give it ("theirs=ours").
 _OTHER_NAMES = (
@@ -29,10 +31,7 @@ HF_ACTIVATIONS |= {"gelu": "gelu", "gelu_python": "gelu", "relu": "relu"}
 # compute, with the value GPT-2 has and what the other value would mean.
 MATHS_SWITCHES: dict[str, tuple[bool, str]] = {
     "scale_attn_weights": (True, "attention scores would not be divided by sqrt(head size)"),
-    "add_cross_attention": (
-        False,
-        "every block would attend to an encoder's states (an encoder-decoder model)",
-    ),
+    "add_cross_attention": (False, "every block would attend to an encoder's states"),
 }
 
 
@@ -96,7 +95,7 @@ def _hf_config(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def _json_object(text: str, origin: str) -> dict[str, Any]:
-    """Parse a config that a file supplies; anything but a flat-enough JSON object is refused."""
+    """Parse a config that a file supplies; anything but a JSON object is refused."""
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -105,6 +104,18 @@ def _json_object(text: str, origin: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{origin} is not a JSON object")
     return raw
+
+
+def read_json(path: Path, limit: int) -> dict[str, Any]:
+    """The JSON object in a regular file of at most ``limit`` bytes (larger ones are not read)."""
+    try:
+        with open_regular(path) as (fd, size):
+            if size > limit:
+                raise CheckpointError(f"{path} is over {limit // 1024} KiB: not a config")
+            text = os.pread(fd, size, 0).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} cannot be read as text: {exc}") from None
+    return _json_object(text, str(path))
 
 
 def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
@@ -123,14 +134,7 @@ def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
         return Hints(_normalise(model_args, "model_args"), "model_args", said_by="model_args")
     side = folder / ("hparams.json" if container == "tf" else "config.json")  # beside the weights
     if side.is_file():
-        try:
-            with open(side, "rb") as handle:
-                text = handle.read(MAX_SIDE_FILE + 1).decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{side} cannot be read as text: {exc}") from None
-        if len(text) > MAX_SIDE_FILE:
-            raise CheckpointError(f"{side} is over {MAX_SIDE_FILE // 1024} KiB: not a config")
-        raw = _json_object(text, str(side))
+        raw = read_json(side, MAX_SIDE_FILE)
         if any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd")):
             raw = _hf_config(raw, str(side))
         return Hints(_normalise(raw, str(side)), side.name, said_by=str(side))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -13,18 +12,10 @@ from ..config import GPTConfig
 from ..native import NATIVE_FILENAME
 from .checkpoint import OpenCheckpoint, open_checkpoint
 from .detect import SAFETENSORS, TF, TORCH
-from .plan import parameter_shapes
+from .plan import empty_model, parameter_shapes
 
-FORMAT_DESCRIPTIONS = {
-    "native": "gpt2load native checkpoint (safetensors with config metadata)",
-    "openai-tf": "OpenAI TensorFlow checkpoint",
-    "hf-safetensors": "Hugging Face GPT-2 weights (safetensors)",
-    "hf-torch": "Hugging Face GPT-2 weights (PyTorch pickle)",
-    "nanogpt-torch": "nanoGPT checkpoint (PyTorch pickle)",
-    "nanogpt-safetensors": "nanoGPT weights (safetensors)",
-    "rasbt-torch": "from-scratch (book) state dict (PyTorch pickle)",
-    "rasbt-safetensors": "from-scratch (book) state dict (safetensors)",
-}
+# Any other format is described by its layout (the container is in its name).
+NATIVE_DESCRIPTION = "gpt2load native checkpoint (safetensors with config metadata)"
 _TOKENIZER_FILES = ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt", "tokenizer.json")
 # Files that travel with the weights, looked up beside them: name -> (role, the containers
 # it comes with; None: any).
@@ -53,11 +44,10 @@ class CheckpointInfo:
     ignored: tuple[str, ...]  # known buffers skipped (causal masks)
     has_output_head: bool  # a stored head (checked equal to the embedding on load)
     files: tuple[tuple[Path, int], ...]  # (file, bytes): weights first, then companions
-    roles: tuple[str, ...] = ()  # what each file of ``files`` is ("weights", "tokenizer", ...)
+    roles: tuple[str, ...]  # what each file of ``files`` is ("weights", "tokenizer", ...)
 
     def _listed(self) -> list[tuple[Path, int, str]]:
-        roles = self.roles or ("",) * len(self.files)
-        return [(p, n, role) for (p, n), role in zip(self.files, roles, strict=True)]
+        return [(p, n, role) for (p, n), role in zip(self.files, self.roles, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -79,7 +69,6 @@ class CheckpointInfo:
         return text + (f" ({'; '.join(why)})" if self.model_tensors != self.num_tensors else "")
 
     def describe(self) -> str:
-        """A human-readable summary, as ``gpt2load info`` prints it."""
         c = self.config
         dtypes = ", ".join(f"{name} ({n} tensors)" for name, n in sorted(self.dtypes.items()))
         variant = " ".join(f"{k}={v}" for k, v in c.variant().items())
@@ -113,16 +102,14 @@ def inspect_checkpoint(
     checkpoint = open_checkpoint(path, n_head=n_head)
     plan, entries = checkpoint.plan, checkpoint.source.entries()
     used = [entries[a.stored] for a in plan.assignments]
-    tied = {"out_head.weight"} if plan.config.tie_head else set()  # the head counts once
-    count = sum(math.prod(s) for k, s in parameter_shapes(plan.config).items() if k not in tied)
     files = checkpoint_files(checkpoint)
     return CheckpointInfo(
         path=Path(path),
         format=checkpoint.format,
-        description=FORMAT_DESCRIPTIONS.get(checkpoint.format, plan.layout.description),
+        description=NATIVE_DESCRIPTION if checkpoint.hints.native else plan.layout.description,
         config=plan.config,
         config_source=checkpoint.hints.origin or "tensor shapes",
-        num_parameters=count,
+        num_parameters=empty_model(plan.config).num_parameters(),  # a tied head counts once
         dtypes=dict(Counter(e.dtype_name for e in used)),
         num_tensors=len(used),
         model_tensors=len(parameter_shapes(plan.config)),

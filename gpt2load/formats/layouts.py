@@ -1,7 +1,5 @@
-"""The name tables: which stored tensor becomes which of our parameters, and through what.
-
-This module is data: a ``Layout``'s rules ``(stored name, our names, transform)`` with ``{i}``
-for the block, the buffers it skips, the prefixes wrappers add (``transformer.``,
+"""The name tables, as data: a ``Layout``'s rules ``(stored name, our names, transform)`` with
+``{i}`` for the block, the buffers it skips, the prefixes wrappers add (``transformer.``,
 ``_orig_mod.``, ``module.``). Each transform has its inverse and the stored shape it implies,
 so loading, exporting, shape checks and messages all run off these tables."""
 
@@ -162,9 +160,8 @@ def _in_block(ours, hf: str, openai: str, transform: Transform) -> tuple:
 _ROWS = (*_TOP, *(_in_block(*row) for row in _BLOCK), *_END)
 
 
-def _rules(column: int, swap: dict[Transform, Transform] | None = None) -> tuple[Rule, ...]:
+def _rules(column: int, swap: dict[Transform, Transform]) -> tuple[Rule, ...]:
     """One column of the table as rules, each Hugging Face transform swapped as told."""
-    swap = swap or {}
     return tuple(
         Rule(row[column], _names(row[0]), swap.get(row[3], row[3]))
         for row in _ROWS
@@ -176,7 +173,7 @@ _WRAPPERS = ("_orig_mod.", "module.")
 HF = Layout(
     name="hf",
     description="Hugging Face GPT2LMHeadModel (Conv1D weights [in, out])",
-    rules=_rules(1),
+    rules=_rules(1, {}),
     buffers=("h.{i}.attn.bias", "h.{i}.attn.masked_bias"),
     prefixes=(*_WRAPPERS, "transformer."),
 )
@@ -200,7 +197,7 @@ OPENAI = Layout(
 OURS = Layout(
     name="rasbt",
     description="from-scratch state dict (tok_emb, trf_blocks.N.att.W_query, ...)",
-    rules=tuple(Rule(n, (n,), SAME) for rule in _rules(1) for n in rule.ours),
+    rules=tuple(Rule(n, (n,), SAME) for rule in _rules(1, {}) for n in rule.ours),
     buffers=("trf_blocks.{i}.att.mask",),
     prefixes=_WRAPPERS,
 )

@@ -218,14 +218,14 @@ def build_plan(layout: Layout, source: TensorSource, hints: Hints, label: str) -
             plan.head = name
         else:
             plan.assignments.append(Rule(name, targets, rule.transform))
-    missing: dict[str, tuple[Rule, int | None]] = {}
     for target in shapes:
-        if target not in claimed and not (target in TIED and config.tie_head):
-            rule, index = layout.rule_for(target)
-            missing.setdefault(expand(rule.stored, index), (rule, index))
-    for stored, (rule, index) in missing.items():
-        targets = [expand(t, index) for t in rule.ours]
+        if target in claimed or (target in TIED and config.tie_head):
+            continue
+        rule, index = layout.rule_for(target)
+        targets = tuple(expand(t, index) for t in rule.ours)
+        claimed.update(dict.fromkeys(targets, ""))  # a fused tensor is missed once
         shape = rule.transform.stored_shape([shapes[t] for t in targets])
+        stored = expand(rule.stored, index)
         problems.append(
             f"missing tensor {stored!r} (shape {list(shape)}, for {', '.join(targets)})"
         )

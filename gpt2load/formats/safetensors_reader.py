@@ -1,8 +1,7 @@
-"""Reading ``.safetensors`` files: a JSON header, then raw little-endian tensor bytes.
-
-The header is parsed here rather than by ``safe_open`` so tensors are memory-mapped views
-whose pages can be dropped after a copy, and so a hostile file is refused by the library's
-own rules with the tensor and byte range at fault named."""
+"""Reading ``.safetensors`` files (a JSON header, then raw little-endian tensor bytes) here
+rather than with ``safe_open``, so tensors are memory-mapped views whose pages can be dropped
+after a copy, and a hostile file is refused by the library's own rules, naming the tensor and
+byte range at fault."""
 
 from __future__ import annotations
 
@@ -61,8 +60,6 @@ def read_header(path: Path) -> tuple[dict[str, str], dict[str, Any], int]:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise CheckpointError(f"{corrupt}: {reason}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{corrupt} (not a JSON object)")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{corrupt}: __metadata__ must map strings to strings")
@@ -70,8 +67,6 @@ def read_header(path: Path) -> tuple[dict[str, str], dict[str, Any], int]:
 
 
 class SafetensorsSource(TensorSource):
-    """One or more ``.safetensors`` files (several when a checkpoint is sharded)."""
-
     def __init__(self, files: tuple[Path, ...]) -> None:
         super().__init__(files)
         for path in files:

@@ -1,13 +1,10 @@
-"""What every container reader offers: names, shapes and lazily read tensors.
-
-Tensors are described from headers alone, so detection, ``info`` and shape checks read no
-weights; data is handed out as views of a memory map. Nothing a checkpoint names may be a
-device or a pipe: those never end (``/dev/zero``) or block forever (a FIFO)."""
+"""What every container reader offers: names and shapes from headers alone (so detection,
+``info`` and shape checks read no weights), tensors as views of a memory map. Nothing a
+checkpoint names may be a device or a pipe: those never end (``/dev/zero``) or block (a FIFO)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import mmap
 import os
 import stat
@@ -43,18 +40,16 @@ def regular_size(path: Path) -> int:
 def open_regular(path: Path) -> Iterator[tuple[int, int]]:
     """A descriptor and the size of ``path``, a regular file: ``O_NONBLOCK`` so a FIFO cannot
     make ``open`` wait, checked on the descriptor so the file cannot be swapped meanwhile."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # POSIX, as pread is
     try:
         _refuse_irregular(path, (info := os.fstat(fd)).st_mode)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
+        os.set_blocking(fd, True)
         yield fd, info.st_size
     finally:
         os.close(fd)
 
 
 def read_head(path: Path, count: int, tail: int = 0) -> tuple[bytes, bytes, int]:
-    """The first ``count`` and last ``tail`` bytes and the size of a regular file."""
     with open_regular(path) as (fd, size):
         end = os.pread(fd, tail, size - tail) if tail and size >= tail else b""
         return os.pread(fd, min(count, size), 0), end, size
@@ -67,10 +62,6 @@ class StoredTensor:
     dtype: torch.dtype | None  # None: a dtype we cannot turn into a torch tensor
     dtype_name: str
     file: Path
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
     def refuse_unusable_dtype(self) -> None:
         """Refuse, in one line, a tensor no model can compute with: float8 parameters would
@@ -166,7 +157,6 @@ class TensorSource:
 
     def tensor(self, name: str) -> torch.Tensor:
         entry, where = self._entries[name], self._where[name]
-        entry.refuse_unusable_dtype()
         if isinstance(where, torch.Tensor):
             return where
         mapped, offset, nbytes = where

@@ -7,6 +7,7 @@ checked on first read (unless ``check_crc=False`` or ``GPT2LOAD_CHECK_CRC=0``); 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -39,7 +40,6 @@ def has_table_magic(tail: bytes) -> bool:
 
 
 def varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at ``pos``; return (value, next position)."""
     result = 0
     for shift in range(0, 64, 7):
         if pos >= len(buf):
@@ -67,7 +67,6 @@ def crc32c(data: bytes, crc: int = 0) -> int:
 
 
 def fast_crc32c(data: bytes) -> int:
-    """CRC-32C with ``google-crc32c`` (hardware-accelerated C)."""
     import google_crc32c
 
     return google_crc32c.value(bytes(data))
@@ -186,8 +185,8 @@ def parse_entry(value: bytes) -> dict[str, Any]:
     return entry
 
 
-def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
-    """The bundle header (``num_shards``, ``endianness``) and every entry of ``PREFIX.index``."""
+def read_index(index_path: Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """The number of data shards the bundle header gives and every entry of ``PREFIX.index``."""
     with open_regular(index_path) as (fd, size):
         if size > MAX_INDEX_BYTES:
             raise CheckpointError(
@@ -198,13 +197,12 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
         rows = list(read_table(data))
     except TableError as exc:
         raise CheckpointError(f"{index_path} is truncated or corrupt: {exc}") from None
-    header: dict[str, int] | None = None
+    header: dict[int, Any] | None = None
     entries: dict[str, dict[str, Any]] = {}
     try:
         for key, value in rows:
             if key == b"":  # BundleHeaderProto: num_shards is field 1, endianness field 2
-                fields = dict(_fields(value))
-                header = {"num_shards": fields.get(1, 1), "endianness": fields.get(2, 0)}
+                header = dict(_fields(value))
             else:
                 entries[key.decode("utf-8")] = parse_entry(value)
     except (TableError, UnicodeDecodeError) as exc:
@@ -213,7 +211,11 @@ def read_index(index_path: Path) -> tuple[dict[str, int], dict[str, dict[str, An
         raise CheckpointError(
             f"{index_path} is not a TensorFlow checkpoint index (no bundle header)"
         )
-    return header, entries
+    if header.get(2, 0) != 0:
+        raise CheckpointError(f"{index_path} was written big-endian, which is not supported")
+    if (num_shards := header.get(1, 1)) < 1:
+        raise CheckpointError(f"{index_path} is corrupt: it claims {num_shards} data shards")
+    return num_shards, entries
 
 
 class TFBundleSource(TensorSource):
@@ -221,17 +223,15 @@ class TFBundleSource(TensorSource):
 
     def __init__(self, prefix: Path, *, check_crc: bool | None = None) -> None:
         index_path = prefix.with_name(prefix.name + ".index")
-        header, raw_entries = read_index(index_path)
-        if header["endianness"] != 0:
-            raise CheckpointError(f"{index_path} was written big-endian, which is not supported")
-        num_shards = header["num_shards"]
-        if num_shards < 1:
-            raise CheckpointError(f"{index_path} is corrupt: it claims {num_shards} data shards")
+        num_shards, raw_entries = read_index(index_path)
+        super().__init__(())
+        by_env = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
+        self.check_crc = by_env if check_crc is None else check_crc
+        self._crcs: dict[str, int] = {}  # tensor name -> CRC-32C not yet checked
         # Only the shards some entry names are opened: the header's count is just a claim.
         shards: dict[int, MappedFile] = {}
         for name, raw in raw_entries.items():
-            shard_id = raw["shard_id"]
-            if shard_id >= num_shards:
+            if (shard_id := raw["shard_id"]) >= num_shards:
                 raise CheckpointError(
                     f"{index_path} is corrupt: tensor {name!r} is in shard {shard_id} of "
                     f"{num_shards}"
@@ -241,29 +241,25 @@ class TFBundleSource(TensorSource):
                 if not path.exists():
                     raise CheckpointError(f"{path} is missing: tensor {name!r} is stored there")
                 shards[shard_id] = MappedFile(path)
-        super().__init__((index_path, *(shards[i].path for i in sorted(shards))))
-        by_env = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
-        self.check_crc = by_env if check_crc is None else check_crc
-        self._crcs: dict[str, int] = {}  # tensor name -> CRC-32C not yet checked
-        for name, raw in raw_entries.items():
             if raw["sliced"]:
                 raise CheckpointError(
                     f"{index_path}: tensor {name!r} is partitioned, which is not supported"
                 )
-            shard = shards[raw["shard_id"]]
+            shard = shards[shard_id]
             dtype_name = DTYPES.get(raw["dtype"], f"tf-dtype-{raw['dtype']}")
             dtype = getattr(torch, dtype_name, None)
             entry = StoredTensor(name, raw["shape"], dtype, dtype_name, shard.path)
-            if dtype is not None and raw["size"] != entry.numel * dtype.itemsize:
+            nbytes = math.prod(entry.shape) * dtype.itemsize if dtype is not None else raw["size"]
+            if raw["size"] != nbytes:
                 raise CheckpointError(
                     f"{index_path} is corrupt: tensor {name!r} of shape {list(entry.shape)} "
-                    f"{dtype_name} needs {entry.numel * dtype.itemsize} bytes but its entry "
-                    f"gives {raw['size']}"
+                    f"{dtype_name} needs {nbytes} bytes but its entry gives {raw['size']}"
                 )
             shard.check_range(name, raw["offset"], raw["size"])
             self.add(entry, (shard, raw["offset"], raw["size"]))
             if "crc32c" in raw:
                 self._crcs[name] = raw["crc32c"]
+        self.files = (index_path, *(shards[i].path for i in sorted(shards)))
 
     def _crc_problem(self, name: str) -> str | None:
         """Why ``name`` fails its CRC-32C; None if it passes, was checked already or has none."""
@@ -286,7 +282,6 @@ class TFBundleSource(TensorSource):
         return count, [p for name in list(self._crcs) if (p := self._crc_problem(name))]
 
     def tensor(self, name: str) -> torch.Tensor:
-        self._entries[name].refuse_unusable_dtype()  # before a byte is read
         if self.check_crc and (problem := self._crc_problem(name)):
             raise CheckpointError(problem)
         return super().tensor(name)

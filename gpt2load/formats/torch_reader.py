@@ -143,10 +143,9 @@ class TorchSource(TensorSource):
         super().__init__(files)
         for path in files:
             state, extras = _state_dict_of(load_pickle(path), path)
-            file_size = path.stat().st_size
-            for name, tensor in state.items():
-                check_extent(path, name, tensor, file_size)
             self.metadata = extras | self.metadata  # the first file's word wins
+            file_size = path.stat().st_size
             for name, t in state.items():
+                check_extent(path, name, t, file_size)
                 dtype_name = str(t.dtype).removeprefix("torch.")
                 self.add(StoredTensor(name, tuple(t.shape), t.dtype, dtype_name, path), t)
