@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2load.formats.tf_bundle import TFBundleSource, crc32c, read_index, unmask_crc
+from gpt2load.formats.tf_bundle import TFBundleSource, read_index, unmask_crc
 from tests.checkpoint_factory import openai_arrays, random_hf_state_dict, write_tf_bundle
 from tests.conftest import TINY_CONFIGS
+from tests.crc32c_reference import crc32c
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is the reference for the TF reader")
 

@@ -30,14 +30,7 @@ from safetensors.torch import save_file
 from gpt2load.cli import main
 from gpt2load.config import GPTConfig
 from gpt2load.formats import CheckpointError, load_checkpoint
-from gpt2load.formats.tf_bundle import (
-    CHECK_CRC_ENV,
-    crc32c,
-    fast_crc32c,
-    mask_crc,
-    read_index,
-    unmask_crc,
-)
+from gpt2load.formats.tf_bundle import CHECK_CRC_ENV, fast_crc32c, read_index, unmask_crc
 from tests.checkpoint_factory import (
     Tensors,
     hf_file_state_dict,
@@ -49,6 +42,7 @@ from tests.checkpoint_factory import (
     write_openai_tf,
 )
 from tests.conftest import TINY_CONFIGS
+from tests.crc32c_reference import crc32c, mask_crc
 
 CONFIG = TINY_CONFIGS["tiny"]
 
@@ -90,7 +84,7 @@ def write_tf_bundle_raw(
 ) -> Path:
     """A TensorFlow checkpoint written byte by byte (float32 arrays only), so tests can claim
     what TensorFlow never writes (10^12 shards) and skip importing TensorFlow (seconds)."""
-    from gpt2load.formats.tf_bundle import FOOTER_SIZE, TABLE_MAGIC, fast_crc32c, mask_crc
+    from gpt2load.formats.tf_bundle import FOOTER_SIZE, TABLE_MAGIC, fast_crc32c
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)

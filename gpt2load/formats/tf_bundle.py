@@ -6,7 +6,6 @@ checked on first read (unless ``check_crc=False`` or ``GPT2LOAD_CHECK_CRC=0``); 
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import struct
@@ -51,33 +50,14 @@ def varint(buf: bytes, pos: int) -> tuple[int, int]:
     raise TableError("varint longer than 10 bytes")
 
 
-# CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), one table row per byte value.
-_CRC_TABLE = [
-    functools.reduce(lambda c, _: (c >> 1) ^ (0x82F63B78 if c & 1 else 0), range(8), i)
-    for i in range(256)
-]
-
-
-def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C in pure Python: the reference the fast implementation is tested against."""
-    crc ^= 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
 def fast_crc32c(data: bytes) -> int:
     import google_crc32c
 
     return google_crc32c.value(bytes(data))
 
 
-def mask_crc(crc: int) -> int:
-    """TensorFlow's (LevelDB's) mask, so a CRC stored beside its data is not a CRC of it."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def unmask_crc(masked: int) -> int:
+    """TensorFlow (LevelDB) masks a CRC stored beside its data, so it is not a CRC of it."""
     rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
