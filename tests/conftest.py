@@ -116,6 +116,17 @@ def make_dataset(folder: Path, train_tokens: int = 6000, val_tokens: int = 1000)
     return folder
 
 
+def make_char_text(path: Path, chars: int = 7400) -> Path:
+    """A text file of a repeating motif, to train with ``--tokenizer char``: a vocabulary of
+    about 20 characters, so a step costs a fraction of one over GPT-2's 50,257 tokens, for
+    the tests whose point is not the vocabulary (distribution, signals, exact resumes)."""
+    rng = np.random.default_rng(0)
+    motif = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz ,.!"), size=37))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((motif * (chars // len(motif) + 1))[:chars])
+    return path
+
+
 @pytest.fixture
 def hermetic_releases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Downloads that reach no real host (see ``isolate_downloads``), with the tokenizer's

@@ -1,7 +1,9 @@
-"""``gpt2load generate`` from a native checkpoint, in a real subprocess."""
+"""``gpt2load generate`` from a native checkpoint: its command line in this process (faster),
+and once in a real subprocess (exit code, nothing on stdout, one line on stderr)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gpt2load.cli import main
 from gpt2load.formats import load_checkpoint
 from gpt2load.generation import generate
 from gpt2load.native import save_native
@@ -51,9 +54,24 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_generate_prints_the_greedy_continuation(tmp_path: Path, tokenizer_dir, tokenizer) -> None:
+def run_main(
+    capsys: pytest.CaptureFixture[str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """``run_cli``'s answer from ``gpt2load.cli.main`` in this process."""
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_generate_prints_the_greedy_continuation(
+    tmp_path: Path, tokenizer_dir, tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
-    result = run_cli(
+    result = run_main(
+        capsys,
         "generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "12",
         "--temperature", "0", "--device", "cpu",
     )  # fmt: skip
@@ -64,18 +82,20 @@ def test_generate_prints_the_greedy_continuation(tmp_path: Path, tokenizer_dir, 
     assert result.stdout == tokenizer.decode(expected) + "\n"
 
 
-def test_num_samples_and_seed_are_reproducible(tmp_path: Path, tokenizer_dir) -> None:
+def test_num_samples_and_seed_are_reproducible(
+    tmp_path: Path, tokenizer_dir, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
     args = ("generate", str(folder), "--prompt", "Hi", "--max-new-tokens", "8", "--seed", "3",
             "--num-samples", "2", "--top-k", "20", "--device", "cpu")  # fmt: skip
-    first, second = run_cli(*args), run_cli(*args)
+    first, second = run_main(capsys, *args), run_main(capsys, *args)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert first.stdout.count("--- sample") == 2
 
 
-def test_missing_model_is_a_one_line_error() -> None:
-    result = run_cli("generate", "no/such/folder", "--prompt", "x")
+def test_missing_model_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_main(capsys, "generate", "no/such/folder", "--prompt", "x")
     assert result.returncode == 2
     assert "neither an existing file or folder nor a GPT-2 model name" in result.stderr
     assert "Traceback" not in result.stderr
@@ -84,8 +104,6 @@ def test_missing_model_is_a_one_line_error() -> None:
 def test_bad_sampling_arguments_exit_2_before_anything_is_printed(
     tmp_path: Path, tokenizer_dir, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gpt2load.cli import main
-
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
     for i, bad in enumerate(
         (
@@ -111,7 +129,7 @@ def test_bad_sampling_arguments_exit_2_before_anything_is_printed(
 
 
 def test_padded_vocabulary_never_emits_ids_the_tokenizer_lacks(
-    tmp_path: Path, tokenizer_dir, tokenizer
+    tmp_path: Path, tokenizer_dir, tokenizer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = make_padded_checkpoint(tmp_path / "padded", tokenizer_dir)
     model = load_checkpoint(folder)
@@ -119,15 +137,15 @@ def test_padded_vocabulary_never_emits_ids_the_tokenizer_lacks(
     assert int(generate(model, ids, 3, temperature=0)[0, -1]) >= 50257  # unmasked: padding wins
     expected = generate(model, ids, 8, temperature=0, vocab_limit=tokenizer.n_vocab)[0].tolist()
     assert max(expected) < tokenizer.n_vocab
-    result = run_cli("generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "8",
-                     "--temperature", "0", "--device", "cpu")  # fmt: skip
+    result = run_main(capsys, "generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens",
+                      "8", "--temperature", "0", "--device", "cpu")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == tokenizer.decode(expected) + "\n"
-    sampled = run_cli("generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens", "8",
-                      "--seed", "1", "--device", "cpu")  # fmt: skip
+    sampled = run_main(capsys, "generate", str(folder), "--prompt", "ROMEO:", "--max-new-tokens",
+                       "8", "--seed", "1", "--device", "cpu")  # fmt: skip
     assert sampled.returncode == 0, sampled.stderr
-    chat = run_cli("chat", str(folder), "--device", "cpu", "--temperature", "0",
-                   "--max-new-tokens", "8", stdin="ROMEO:\n/temp 1\nROMEO:\n")  # fmt: skip
+    chat = run_main(capsys, "chat", str(folder), "--device", "cpu", "--temperature", "0",
+                    "--max-new-tokens", "8", stdin="ROMEO:\n/temp 1\nROMEO:\n")  # fmt: skip
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.splitlines()[0] == tokenizer.decode(expected)
     assert "error" not in chat.stdout
@@ -138,7 +156,6 @@ def test_generate_streams_each_token_as_it_is_produced(
 ) -> None:
     """Text reaches stdout (written and flushed) between one decoding step and the next, not
     at the end: the order of model calls, writes and flushes shows it."""
-    from gpt2load.cli import main
     from gpt2load.model import GPT
 
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
@@ -175,8 +192,6 @@ def test_generate_streams_each_token_as_it_is_produced(
 def test_a_run_folder_means_its_best_checkpoint_else_its_last(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gpt2load.cli import main
-
     run = tmp_path / "run"
     save_native(random_model(TINY_CONFIGS["tiny"]), run / "last")
     assert main(["info", str(run)]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -170,38 +169,34 @@ def test_reports_carry_the_scores_and_nothing_external(
     assert not re.search(r"https?://", page)
 
 
-def _compare_env(columns: int, tokenizer_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, COLUMNS=str(columns), GPT2LOAD_TOKENIZER_DIR=str(tokenizer_dir))
-    env.pop("LINES", None)
-    return env
-
-
 def test_terminal_width_from_columns_and_the_script(
-    models: dict[str, Path], tokenizer_dir: Path, tmp_path: Path
+    models: dict[str, Path],
+    tokenizer_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = [str(models["a"]), str(models["b"]), str(models["short"]), "--prompt", "ROMEO:",
             "--max-new-tokens", "30", "--temperature", "0.9", "--eval-text", str(models["eval"]),
             "--device", "cpu"]  # fmt: skip
-
-    def run(command: list[str], columns: int) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, *command, *args],
-            cwd=tmp_path,
-            env=_compare_env(columns, tokenizer_dir),
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-    wide = run(["-m", "gpt2load", "compare"], 150)
-    assert wide.returncode == 0, wide.stderr
-    lines = wide.stdout.splitlines()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPT2LOAD_TOKENIZER_DIR", str(tokenizer_dir))
+    monkeypatch.delenv("LINES", raising=False)
+    monkeypatch.setenv("COLUMNS", "150")
+    capsys.readouterr()
+    assert main(["compare", *args]) == 0, capsys.readouterr().err
+    wide = capsys.readouterr().out
+    lines = wide.splitlines()
     assert all(cells(line) <= 150 for line in lines)
     assert sum(line.count(" | ") == 2 for line in lines) >= 3  # three columns, several rows
     assert max(cells(line) for line in lines) > 100  # the width was used, not a default
 
     script = REPO_ROOT / "scripts" / "compare_generations.py"
-    narrow = run([str(script)], 50)  # the script, from another folder: same command
+    monkeypatch.setenv("COLUMNS", "50")
+    # The script, in a process of its own from another folder: the same command.
+    narrow = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=180
+    )
     assert narrow.returncode == 0, narrow.stderr
     lines = narrow.stdout.splitlines()
     assert all(cells(line) <= 50 for line in lines), max(lines, key=cells)
@@ -209,8 +204,8 @@ def test_terminal_width_from_columns_and_the_script(
     assert sum(line.startswith(("--- [", "…")) for line in lines) == 3
     # The same models and text: the same scores whatever the layout.
     scores = re.compile(r"loss (\S+)  ppl (\S+)")
-    assert len(scores.findall(wide.stdout)) == 3
-    assert scores.findall(narrow.stdout) == scores.findall(wide.stdout)
+    assert len(scores.findall(wide)) == 3
+    assert scores.findall(narrow.stdout) == scores.findall(wide)
 
 
 def test_padded_vocabulary_compares(models: dict[str, Path], tmp_path: Path, tokenizer_dir) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from finetune import cli
+from finetune.checkpoint import read_trainer_state
 from finetune.data import open_prepared
-from finetune.state import read_trainer_state
 
 from .conftest import make_dataset
 
@@ -32,6 +33,22 @@ def _two_step_run(tmp_path: Path, *flags: str) -> Path:
     train = ["pretrain", *TINY, "--data", str(data), "--out", str(run), "--max-iters", "2"]
     assert cli.main([*train, *flags]) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``_two_step_run`` once for the tests that start from it unchanged (each copies it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _two_step_run(tmp_path_factory.mktemp("two-step"))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
 
 
 def _steps(run: Path) -> list[int]:
@@ -83,9 +100,9 @@ def test_resume_trains_on_the_runs_own_tokens_or_refuses(
 
 
 def test_resume_refusals_through_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    two_step_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = _two_step_run(tmp_path)
+    run = _copy(two_step_run, tmp_path)
     capsys.readouterr()
 
     def refused(*flags: str) -> str:
@@ -122,9 +139,9 @@ def test_resume_refusals_through_the_command_line(
 
 
 def test_resume_names_the_trainer_file_whose_optimizer_state_does_not_fit(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    two_step_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = _two_step_run(tmp_path)
+    run = _copy(two_step_run, tmp_path)
     trainer_pt = run / "last" / "trainer.pt"
     state = torch.load(trainer_pt, weights_only=True)
     state["optimizer"]["param_groups"][0]["params"].pop()  # one parameter short

@@ -17,16 +17,15 @@ import torch
 from safetensors.torch import load_file
 
 from finetune import cli
-from finetune.checkpoint import find_checkpoint
+from finetune.checkpoint import find_checkpoint, read_trainer_state
 from finetune.config import TrainConfig
 from finetune.data import open_prepared
 from finetune.launch import resume, start
 from finetune.plan import single_process_plan
-from finetune.state import read_trainer_state
 from finetune.trainer import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
 from gpt2load.model import GPT
 
-from .conftest import SHAKESPEARE_TXT, VERDICT_TXT, make_dataset
+from .conftest import SHAKESPEARE_TXT, VERDICT_TXT, make_char_text, make_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = {"init": "scratch", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
@@ -63,6 +62,13 @@ def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
         **overrides,
     }
     return TrainConfig(**settings)
+
+
+def char_config(tmp_path: Path, **overrides) -> TrainConfig:
+    """``tiny_config`` on a character model (see ``make_char_text``), for the tests whose point
+    is not the vocabulary."""
+    text = make_char_text(tmp_path / "text.txt")
+    return tiny_config(tmp_path, data=[str(text)], tokenizer="char", **overrides)
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -122,10 +128,10 @@ def test_eval_uses_exactly_the_fixed_batches(tmp_path: Path) -> None:
 def test_resume_is_exact(tmp_path: Path) -> None:
     """Stop at step 5 (between evals and saves), resume: every later number is identical."""
     common = {"dropout": 0.1, "grad_accum": 2, "max_iters": 9, "eval_interval": 3}
-    full_cfg = tiny_config(tmp_path / "a", **common)
+    full_cfg = char_config(tmp_path / "a", **common)
     start(full_cfg, log=_quiet)
 
-    stop_cfg = tiny_config(tmp_path / "b", **common)
+    stop_cfg = char_config(tmp_path / "b", **common)
 
     def stop_at_5(trainer: Trainer, record: dict) -> None:
         if record["step"] == 5:
@@ -181,7 +187,7 @@ def test_checkpoints_load_with_gpt2load(tmp_path: Path) -> None:
 
 
 def test_early_stopping_after_patience(tmp_path: Path) -> None:
-    cfg = tiny_config(
+    cfg = char_config(
         tmp_path, lr=0.0, min_lr=0.0, warmup_iters=0, max_iters=20, eval_interval=1, patience=2
     )
     result = start(cfg, log=_quiet)
@@ -191,7 +197,7 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, max_iters=10, save_interval=2)
+    cfg = char_config(tmp_path, max_iters=10, save_interval=2)
     messages: list[str] = []
 
     def poison(trainer: Trainer, record: dict) -> None:
@@ -218,13 +224,14 @@ def test_the_same_command_twice_gives_the_same_losses(tmp_path: Path) -> None:
     """--seed decides dropout even when the weights come from a checkpoint (not only for
     --init scratch): two runs in one process, where torch's generator has moved on in
     between, train identically; another seed trains differently."""
-    base = tiny_config(tmp_path / "base", max_iters=1)
+    base = char_config(tmp_path / "base", max_iters=1)
     start(base, log=_quiet)
     torch.manual_seed(12345)  # whatever ran before must not matter
 
     def losses(name: str, seed: int) -> list[float]:
         cfg = tiny_config(
             tmp_path / name,
+            data=base.data,
             init=str(Path(base.out) / "last"),
             n_layer=None,
             n_head=None,
@@ -262,11 +269,11 @@ def test_config_file_through_the_command_line(tmp_path: Path) -> None:
 
 def test_warmup_longer_than_the_run_is_warned_about(tmp_path: Path) -> None:
     messages: list[str] = []
-    start(tiny_config(tmp_path, max_iters=2, warmup_iters=2), log=messages.append)
+    start(char_config(tmp_path, max_iters=2, warmup_iters=2), log=messages.append)
     warnings = [m for m in messages if m.startswith("warning:")]
     assert len(warnings) == 1 and "--warmup-iters 2 >= --max-iters 2" in warnings[0]
     messages.clear()
-    start(tiny_config(tmp_path / "b", max_iters=3, warmup_iters=2), log=messages.append)
+    start(char_config(tmp_path / "b", max_iters=3, warmup_iters=2), log=messages.append)
     assert not [m for m in messages if m.startswith("warning:")]
 
 
@@ -401,7 +408,7 @@ def test_wandb_failure_never_stops_training(
 
     monkeypatch.setitem(sys.modules, "wandb", Broken())
     messages: list[str] = []
-    cfg = tiny_config(tmp_path, max_iters=2, wandb=True, wandb_mode="offline")
+    cfg = char_config(tmp_path, max_iters=2, wandb=True, wandb_mode="offline")
     assert start(cfg, log=messages.append).status == "completed"
     assert any("continuing without W&B" in m for m in messages)
     assert lw.wandb_mode("auto", enabled=False) == "disabled"
@@ -433,7 +440,7 @@ def test_wandb_failing_while_logging_never_stops_training(
     fake = types.SimpleNamespace(init=lambda **kw: Run(), Settings=lambda **kw: None)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     messages: list[str] = []
-    cfg = tiny_config(tmp_path, max_iters=5, wandb=True, wandb_mode="online")
+    cfg = char_config(tmp_path, max_iters=5, wandb=True, wandb_mode="online")
     result = start(cfg, log=messages.append)
     assert result.status == "completed" and result.step == 5
     assert [r["step"] for r in read_metrics(Path(cfg.out))] == [1, 2, 3, 4, 5]
@@ -444,63 +451,71 @@ def test_wandb_failing_while_logging_never_stops_training(
 
 # ------------------------------------------------------------------ signals
 SIGNAL_RUN = (
-    "--data {data} --out {run} --init scratch --n-layer 2 --n-head 2 --n-embd 32 "
-    "--block-size 32 --batch-size 4 --grad-accum 2 --dropout 0.1 --lr 3e-3 --warmup-iters 0 "
-    "--lr-schedule constant --save-interval 1000000 --eval-interval 1000000 "
-    "--sample-interval 0 --force-cpu --no-progress --seed 0"
+    "--data {text} --tokenizer char --data-dir {run}-data --out {run} --init scratch --n-layer 2 "
+    "--n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --grad-accum 2 --dropout 0.1 "
+    "--lr 3e-3 --warmup-iters 0 --lr-schedule constant --save-interval 1000000 "
+    "--eval-interval 1000000 --sample-interval 0 --force-cpu --no-progress --seed 0"
 )
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, int, str]]:
+    """Two real `finetune pretrain` processes at once (a character model: the vocabulary is
+    not the point), each sent its signal mid-run: the text, run folder, exit code and output."""
+    root = tmp_path_factory.mktemp("signals")
+    text = make_char_text(root / "text.txt")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    procs = {}
+    try:
+        for name in SIGNALS:
+            run = root / name
+            words = argv(SIGNAL_RUN + " --max-iters 100000", text=text, run=run)
+            command = [sys.executable, "-m", "finetune", "pretrain", *words]
+            out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+            procs[name] = subprocess.Popen(command, cwd=root, env=env, **out)
+        deadline = time.monotonic() + 90
+        for name, proc in procs.items():
+            metrics = root / name / "metrics.jsonl"
+            while time.monotonic() < deadline and proc.poll() is None:
+                if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                    break
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.communicate()[0]
+            proc.send_signal(SIGNALS[name])
+        done = {name: proc.communicate(timeout=60)[0] for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    return {name: (text, root / name, procs[name].returncode, done[name]) for name in SIGNALS}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_leaves_a_checkpoint_that_resumes_exactly(tmp_path: Path, signum: int) -> None:
-    """Ctrl-C or SIGTERM (what schedulers send) mid-run, then the real `finetune resume`
-    command: every loss equals that of a run that was never stopped. A constant learning
-    rate keeps the schedule independent of --max-iters, which the resume changes."""
-    data = make_dataset(tmp_path / "ds")
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "finetune", "pretrain"] + argv(
-        SIGNAL_RUN + " --max-iters 100000", data=data, run=run
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 90
-        metrics = run / "metrics.jsonl"
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()[0]
-        proc.send_signal(signum)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signum, out
-    assert signal.Signals(signum).name in out
+@pytest.mark.parametrize("name", sorted(SIGNALS))
+def test_a_signal_leaves_a_checkpoint_that_resumes_exactly(
+    signalled: dict, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C or SIGTERM (what schedulers send) to a real process mid-run, then the
+    `finetune resume` command: every loss equals that of a run that was never stopped. A
+    constant learning rate keeps the schedule independent of --max-iters, which the resume
+    changes."""
+    text, run, returncode, out = signalled[name]
+    assert returncode == 128 + SIGNALS[name], out
+    assert name in out
     assert "finetune resume" in out and "Traceback" not in out
     state = read_trainer_state(run / "last")
     steps = len(read_metrics(run))
     assert state["step"] == steps >= 3
 
     total = steps + 3
-    resumed = subprocess.run(
-        [sys.executable, "-m", "finetune", "resume", str(run), "--max-iters", str(total)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"at step {steps} of {total}" in resumed.stdout
+    capsys.readouterr()
+    assert cli.main(["resume", str(run), "--max-iters", str(total)]) == 0
+    assert f"at step {steps} of {total}" in capsys.readouterr().out
 
-    whole = tmp_path / "whole"
+    whole = run.parent / f"{name}-whole"
     assert (
-        cli.main(["pretrain", *argv(SIGNAL_RUN, data=data, run=whole), "--max-iters", str(total)])
+        cli.main(["pretrain", *argv(SIGNAL_RUN, text=text, run=whole), "--max-iters", str(total)])
         == 0
     )
     split, unbroken = read_metrics(run), read_metrics(whole)
