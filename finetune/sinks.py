@@ -13,6 +13,7 @@ import json
 import math
 import netrc
 import os
+import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from .errors import SaveError, os_reason
 Log = Callable[[str], None]
 METRICS_FILE, SAMPLES_FILE, PLOT_FILE = "metrics.jsonl", "samples.jsonl", "loss.png"
 MAX_SAMPLE_CHARS = 2000
+# A loss.png costs ~0.15 s to draw: redrawn at an evaluation only this long after the last one.
+REDRAW_EVERY_S = 10.0
 # fmt: off
 WANDB_NAMES = {  # a record's keys -> W&B's charts
     "train_loss": "train/loss", "val_loss": "val/loss", "eval_train_loss": "train/eval_loss",
@@ -86,10 +89,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class RunFiles(Sink):
-    """``metrics.jsonl``, ``samples.jsonl`` and ``loss.png`` (redrawn at every evaluation)."""
+    """``metrics.jsonl``, ``samples.jsonl`` and ``loss.png`` (redrawn at evaluations, at most
+    every ``REDRAW_EVERY_S``, and at the end)."""
 
     def __init__(self, run_dir: Path, resume_step: int | None, log: Log) -> None:
-        self.run_dir, self._log = run_dir, log
+        self.run_dir, self._log, self._drawn = run_dir, log, time.monotonic()
         self.metrics = run_dir / METRICS_FILE
         if resume_step is not None and self.metrics.exists():
             kept = [r for r in read_records(self.metrics) if int(r.get("step", 0)) <= resume_step]
@@ -99,7 +103,7 @@ class RunFiles(Sink):
         floats = {k: v for k, v in record.items() if isinstance(v, float)}
         odd = {k: str(v) for k, v in floats.items() if not math.isfinite(v)}  # JSON has no nan/inf
         append_line(self.metrics, json.dumps(record | odd))
-        if "val_loss" in record:
+        if "val_loss" in record and time.monotonic() - self._drawn >= REDRAW_EVERY_S:
             self.close({})
 
     def sample(self, step: int, prompt: str, text: str) -> None:
@@ -107,7 +111,8 @@ class RunFiles(Sink):
         append_line(self.run_dir / SAMPLES_FILE, record)
 
     def close(self, summary: dict[str, Any]) -> None:
-        """Draw ``loss.png`` (also at every evaluation); a plot is never worth a failed run."""
+        """Draw ``loss.png``; a plot is never worth a failed run."""
+        self._drawn = time.monotonic()
         try:
             fig = loss_figure(read_records(self.metrics), self.run_dir.resolve().name)
             if fig is not None:
