@@ -133,8 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         return launch.resume(args.run_dir, changes).exit_code
     from .prepare import check_shakespeare_data
 
-    check_shakespeare_data(args.command, flags.get("data"))
     cfg = build_config(args.command, flags, args.config)
+    check_shakespeare_data(args.command, cfg.data)  # from the flags or the --config file
     from . import launch
 
     return launch.start(cfg).exit_code

@@ -278,10 +278,11 @@ def prepare_shakespeare(
 def check_shakespeare_data(command: str, data: Sequence[str] | None) -> None:
     """``finetune shakespeare --data X`` would train on X under Shakespeare's name."""
     if command == SHAKESPEARE and data and [d.strip().lower() for d in data] != [SHAKESPEARE]:
-        given = " ".join(data)
+        others = " ".join(d for d in data if d.strip().lower() != SHAKESPEARE)
         raise ConfigError(
-            f"--data {given}: `finetune shakespeare` trains on Tiny Shakespeare only; to train "
-            f"on other text use `finetune pretrain --data {given}` (with the same other flags)"
+            f"--data {' '.join(data)}: `finetune shakespeare` trains on Tiny Shakespeare only; "
+            f"to train on other text use `finetune pretrain --data {others}` (with the same "
+            f"other flags)"
         )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from .config import PRESETS, canonical_name, preset
+from .config import PRESETS, canonical_name, is_model_name, preset
 from .downloads.manifest import RECORD_NAME, Record, RecordedFile, read_record
 from .releases import OFFICIAL_124M_SHA256, SOURCES, Release, release
 
@@ -168,6 +168,8 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
         report.add("record", False, str(exc))
         record = None
     evidence = None
+    if record is None and _is_hub_snapshot(folder):
+        return _check_hub_blobs(report, folder, [path] if only else sorted(folder.iterdir()))
     if record is None:
         report.add("checksums", None, f"no {RECORD_NAME} here (not downloaded by gpt2load)")
         for file in [path] if only else sorted(folder.iterdir()):
@@ -196,6 +198,26 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
     if published is not None and record.model == "gpt2":
         evidence = evidence or f"the {record.source} release of gpt2 ({RECORD_NAME})"
     return evidence
+
+
+def _is_hub_snapshot(folder: Path) -> bool:
+    return folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+
+
+def _check_hub_blobs(report: VerifyReport, folder: Path, files: list[Path]) -> None:
+    """A Hugging Face cache names a weight file's blob by the sha256 the hub announced for it:
+    the bytes are hashed against that name (loading trusts the name, this does not)."""
+    repo_id = folder.parent.parent.name.removeprefix("models--").replace("--", "/", 1)
+    report.repair = f"gpt2load download {repo_id} --force"
+    checked = 0
+    for file in files:
+        blob = file.resolve().name
+        if file.is_file() and file.suffix in WEIGHT_SUFFIXES and len(blob) == 64:
+            digest, checked = sha256_with_bar(file), checked + 1
+            said = "the hub's, as its blob is named" if digest == blob else f"{digest}, not {blob}"
+            report.add(f"sha256 {file.name}", digest == blob, said)
+    if not checked:
+        report.add("checksums", None, "a Hugging Face cache snapshot without LFS weight blobs")
 
 
 def check_crcs(report: VerifyReport, path: Path) -> bool:
@@ -308,7 +330,7 @@ def verify(
         c = model.config
         shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}"
         report.add("load", True, f"{shape}, vocab {c.vocab_size}, context {c.context_length}")
-        if not Path(target).expanduser().exists():
+        if not Path(target).expanduser().exists() and is_model_name(str(target)):
             # A folder found by a model's name must hold that model: hashes are not published
             # for every file of every host, and a mirror or a copied folder can hold anything.
             wrong = c.shape_differences(preset(str(target)))

@@ -36,3 +36,18 @@ def test_only_other_text_under_shakespeare_is_refused() -> None:
     assert check_shakespeare_data("pretrain", ["other.txt"]) is None
     with pytest.raises(ConfigError, match=r"use `finetune pretrain --data a\.txt notes/`"):
         check_shakespeare_data("shakespeare", ["a.txt", "notes/"])
+    with pytest.raises(ConfigError, match=r"use `finetune pretrain --data a\.txt` "):
+        check_shakespeare_data("shakespeare", ["shakespeare", "a.txt"])  # a runnable advice
+
+
+def test_other_text_from_a_config_file_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.txt").write_text("Not a line of Shakespeare in here. " * 200)
+    (tmp_path / "c.toml").write_text('data = ["other.txt"]\n')
+    argv = ["shakespeare", "--config", "c.toml", "--init", "scratch", "--force-cpu"]
+    assert cli.main([*argv, "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use `finetune pretrain --data other.txt`" in err
+    assert not (tmp_path / "data").exists()

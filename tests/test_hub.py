@@ -160,6 +160,25 @@ def test_sharded_repo_downloads_by_id_and_loads_with_transformers_logits(
     _same_logits(gpt2load.load("org/sharded"), reference)
 
 
+def test_verify_hashes_a_hub_download_against_its_blob_names_and_says_how_to_repair(
+    hub: StandInHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loading trusts a blob's name (the sha256 the hub announced); verify hashes the bytes."""
+    assert _cli(capsys, "download", "org/sharded", "--quiet")[0] == 0
+    code, out, err = _cli(capsys, "verify", "org/sharded")
+    assert code == 0, out + err
+    assert "sha256 model-00001-of-00002.safetensors" in out and "all checks passed" in out
+    folder = settings().cache / "models--org--sharded" / "snapshots"
+    shard = next(folder.glob("*/model-00002-of-00002.safetensors")).resolve()
+    damaged = bytearray(shard.read_bytes())
+    damaged[-5] ^= 0xFF  # a flipped bit in the last tensor's bytes: the header still parses
+    shard.write_bytes(bytes(damaged))
+    code, out, _ = _cli(capsys, "verify", "org/sharded")
+    assert code == 1, out
+    assert "to repair, download model-00002-of-00002.safetensors again: gpt2load download " in out
+    assert "org/sharded --force" in out
+
+
 def test_transformers_reads_our_download_offline(
     hub: StandInHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, reference
 ) -> None:
