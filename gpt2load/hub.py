@@ -99,25 +99,30 @@ def _weights(names: set[str], index_file: Callable[[str], Path], repo_id: str) -
     return [name, *sorted(set(shards.values()) if isinstance(shards, dict) else ())]
 
 
-def _pinned_sha256(repo_id: str) -> str | None:
-    """The published sha256 of ``model.safetensors`` when ``repo_id`` is a published GPT-2's."""
-    org, _, name = repo_id.partition("/")
+def _pinned(repo_id: str) -> tuple[str, int | None] | None:
+    """The published (sha256, size) of ``model.safetensors`` when ``repo_id`` is a published
+    GPT-2's."""
+    _, _, name = repo_id.partition("/")
     if not is_model_name(name) or hub_repo(name).lower() != repo_id.lower():
         return None
     spec = release(name, "hf").file("model.safetensors")
-    return spec.sha256 if spec is not None else None
+    return (spec.sha256, spec.size) if spec is not None and spec.sha256 else None
 
 
 def check_pinned(repo_id: str, folder: Path) -> None:
     """A published GPT-2's weights must be the published file. In the HF cache an LFS file's
     blob is named by the sha256 the hub announced for it, so a blob named by the pinned hash
-    is the published file, at no hashing cost (``gpt2load verify`` still hashes the bytes)."""
-    pinned, weights = _pinned_sha256(repo_id), folder / "model.safetensors"
-    if pinned and weights.exists() and (blob := weights.resolve().name) != pinned:
-        raise ChecksumError(
-            f"{weights} is not the published {repo_id} model.safetensors (its blob is {blob}, "
-            f"expected {pinned}); delete {folder.parent.parent} and download again"
-        )
+    and of the published size is the published file, at the cost of a stat (``gpt2load
+    verify`` still hashes the bytes)."""
+    pinned, weights = _pinned(repo_id), folder / "model.safetensors"
+    if pinned and weights.exists():
+        found = (weights.resolve().name, weights.stat().st_size)
+        if found[0] != pinned[0] or pinned[1] not in (None, found[1]):
+            raise ChecksumError(
+                f"{weights} is not the published {repo_id} model.safetensors (its blob is "
+                f"{found[0]}, {found[1]} bytes; expected {pinned[0]}, {pinned[1]} bytes); "
+                f"delete {folder.parent.parent} and download again"
+            )
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
@@ -266,19 +271,20 @@ def cached_gpt2_repos() -> list[tuple[str, int, str]]:
                 continue
             with contextlib.suppress(CheckpointError):
                 _check_gpt2(repo.repo_id, config)
-                blobs = {f.blob_path.name for f in rev.files if f.file_name.endswith(LFS_WEIGHTS)}
+                weights = [f for f in rev.files if f.file_name.endswith(LFS_WEIGHTS)]
+                blobs = {f.blob_path.name: f.size_on_disk for f in weights}
                 where = f"{repo.repo_id}@{rev.commit_hash[:7]}"
                 rows.append((where, rev.size_on_disk, _said(repo.repo_id, blobs)))
     return rows
 
 
-def _said(repo_id: str, blobs: set[str]) -> str:
-    """How far a cached snapshot's weights are vouched for, from their blob names alone."""
-    pinned = _pinned_sha256(repo_id)
-    if pinned and pinned in blobs:
-        return "verified (its blob is named by the published sha256)"
+def _said(repo_id: str, blobs: dict[str, int]) -> str:
+    """How far a cached snapshot's weights are vouched for, from their blobs' names and sizes."""
+    pinned = _pinned(repo_id)
+    if pinned and pinned[0] in blobs and pinned[1] in (None, blobs[pinned[0]]):
+        return "verified (its blob is named by the published sha256, of the published size)"
     if pinned:
-        return "NOT the published file (its blob name is not the published sha256)"
+        return "NOT the published file (its blob's name or size is not the published one)"
     if blobs and all(_SHA256_NAME.fullmatch(b) for b in blobs):
         return "sha256 by etag (the hub's word; `gpt2load verify` hashes)"
     return "not verified"

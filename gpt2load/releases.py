@@ -54,6 +54,7 @@ _OPENAI_SIZES = {
 }
 OPENAI_FILES = tuple(sorted([*_TF_FILES, "encoder.json", "vocab.bpe"]))
 _HF_SAFETENSORS_124M = "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"
+_HF_SAFETENSORS_124M_SIZE = 548_105_171
 RASBT_STEMS = {  # gpt2-small-124M ... gpt2-xl-1558M
     m: f"{m}-small-{n}" if m == "gpt2" else f"{m}-{n}" for m, n in OPENAI_SIZE_NAMES.items()
 }
@@ -102,7 +103,7 @@ def release(model: str, source: str = DEFAULT_SOURCE) -> Release:
         ]
     elif source == "hf":
         base = f"{HF_HOST}/{hub_repo(name)}/resolve/main/"
-        weights = (548_105_171, _HF_SAFETENSORS_124M) if name == "gpt2" else ()
+        weights = (_HF_SAFETENSORS_124M_SIZE, _HF_SAFETENSORS_124M) if name == "gpt2" else ()
         files = [FileSpec(base + "config.json", "config.json")]
         files.append(FileSpec(base + "model.safetensors", "model.safetensors", *weights))
     else:

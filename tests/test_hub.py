@@ -318,6 +318,9 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
         gpt2load.resolve("gpt2", download=False)  # the tiny model is not the published 124M
     data = hub.repos["openai-community/gpt2"].files["model.safetensors"]
     monkeypatch.setattr(releases, "_HF_SAFETENSORS_124M", hashlib.sha256(data).hexdigest())
+    with pytest.raises(ChecksumError, match=f"{len(data)} bytes; expected .* 548105171 bytes"):
+        gpt2load.resolve("gpt2", download=False)  # the published name, not the published size
+    monkeypatch.setattr(releases, "_HF_SAFETENSORS_124M_SIZE", len(data))
     assert gpt2load.resolve("gpt2", download=False).is_relative_to(cache)
     # And a weights/ folder, downloaded from a manifest with a published sha256.
     url = server.url + server.add("/w/model.safetensors", data)
