@@ -42,10 +42,10 @@ class ChecksumError(DownloadError):
 
 # What to do without a network, said once here for every command that downloads.
 NO_NETWORK_ADVICE = (
-    "No network? Set GPT2LOAD_MIRROR (or --mirror) to a reachable mirror, or fetch the files "
-    "where there is a network and copy them here: weights/ (or $GPT2LOAD_WEIGHTS_DIR) for a "
-    "model name, the Hugging Face cache (HF_HOME) for an ORG/NAME id (or set HF_ENDPOINT to a "
-    "mirror), or pass their folder's local path"
+    "No network? Set GPT2LOAD_MIRROR to a reachable mirror (HF_ENDPOINT for an ORG/NAME id; "
+    "`gpt2load download` also takes --mirror), or fetch the files where there is a network and "
+    "copy them here: weights/ (or $GPT2LOAD_WEIGHTS_DIR) for a model name, the Hugging Face "
+    "cache (HF_HOME) for an ORG/NAME id, or pass their folder's local path"
 )
 
 
