@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import difflib
 import errno
+import functools
 import importlib
 import pkgutil
 import sys
@@ -111,8 +112,13 @@ def parse_command_line(
     commands = next(
         (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
     )
+    for each in (parser, *commands.values()):  # a bad value too: two lines, not the usage
+        each.error = functools.partial(_usage_error, each, typed="", known=[])
+    top = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     if commands and not argv[0].startswith("-") and argv[0] not in commands:
         _usage_error(parser, f"unknown command {argv[0]!r}", argv[0], list(commands))
+    if commands and argv[0].startswith("--") and argv[0].split("=")[0] not in top:
+        _usage_error(parser, f"unrecognized arguments: {argv[0]}", argv[0], top)
     args, extras = parser.parse_known_args(argv)
     if extras:
         target = commands.get(getattr(args, "command", None), parser)

@@ -31,6 +31,25 @@ def test_a_mistyped_flag_names_the_closest(capsys: pytest.CaptureFixture[str]) -
     assert lines[-1].endswith("did you mean --max-iters?") and len(lines) == 2
 
 
+def test_a_bad_value_or_a_mistyped_top_level_flag_is_two_lines_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = _fails(finetune_main, ["pretrain", "--lr", "abc"], capsys)
+    assert lines == [
+        "usage: finetune pretrain ... (every option: finetune pretrain --help)",
+        "finetune pretrain: error: argument --lr: invalid float value: 'abc'",
+    ]
+    lines = _fails(gpt2load_main, ["generate", "gpt2", "--dtype", "fp8"], capsys)
+    assert len(lines) == 2 and "argument --dtype: invalid choice: 'fp8'" in lines[-1]
+    for main, prog in ((gpt2load_main, "gpt2load"), (finetune_main, "finetune")):
+        lines = _fails(main, ["--verison"], capsys)
+        assert (
+            lines[-1]
+            == f"{prog}: error: unrecognized arguments: --verison; did you mean --version?"
+        )
+        assert len(lines) == 2
+
+
 def test_nothing_close_gets_no_guess(capsys: pytest.CaptureFixture[str]) -> None:
     lines = _fails(gpt2load_main, ["generate", "gpt2", "--zzzzzz"], capsys)
     assert "did you mean" not in lines[-1] and "--zzzzzz" in lines[-1]
