@@ -55,8 +55,17 @@ def resolve(
     from . import downloads
 
     folders = [downloads.default_dir(model, s) for s in sources]
-    # An empty folder is a failed download.
-    local = next((f for f in folders if f.is_dir() and any(f.iterdir())), None)
+    # An empty folder is a failed download, and so is an hf one without its weights.
+    local = next(
+        (
+            f
+            for f in folders
+            if f.is_dir()
+            and any(f.iterdir())
+            and (f.name != "hf" or (f / NATIVE_FILENAME).is_file())
+        ),
+        None,
+    )
     # With no weights/ folder, the copy transformers put in the HF cache, used offline.
     if local is None and "hf" in sources and (cached := hub.cached_snapshot(hub_repo(model))):
         return cached

@@ -322,6 +322,10 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
         gpt2load.resolve("gpt2", download=False)  # the published name, not the published size
     monkeypatch.setattr(releases, "_HF_SAFETENSORS_124M_SIZE", len(data))
     assert gpt2load.resolve("gpt2", download=False).is_relative_to(cache)
+    # A download into weights/ that failed before its weights does not hide the cache's copy.
+    (tmp_path / "weights" / "gpt2" / "hf").mkdir(parents=True)
+    (tmp_path / "weights" / "gpt2" / "hf" / "config.json").write_text("{}")
+    assert gpt2load.resolve("gpt2", download=False).is_relative_to(cache)
     # And a weights/ folder, downloaded from a manifest with a published sha256.
     url = server.url + server.add("/w/model.safetensors", data)
     manifest, sha = tmp_path / "m.json", hashlib.sha256(data).hexdigest()
