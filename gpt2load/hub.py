@@ -30,6 +30,7 @@ WEIGHT_FILES = (
 # Fetched with the weights: config, generation config, tokenizer (either form), small json.
 SIDE_FILES = ("*.json", "merges.txt")
 LFS_WEIGHTS = (".safetensors", ".bin")
+PROXIES = ("https", "http", "all")
 LOGIN = (
     "set HF_TOKEN to a token that can read it, or run `hf auth login` (`huggingface-cli "
     "login` in huggingface_hub before 1.0)"
@@ -165,18 +166,19 @@ def snapshot(
         return cached
     if hub.offline:
         raise DownloadError(
-            f"{repo_id} is not in the Hugging Face cache ({hub.cache}) and HF_HUB_OFFLINE is "
-            f"set: unset it to download, or copy the cache of a machine that has it"
+            f"{repo_id} is not (or not completely) in the Hugging Face cache ({hub.cache}) and "
+            f"HF_HUB_OFFLINE is set: unset it to download, or copy the cache of a machine that "
+            f"has it"
         )
     if not download:
         raise FileNotFoundError(
-            f"{repo_id} is not in the Hugging Face cache ({hub.cache}); run "
-            f"`gpt2load download {repo_id}` first"
+            f"{repo_id} is not (or not completely) in the Hugging Face cache ({hub.cache}); "
+            f"run `gpt2load download {repo_id}` first"
         )
-    if cached is None and not _resolves(hub.endpoint):  # no network: fail now, not retry
+    if cached is None and (why := _unreachable(hub.endpoint)):  # absent: fail now, no retries
         raise DownloadError(
-            f"{repo_id}: {hub.endpoint} cannot be reached (its host name does not resolve) and "
-            f"the Hugging Face cache ({hub.cache}) lacks it. {NO_NETWORK_ADVICE}"
+            f"{repo_id}: {hub.endpoint} cannot be reached ({why}) and the Hugging Face cache "
+            f"({hub.cache}) lacks it. {NO_NETWORK_ADVICE}"
         )
     with _hub_errors(repo_id, revision, hub), _progress(quiet):
         from huggingface_hub import HfApi, hf_hub_download, snapshot_download
@@ -198,13 +200,23 @@ def snapshot(
     return Path(folder)
 
 
-def _resolves(url: str) -> bool:
+def _unreachable(url: str) -> str | None:
+    """Why the hub cannot be reached at all (its name does not resolve, nothing listens), found
+    in a moment: huggingface_hub would retry for half a minute. Through a proxy only the proxy
+    knows, so nothing is said then."""
+    if any(os.environ.get(f"{k}_proxy") or os.environ.get(f"{k}_PROXY") for k in PROXIES):
+        return None
     parts = urlsplit(url)
+    where = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     try:
-        socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        socket.create_connection(where, timeout=10).close()
     except socket.gaierror:
-        return False
-    return True
+        return "its host name does not resolve"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError:  # a timeout, say: huggingface_hub's retries may yet get through
+        return None
+    return None
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,9 @@ def hub(
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "TRANSFORMERS_OFFLINE"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv("GPT2LOAD_TOKENIZER_DIR", raising=False)
+        for kind in ("https", "http", "all"):  # the stand-in is reached directly
+            for name in (f"{kind}_proxy", f"{kind.upper()}_PROXY"):
+                monkeypatch.delenv(name, raising=False)
         yield stand_in
 
 
@@ -283,6 +287,17 @@ def test_a_hub_whose_name_does_not_resolve_fails_at_once_with_the_advice(
     assert time.monotonic() - start < 5 and code == 2, err  # no retries: the network is absent
     line = _one_line(err, "download")
     assert "does not resolve" in line and NO_NETWORK_ADVICE in line and "hf-cache" in line
+    # Nothing listening where the hub should be: the same, at once (huggingface_hub itself
+    # would retry for half a minute).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port of ours that nothing listens on
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    start = time.monotonic()
+    code, _, err = _cli(capsys, "generate", "org/single", "--prompt", "x")
+    closed.close()
+    assert time.monotonic() - start < 5 and code == 2, err
+    line = _one_line(err, "generate")
+    assert "connection refused" in line and NO_NETWORK_ADVICE in line
 
 
 # -- finetune --init ORG/NAME -----------------------------------------------------------------
