@@ -74,9 +74,9 @@ class TrainConfig:
     tokenizer_dir: str | None = _data(None, "folder with GPT-2's encoder.json + vocab.bpe (default: "
         "beside --init, else $GPT2LOAD_TOKENIZER_DIR, else downloaded once into weights/tokenizer)",
         metavar="DIR")
-    n_layer: int | None = _model(None, "layers for --init scratch (default 6)", minimum=1)
-    n_head: int | None = _model(None, "attention heads for --init scratch (default 6)", minimum=1)
-    n_embd: int | None = _model(None, "embedding width for --init scratch (default 384)", minimum=1)
+    n_layer: int | None = _model(None, "layers for --init scratch (default: 6)", minimum=1)
+    n_head: int | None = _model(None, "attention heads for --init scratch (default: 6)", minimum=1)
+    n_embd: int | None = _model(None, "embedding width for --init scratch (default: 384)", minimum=1)
     dropout: float | None = _model(None, "dropout while training (default: the checkpoint's own, "
         "0 for scratch)")
     block_size: int = _train(1024, "tokens per training sequence (at most the model's context)",
@@ -86,9 +86,9 @@ class TrainConfig:
         "(gradient accumulation; default: one per process, so 1 without torchrun)", minimum=1)
     max_iters: int = _train(2000, "optimizer steps to train for; on resume, the step to reach (the "
         "total, not extra steps)", minimum=1)
-    lr: float | None = _train(None, f"peak learning rate (default {SCRATCH_LR:g} for --init "
+    lr: float | None = _train(None, f"peak learning rate (default: {SCRATCH_LR:g} for --init "
         f"scratch, {PRETRAINED_LR:g} when starting from trained weights)", minimum=0.0)
-    min_lr: float | None = _train(None, "final learning rate of the cosine (default lr/10)",
+    min_lr: float | None = _train(None, "final learning rate of the cosine (default: lr/10)",
         minimum=0.0)
     lr_schedule: str = _train("cosine", "cosine: warm up then decay to --min-lr; constant: warm up "
         "then hold", choices=("cosine", "constant"))

@@ -15,11 +15,13 @@ HELP = "interactive console: type prompts, change settings with /commands"
 def register(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     note = " (default: the checkpoint's own sampling settings, else %s)"
-    parser.add_argument("--temperature", help="0 is greedy" + note % "0.8")
-    parser.add_argument("--top-k", help="k likeliest tokens, or none" + note % 50)
-    parser.add_argument("--top-p", help="nucleus threshold, or none" + note % "none")
-    parser.add_argument("--max-new-tokens", help="per answer" + note % 200)
-    parser.add_argument("--seed", help="reproducible answers, or none (default: random)")
+    parser.add_argument("--temperature", metavar="T", help="0 is greedy" + note % "0.8")
+    parser.add_argument("--top-k", metavar="K", help="k likeliest tokens, or none" + note % 50)
+    parser.add_argument("--top-p", metavar="P", help="nucleus threshold, or none" + note % "none")
+    parser.add_argument("--max-new-tokens", metavar="N", help="per answer" + note % 200)
+    parser.add_argument(
+        "--seed", metavar="N", help="reproducible answers, or none (default: random)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

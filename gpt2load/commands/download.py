@@ -59,7 +59,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--manifest",
         metavar="FILE",
         help='download from a JSON manifest {"files": [{"url", "path", "size"?, "sha256"?}]} '
-        "instead of a built-in release (default folder weights/<MODEL>/custom/)",
+        "instead of a built-in release (default: none; its folder is weights/<MODEL>/custom/)",
     )
     add(
         "--quiet",
