@@ -130,7 +130,7 @@ def shorten(text: str, width: int) -> str:
 
 # ------------------------------------------------------------------ rendering
 def _score_line(r: ModelResult) -> str:
-    size = f"{r.parameters / 1e6:.1f}M"
+    size = f"{r.parameters / 1e6:.1f}M" if r.parameters >= 50_000 else f"{r.parameters:,}"
     if r.loss is None:
         return f"{size} params"
     bpb = "" if r.bits_per_byte is None else f"  bpb {r.bits_per_byte:.3f}"
