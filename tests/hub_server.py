@@ -129,7 +129,7 @@ class StandInHub:
         for _ in range(2):
             httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
             httpd.daemon_threads = True
-            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
             self._servers.append(httpd)
         return self
 
