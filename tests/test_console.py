@@ -24,7 +24,7 @@ from gpt2load.console import (
     settings_from_checkpoint,
 )
 from tests.conftest import REPO_ROOT, TINY_CONFIGS, random_model
-from tests.test_cli_generate import make_checkpoint, run_cli
+from tests.test_cli_generate import make_checkpoint, run_cli, run_main
 
 
 def make_console(tokenizer) -> tuple[Console, io.StringIO]:
@@ -50,10 +50,13 @@ def test_commands_change_settings_and_bad_ones_get_one_line(tokenizer) -> None:
     assert not console.handle("/quit")
 
 
-def test_piped_prompts_stream_answers(tmp_path: Path, tokenizer_dir: Path) -> None:
+def test_piped_prompts_stream_answers(
+    tmp_path: Path, tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process (a real process's pipe: ``test_console_script_runs_in_a_subprocess``)."""
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
     stdin = "/temp 0\n/max 5\n/settings\nROMEO:\n/bogus\nROMEO:\n/quit\nnever read\n"
-    result = run_cli("chat", str(folder), "--device", "cpu", stdin=stdin)
+    result = run_main(capsys, "chat", str(folder), "--device", "cpu", stdin=stdin)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "temperature = 0.0" in lines
@@ -192,11 +195,13 @@ def test_bad_start_up_flags_exit_2_before_the_loop(
         assert err.startswith(f"gpt2load chat: error: {flag} ") and "\n" not in err, err
 
 
-def test_start_up_flags_apply_silently(tmp_path: Path, tokenizer_dir: Path) -> None:
+def test_start_up_flags_apply_silently(
+    tmp_path: Path, tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
     stdin = "/settings\nROMEO:\n"
     args = ("--temperature", "0", "--top-k", "none", "--max-new-tokens", "4", "--seed", "3")
-    result = run_cli("chat", str(folder), "--device", "cpu", *args, stdin=stdin)
+    result = run_main(capsys, "chat", str(folder), "--device", "cpu", *args, stdin=stdin)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "temperature=0.0  top_k=None  top_p=None  max_new_tokens=4  seed=3"
