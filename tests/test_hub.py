@@ -159,6 +159,8 @@ def test_sharded_repo_downloads_by_id_and_loads_with_transformers_logits(
     assert folder.name == hub.repos["org/sharded"].commit
     code, _, err = _cli(capsys, "download", "org/sharded", "--revision", "v9", "--quiet")
     assert code == 2 and "has no revision 'v9'" in _one_line(err, "download")
+    code, _, err = _cli(capsys, "download", "org/sharded", "--source", "openai", "--quiet")
+    assert code == 2 and "--source, --dir and --mirror are for" in _one_line(err, "download")
     assert hub.fetched("org/sharded", "model-00002-of-00002.safetensors")
     assert not hub.fetched("org/sharded", "pytorch_model.bin")  # safetensors preferred
     _same_logits(gpt2load.load("org/sharded"), reference)

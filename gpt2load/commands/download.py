@@ -29,7 +29,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     add(
         "--source",
         choices=SOURCES,
-        default=DEFAULT_SOURCE,
         help=f"where the weights come from (default: {DEFAULT_SOURCE}, whose files have "
         "published sha256); rasbt means its .safetensors files (for its .pth use --manifest)",
     )
@@ -73,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from ..downloads import download
     from ..errors import Gpt2loadError
     from ..hub import is_repo_id, snapshot
+    from ..releases import DEFAULT_SOURCE
 
     if is_repo_id(args.model) and args.manifest is None:
-        if args.dir or args.mirror:
+        if args.dir or args.mirror or args.source:
             raise Gpt2loadError(
-                "--dir and --mirror are for the published releases; ORG/NAME goes into the "
-                "Hugging Face cache (HF_HUB_CACHE moves it, HF_ENDPOINT names a mirror)"
+                "--source, --dir and --mirror are for the published releases; ORG/NAME comes "
+                "from the hub into the Hugging Face cache (HF_HUB_CACHE moves it, HF_ENDPOINT "
+                "names a mirror)"
             )
         print(snapshot(args.model, args.revision, refresh=True, force=args.force, quiet=args.quiet))
         return 0
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             f"--revision is for a Hugging Face repo id (ORG/NAME), not {args.model!r}"
         )
     # A DownloadError (its message says the ways round) reaches gpt2load.cli.main: one line.
-    options = {name: getattr(args, name) for name in ("source", "dir", "mirror", "force", "fast")}
+    options = {name: getattr(args, name) for name in ("dir", "mirror", "force", "fast")}
+    options["source"] = args.source or DEFAULT_SOURCE
     print(download(args.model, manifest=args.manifest, progress=not args.quiet, **options))
     return 0
