@@ -15,6 +15,7 @@ from gpt2load import GPT, VOCAB_SIZE, CheckpointError, GPTConfig
 
 from .config import SCRATCH_SHAPE, TrainConfig
 from .errors import WeightsDownloadError
+from .vocab import weights_folder
 
 Log = Callable[[str], None]
 
@@ -49,6 +50,15 @@ def _init_target(init: str) -> Path | str:
         f"--init {init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, gpt2-large, "
         f"gpt2-xl) nor an existing checkpoint, {why}"
     )
+
+
+def init_folder(init: str) -> Path | None:
+    """Where the ``--init`` weights and their tokenizer files lie (None: scratch, or a name not
+    downloaded yet). A hub repo is fetched now, once, with its progress shown: its tokenizer
+    and its shape are only known from its files."""
+    if gpt2load.is_repo_id(init) and not Path(init).expanduser().exists():
+        return _init_target(init)  # a one-line --init error when it cannot be had
+    return weights_folder(init)
 
 
 def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPTConfig | None:

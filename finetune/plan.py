@@ -3,7 +3,8 @@ become one frozen :class:`Plan`, and nothing downstream derives a setting again.
 
 Planning touches nothing (the device checked, derived settings filled, the tokenizer chosen,
 the model's shape read from headers), so a wrong setting fails in seconds, before any
-download, data preparation or run folder.
+download, data preparation or run folder. The one exception is a hub repo id for ``--init``:
+its tokenizer and shape are only known from its files, so it is fetched here (once).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from .checkpoint import LAST, TRAINER_FILE, find_checkpoint, read_trainer_state
 from .config import DERIVED, FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
 from .device import DeviceInfo, resolve_dtype, select_device
 from .errors import ConfigError, DistributedNotSupported
-from .modelinit import check_planned, describe_shape, planned_config
+from .modelinit import check_planned, describe_shape, init_folder, planned_config
 from .strategy import Strategy
-from .vocab import RunVocab, choose_vocab, weights_folder
+from .vocab import RunVocab, choose_vocab
 
 Log = Callable[[str], None]
 
@@ -73,7 +74,7 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     derived = tuple(k for k in DERIVED if getattr(cfg, k) is None)
     run = cfg.resolved().replace(grad_accum=cfg.grad_accum or strategy.world_size, overwrite=False)
     device, dtype = _device_for(run, strategy, log)
-    weights = None if run.is_scratch else weights_folder(run.init)
+    weights = None if run.is_scratch else init_folder(run.init)
     vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)
     # A character vocabulary built from the text (None) is known once the text is prepared.
     vocab_size = (vocab.char.n_vocab if vocab.char else None) if vocab.is_char else VOCAB_SIZE

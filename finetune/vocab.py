@@ -31,8 +31,8 @@ class RunVocab:
 def weights_folder(init: str) -> Path | None:
     """Where the ``--init`` weights' tokenizer files lie (None: scratch, or not downloaded)."""
     try:
-        path = gpt2load.resolve(init, download=gpt2load.is_repo_id(init), quiet=True)
-    except (FileNotFoundError, gpt2load.DownloadError):  # --init's own check says why
+        path = gpt2load.resolve(init, download=False, quiet=True)
+    except FileNotFoundError:  # --init's own check says why
         return None
     return path if path.is_dir() else path.parent
 

@@ -51,7 +51,8 @@ def resolve(
             f"Hugging Face repo id (ORG/NAME)"
         )
     model = canonical_name(name)
-    sources = [check_source(source)] if source else list(SOURCES)
+    # A download fills the default source's folder: only that one may stand in for it.
+    sources = [check_source(source)] if source else [DEFAULT_SOURCE] if download else list(SOURCES)
     from . import downloads
 
     folders = [downloads.default_dir(model, s) for s in sources]

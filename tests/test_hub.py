@@ -343,6 +343,10 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
     (tmp_path / "weights" / "gpt2" / "hf").mkdir(parents=True)
     (tmp_path / "weights" / "gpt2" / "hf" / "config.json").write_text("{}")
     assert gpt2load.resolve("gpt2", download=False).is_relative_to(cache)
+    # Nor does another source's folder, when the name is to be had (hub and hosts are gone).
+    (tmp_path / "weights" / "gpt2" / "openai").mkdir()
+    (tmp_path / "weights" / "gpt2" / "openai" / "checkpoint").write_text("x")
+    assert gpt2load.resolve("gpt2").is_relative_to(cache)
     # And a weights/ folder, downloaded from a manifest with a published sha256.
     url = server.url + server.add("/w/model.safetensors", data)
     manifest, sha = tmp_path / "m.json", hashlib.sha256(data).hexdigest()
