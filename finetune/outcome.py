@@ -50,7 +50,7 @@ def summary(trainer: Trainer, seconds: float) -> str:
         lines.append(f"  last: step {read_info(last).get('step', '?')}, in {last}")
     use = shlex.quote(str(best or last))
     if best or last:
-        base = shlex.quote(trainer.cfg.init if trainer.cfg.init != "scratch" else "gpt2")
+        base = shlex.quote("gpt2" if trainer.cfg.is_scratch else trainer.cfg.init)
         lines.append(f"  next: gpt2load generate {use}")
         lines.append(f"        gpt2load chat {use}")
         lines.append(f"        gpt2load compare {base} {use}")

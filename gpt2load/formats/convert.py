@@ -175,7 +175,13 @@ def write_nanogpt(model: GPT, folder: Path, tokenizer: dict[str, Path]) -> list[
     return [folder / "ckpt.pt", *_copy(tokenizer, folder)]
 
 
-WRITERS = {target: globals()[f"write_{target}"] for target in TARGETS}  # the functions above
+WRITERS = {
+    "hf": write_hf,
+    "openai": write_openai,
+    "nanogpt": write_nanogpt,
+    "rasbt": write_rasbt,
+    "native": write_native,
+}
 
 
 def _tokenizer_for_openai(source_folder: Path) -> dict[str, Path]:
