@@ -5,7 +5,6 @@ effort moves" as PRODUCT.md says) alone catches weights that load but are mapped
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shlex
 import sys
@@ -112,13 +111,12 @@ def sha256_with_bar(file: Path) -> str:
     """The file's sha256, with a bar of bytes on stderr: hashing gpt2-xl's 6 GB takes a minute."""
     from tqdm.auto import tqdm
 
-    digest, size = hashlib.sha256(), file.stat().st_size
+    from .downloads.digests import sha256_file
+
     options = dict(unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
-    with open(file, "rb") as fh, tqdm(total=size, desc=f"hashing {file.name}", **options) as bar:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
+    size = file.stat().st_size
+    with tqdm(total=size, desc=f"hashing {file.name}", **options) as bar:
+        return sha256_file(file, bar.update)
 
 
 def repair_command(folder: Path, record: Record) -> str:
