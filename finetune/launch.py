@@ -70,10 +70,11 @@ def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResu
             )
         plan, model, data = (_new if plan.resume is None else _resumed)(plan, log)
         tokenizer, files = _tokenizer(plan, data, log)
-        trainer = Trainer(
+        # No name holds the trainer: its DDP wrapper must be freed before the group is
+        # destroyed (see strategy.process_group), or gloo may abort the process at exit.
+        return Trainer(
             plan, model, data, tokenizer=tokenizer, log=log, callbacks=callbacks, carry_files=files
-        )
-        return trainer.fit()
+        ).fit()
 
 
 def _new(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
