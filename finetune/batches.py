@@ -2,8 +2,7 @@
 
 No sampler state is carried from one batch to the next, so a run's whole data position is
 one integer: resume is exact, and data-parallel ranks draw their share of a step without
-talking to each other.
-"""
+talking to each other."""
 
 from __future__ import annotations
 

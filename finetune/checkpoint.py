@@ -1,13 +1,11 @@
 """Checkpoint folders ``RUN/last`` and ``RUN/best``: ``model.safetensors`` (gpt2load's native
 format, so every ``gpt2load`` command reads it), ``info.json`` (for people), the tokenizer's
-files, and ``trainer.pt``: what an exact resume needs beyond the weights, read back with
-``torch.load(weights_only=True)`` and checked key by key, so a damaged or hand-edited file is
-named with its fault, not a traceback deep in the restore.
+files, and ``trainer.pt`` (what an exact resume needs beyond the weights, read back with
+``weights_only=True`` and checked key by key, so a damaged file is named with its fault).
 
-A folder is written whole under a temporary name, then swapped in by renames, so a crash or
-a second Ctrl-C mid-save leaves the previous checkpoint intact; between the two renames it
-sits at ``.NAME.old``, which :func:`find_checkpoint` also accepts.
-"""
+A folder is written whole under a temporary name, then swapped in by renames, so a crash or a
+second Ctrl-C mid-save leaves the previous checkpoint intact (between the renames it sits at
+``.NAME.old``, which :func:`find_checkpoint` also accepts)."""
 
 from __future__ import annotations
 
@@ -35,17 +33,21 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFIG_FILE = "config.toml"  # the run's resolved settings, beside its checkpoints
 INFO_FILE, LAST, BEST = "info.json", "last", "best"
 TRAINER_FILE, TRAINER_FORMAT, TRAINER_VERSION = "trainer.pt", "finetune-trainer", 1
+# Trainer attributes trainer.pt holds under their own names; older files lack some (see restore).
+_COPIED = ("val_loss", "evals_without_improvement", "tokens_seen", "elapsed_s")
 
 
 def save_checkpoint(trainer: Trainer, name: str) -> Path | None:
     """Write ``RUN/name`` whole or not at all; the main rank's path. Every rank must call it:
-    FSDP gathers weights and optimizer state from all shards, and every rank's RNG state is
-    collected so a resume with as many processes continues each exactly."""
+    FSDP gathers weights and optimizer state from all shards, and every rank's RNG state."""
     cfg, run_dir, strategy = trainer.cfg, trainer.run_dir, trainer.strategy
-    model = trainer.raw_model
+    model, device = trainer.raw_model, trainer.plan.device.device
     weights = strategy.model_state(model)
     optimizer = strategy.optimizer_state(model, trainer.optimizer)
-    rng = strategy.all_gather_object(rng_state(trainer.plan.device.device))
+    rng = {"torch": torch.get_rng_state()}  # dropout's: batches have generators of their own
+    if device.type == "cuda":
+        rng["cuda_current"] = torch.cuda.get_rng_state(device)
+    rng = strategy.all_gather_object(rng)
     if not strategy.is_main:
         return None
     if weights is not None:  # gathered for rank 0: no single module holds them
@@ -54,7 +56,7 @@ def save_checkpoint(trainer: Trainer, name: str) -> Path | None:
     info = {k: state[k] for k in ("step", "val_loss", "best_val_loss", "tokens_seen", "dataset")}
     info |= {"kind": name, "init": cfg.init, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     info["resume"] = f"finetune resume {run_dir}"
-    metadata = {"source": "finetune", "step": trainer.step, "val_loss": trainer.last_val_loss}
+    metadata = {"source": "finetune", "step": trainer.step, "val_loss": trainer.val_loss}
     metadata["train_config"] = cfg.to_dict()
     generation = {"temperature": cfg.temperature, "top_k": cfg.top_k}
     generation["max_new_tokens"] = cfg.sample_tokens
@@ -149,28 +151,9 @@ def read_info(folder: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """The generators a step draws from: dropout's, on the CPU and on this process's GPU
-    (batches come from generators of their own, see :mod:`finetune.batches`)."""
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda_current"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type != "cuda":
-        return
-    if "cuda_current" in state:
-        torch.cuda.set_rng_state(state["cuda_current"], device)
-    elif len(state.get("cuda", ())) > (device.index or 0):  # older files: every GPU's, in order
-        torch.cuda.set_rng_state(state["cuda"][device.index or 0], device)
-
-
 def snapshot(trainer: Trainer, optimizer_state: dict, rng_ranks: list[dict]) -> dict[str, Any]:
     """The trainer state, with the optimizer's as the strategy gathered it and every rank's RNG."""
-    cfg, wandb = trainer.cfg, trainer.wandb
+    run = trainer.wandb.run if trainer.wandb else None
     state = {
         "format": TRAINER_FORMAT,
         "version": TRAINER_VERSION,
@@ -181,14 +164,11 @@ def snapshot(trainer: Trainer, optimizer_state: dict, rng_ranks: list[dict]) -> 
         "rng": rng_ranks[0],
         "data": {"position": trainer.data_position, "source_key": trainer.data_key},
         "best_val_loss": None if math.isinf(trainer.best_val_loss) else trainer.best_val_loss,
-        "val_loss": trainer.last_val_loss,
-        "evals_without_improvement": trainer.evals_without_improvement,
-        "tokens_seen": trainer.tokens_seen,
-        "elapsed_s": trainer.elapsed_s,
-        "config": cfg.to_dict(),
+        **{key: getattr(trainer, key) for key in _COPIED},
+        "config": trainer.cfg.to_dict(),
         "model_config": trainer.raw_model.config.to_dict(),
         "dataset": str(trainer.data.folder.resolve()),
-        "wandb_run_id": wandb.run_id if wandb and wandb.run else trainer.wandb_run_id,
+        "wandb_run_id": getattr(run, "id", None) if run else trainer.wandb_run_id,
         "derived": list(trainer.plan.derived),
     }
     return state | ({"rng_ranks": rng_ranks} if len(rng_ranks) > 1 else {})
@@ -211,15 +191,19 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.data_position = int(state["data"]["position"])
     best = state.get("best_val_loss")
     trainer.best_val_loss = math.inf if best is None else float(best)
-    trainer.evals_without_improvement = int(state.get("evals_without_improvement", 0))
-    trainer.tokens_seen = int(state.get("tokens_seen", 0))
-    trainer.elapsed_s = float(state.get("elapsed_s", 0.0))
-    trainer.last_val_loss, trainer.wandb_run_id = state.get("val_loss"), state.get("wandb_run_id")
+    for key in _COPIED:  # checked by read_trainer_state; absent: a new run's value
+        setattr(trainer, key, state.get(key, getattr(trainer, key)))
+    trainer.wandb_run_id = state.get("wandb_run_id")
     # Each rank continues its own random streams when the process count is unchanged;
     # otherwise the other ranks get fresh seeds, which only changes dropout masks.
     per_rank, device = state.get("rng_ranks") or [state["rng"]], trainer.plan.device.device
     same = len(per_rank) == strategy.world_size
-    _set_rng_state(per_rank[strategy.rank] if same else state["rng"], device)
+    rng, gpu = per_rank[strategy.rank] if same else state["rng"], device.index or 0
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda" and "cuda_current" in rng:
+        torch.cuda.set_rng_state(rng["cuda_current"], device)
+    elif device.type == "cuda" and len(rng.get("cuda", ())) > gpu:  # older files: every GPU's
+        torch.cuda.set_rng_state(rng["cuda"][gpu], device)
     if strategy.rank and not same:
         torch.manual_seed(rank_seed(cfg.seed, strategy.rank, trainer.step))
 

@@ -39,8 +39,7 @@ class TrainResult:
 
 
 def summary(trainer: Trainer, seconds: float) -> str:
-    """What the run left and what to do with it, under its last line: the best checkpoint and
-    its step, the last one, the time this process trained, and the commands that use them."""
+    """What the run left (best and last checkpoint, time this process trained), and commands."""
     best, last = find_checkpoint(trainer.run_dir, BEST), find_checkpoint(trainer.run_dir, LAST)
     lines = [f"  took {_duration(seconds)} (steps {trainer.start_step + 1}-{trainer.step})"]
     if best is not None:
@@ -64,14 +63,11 @@ def _duration(seconds: float) -> str:
 
 
 def divergence_advice(trainer: Trainer, loss: float, grad_norm: float) -> str:
-    """Stop on a non-finite loss or gradient, with advice that fits the cause: broken
-    weights are not a learning-rate problem, and resume is offered only when there is a
-    checkpoint to resume from."""
+    """Advice that fits the cause of a non-finite loss or gradient: broken weights are not a
+    learning-rate problem, and resume is offered only when there is a checkpoint to resume."""
     what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
     stopped = f"training stopped: {what} at step {trainer.step + 1} is not finite"
-    with torch.no_grad():
-        params = trainer.raw_model.named_parameters()
-        broken = [n for n, p in params if not bool(torch.isfinite(p).all())]
+    broken = [n for n, p in trainer.raw_model.named_parameters() if not torch.isfinite(p).all()]
     fp16 = trainer.plan.dtype is torch.float16
     if trainer.step == trainer.start_step and (broken or not fp16):
         source = f"--init {trainer.cfg.init}" if trainer.step == 0 else f"{trainer.run_dir / LAST}"

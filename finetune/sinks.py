@@ -1,10 +1,9 @@
 """Where a run's numbers go, behind one interface: ``metrics.jsonl``, ``samples.jsonl`` and
-``loss.png`` in the run folder, a tqdm bar, and Weights & Biases.
+``loss.png`` in the run folder, a tqdm bar, and Weights & Biases (a convenience, see Wandb).
 
 ``metrics.jsonl`` (one JSON object per step) is the record a run is judged by: plain text,
 appendable, readable while training runs, and cut back to the checkpoint's step on resume so
-no step is listed twice. W&B is a convenience: its first failure warns once and turns it off.
-"""
+no step is listed twice."""
 
 from __future__ import annotations
 
@@ -89,8 +88,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class RunFiles(Sink):
-    """``metrics.jsonl``, ``samples.jsonl`` and ``loss.png`` (redrawn at evaluations, at most
-    every ``REDRAW_EVERY_S``, and at the end)."""
+    """The run folder's files; ``loss.png`` is redrawn at evaluations and at the end."""
 
     def __init__(self, run_dir: Path, resume_step: int | None, log: Log) -> None:
         self.run_dir, self._log, self._drawn = run_dir, log, time.monotonic()
@@ -181,10 +179,8 @@ class ProgressBar(Sink):
 def wandb_mode(requested: str, enabled: bool) -> str:
     """'disabled' unless ``--wandb``; 'auto' is ``$WANDB_MODE``, else online with a login (an
     API key in the environment or in netrc, where W&B finds it)."""
-    if not enabled or requested == "disabled":
-        return "disabled"
-    if requested != "auto":
-        return requested
+    if not enabled or requested != "auto":
+        return requested if enabled else "disabled"
     env = os.environ.get("WANDB_MODE", "").strip().lower()
     if env in ("online", "offline", "disabled"):
         return env
@@ -223,10 +219,6 @@ class Wandb(Sink):
                 f"wandb: no W&B login found, logging offline to {self.where}; upload later with "
                 f"`wandb sync {self.where}` (or `wandb login` first and pass --wandb-mode online)"
             )
-
-    @property
-    def run_id(self) -> str | None:
-        return getattr(self.run, "id", None)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         self._log(f"wandb: {what} ({type(exc).__name__}: {exc}); continuing without W&B")

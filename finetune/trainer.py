@@ -1,9 +1,7 @@
 """The training loop: optimizer steps, evaluations, samples, checkpoints, stopping.
 
-A :class:`Trainer` owns a run's mutable state and is the only thing that writes the run
-folder, so a checkpoint holds exactly what the next step needs to continue as if it had never
-stopped. How the work is spread is the plan's strategy; where the numbers go, the sinks'.
-"""
+A :class:`Trainer` owns a run's mutable state, so a checkpoint holds exactly what the next step
+needs to continue as if it had never stopped; how the work is spread is the plan's strategy."""
 
 from __future__ import annotations
 
@@ -31,10 +29,9 @@ from .flags import to_toml
 from .optim import build_optimizer
 from .outcome import COMPLETED, DIVERGED, EARLY_STOPPED, INTERRUPTED, TrainResult
 from .plan import Plan
-from .sinks import ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
+from .sinks import Log, ProgressBar, RunFiles, Sink, Wandb, safe_text, wandb_mode
 from .strategy import rank_seed
 
-Log = Callable[[str], None]
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
 
@@ -77,7 +74,7 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.step = self.start_step = self.data_position = self.tokens_seen = 0
         self.best_val_loss, self.evals_without_improvement = math.inf, 0
-        self.elapsed_s, self.last_val_loss, self.wandb_run_id = 0.0, None, None
+        self.elapsed_s, self.val_loss, self.wandb_run_id = 0.0, None, None
         self.data_key = data_key(data)  # recorded so a resume can tell it has the same tokens
         if plan.resume is not None:
             restore(self, plan.resume)
@@ -117,37 +114,32 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.plan.dtype)
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device)
+            x, y = (t.pin_memory().to(self.device, non_blocking=True) for t in (x, y))
+        with self.autocast():
+            return self.model(x.to(self.device), y.to(self.device))[1]
 
     def train_step(self) -> tuple[float, float, bool]:
-        """One optimizer step over ``grad_accum`` micro-batches: (mean loss, grad norm, ok).
-
-        Not ``ok`` when the loss (or, without fp16's grad scaler, for which an inf gradient is
-        routine, the gradient) is not finite: the update is skipped, so the weights stay the
-        last good ones. Rank ``r`` runs global micro-batches ``r*n .. r*n+n-1``, gradients are
-        averaged once, at its last, and the loss is summed over ranks so all decide alike.
-        """
+        """One optimizer step over ``grad_accum`` micro-batches: (mean loss, grad norm, ok). Not
+        ``ok`` when the loss, or (without fp16's scaler, for which an inf gradient is routine) the
+        gradient, is not finite: the update is skipped, so the weights stay the last good ones.
+        Rank ``r`` runs micro-batches ``r*n ..``; the loss is summed over ranks so all agree."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         n = self.strategy.local_grad_accum(self.cfg.grad_accum)
         first = self.data_position + self.strategy.rank * n
         for i in range(n):
-            x, y = (self._to_device(t) for t in self.train_batches.get(first + i))
             with self.strategy.sync_gradients(self.model, enabled=i == n - 1):
-                with self.autocast():
-                    _, loss = self.model(x, y)
+                loss = self._loss(*self.train_batches.get(first + i))
                 total += loss.detach()
                 self.scaler.scale(loss / n).backward()
         loss_value = (self.strategy.all_reduce(total) / self.cfg.grad_accum).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, math.nan, False
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
         # under FSDP the norm is a DTensor
@@ -163,10 +155,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss over each split's fixed batches. Ranks deal the batches out round-robin
-        and gather the losses back in order, so the mean is the single-process one; a rank
-        left without a batch runs a spare and drops its loss (under FSDP every forward is a
-        collective all ranks must join)."""
+        """Mean loss over each split's fixed batches, dealt out to ranks round-robin and gathered
+        back in order, so the mean is the single-process one. A rank left without a batch runs a
+        spare and drops its loss: under FSDP every forward is a collective all ranks must join."""
         self.model.eval()
         out, world, rank = {}, self.strategy.world_size, self.strategy.rank
         total, done = sum(map(len, self.eval_sets.values())), 0
@@ -176,9 +167,7 @@ class Trainer:
                 losses = []
                 for first in range(0, len(batches), world):
                     x, y = batches[first + rank] if first + rank < len(batches) else batches[0]
-                    with self.autocast():
-                        _, loss = self.model(self._to_device(x), self._to_device(y))
-                    losses.append(loss.float())
+                    losses.append(self._loss(x, y).float())
                     done += min(world, len(batches) - first)
                     self._status(f"evaluating: {done}/{total} batches", or_log=False)
                 gathered = self.strategy.interleave(torch.stack(losses), len(batches))
@@ -234,7 +223,7 @@ class Trainer:
         """Evaluate, update best and patience; True when early stopping is due."""
         losses = self.evaluate()
         record["val_loss"], record["eval_train_loss"] = losses["val"], losses["train"]
-        self.last_val_loss, mark = losses["val"], ""
+        self.val_loss, mark = losses["val"], ""
         if losses["val"] < self.best_val_loss:
             self.best_val_loss, self.evals_without_improvement = losses["val"], 0
             save_checkpoint(self, BEST)
