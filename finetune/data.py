@@ -1,10 +1,7 @@
-"""A prepared dataset, and how text becomes its tokens.
-
-A prepared folder holds ``train.bin`` / ``val.bin`` (uint16 token ids, memory-mapped) and
+"""A prepared dataset: ``train.bin`` / ``val.bin`` (uint16 token ids, memory-mapped) and
 ``meta.json``, written last so that its presence means the bins are complete. Documents are
 split 90/10 by characters and joined with ``<|endoftext|>`` so the model sees where one ends;
-Tiny Shakespeare is one document, which makes its split the usual 301,966 / 36,059 tokens.
-"""
+Tiny Shakespeare is one document, which makes its split the usual 301,966 / 36,059 tokens."""
 
 from __future__ import annotations
 
@@ -87,9 +84,8 @@ def cached_prepared(folder: Path, key: str) -> PreparedData | None:
 
 
 def data_key(data: PreparedData) -> str:
-    """What a run records to know at resume that it still has the same tokens: the source
-    key of a folder we prepared, else (a folder other tools made) the sizes of its bins and a
-    hash of their first and last MiB."""
+    """What a run records to know at resume that it still has the same tokens: our source key,
+    else (a folder other tools made) its bins' sizes and a hash of their first and last MiB."""
     if key := data.meta.get("source_key"):
         return str(key)
     digest = hashlib.sha256()
@@ -133,13 +129,10 @@ _CUTS = (re.compile(r"(?<=[!-~])\n"), re.compile(r"(?<=[!-~]) "))
 
 def chunk_text(text: str, size: int = CHUNK_CHARS) -> list[str]:
     """Split ``text`` into pieces of about ``size`` characters that tokenize independently."""
-    pieces: list[str] = []
-    start = 0
+    pieces, start = [], 0
     while len(text) - start > size:
         target = start + size
-        tries = (
-            cut.search(text, target, end) for end in (target + size, len(text)) for cut in _CUTS
-        )
+        tries = (c.search(text, target, end) for end in (target + size, len(text)) for c in _CUTS)
         match = next(filter(None, tries), None)
         if match is None:
             break
@@ -156,8 +149,6 @@ def encode_splits(
     thread pool; an ``<|endoftext|>`` in a text is ordinary text, so data cannot inject it."""
     if encoding.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
         raise DataError(f"a vocabulary of {encoding.n_vocab} does not fit in uint16 token files")
-    pieces = [[chunk_text(doc) for doc in docs] for docs in splits]
-    flat = [piece for split in pieces for doc in split for piece in doc]
     to_numpy = getattr(encoding, "encode_to_numpy", None)
 
     def encode(text: str) -> np.ndarray:
@@ -169,15 +160,16 @@ def encode_splits(
 
     affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores this process may use
     threads = threads or (len(affinity(0)) if affinity else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, min(threads, len(flat)))) as pool:
-        arrays = iter(list(pool.map(encode, flat)))
+    # The pool starts a thread per piece up to its size, so a small text starts few.
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        jobs = [[[pool.submit(encode, p) for p in chunk_text(d)] for d in docs] for docs in splits]
     # A character vocabulary has no end-of-text token: its documents simply follow each other.
-    eot = [] if encoding.eot_token is None else [np.array([encoding.eot_token], TOKEN_DTYPE)]
+    eot = np.array([] if encoding.eot_token is None else [encoding.eot_token], TOKEN_DTYPE)
     out = []
-    for split in pieces:
+    for docs in jobs:
         parts = [np.zeros(0, dtype=TOKEN_DTYPE)]
-        for i, doc in enumerate(split):
-            parts += (eot if i else []) + [next(arrays) for _ in doc]
+        for i, doc in enumerate(docs):
+            parts += ([eot] if i else []) + [job.result() for job in doc]
         out.append(np.concatenate(parts))
     return out
 

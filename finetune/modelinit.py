@@ -1,6 +1,5 @@
-"""The model a run starts from: a published size, a fresh model, or any checkpoint. Its shape
-is planned from headers before anything is downloaded or prepared, so settings that cannot fit
-it fail in seconds."""
+"""The model a run starts from (a published size, a fresh model, or any checkpoint), its shape
+planned from headers before any download or preparing, so settings that cannot fit it fail fast."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from gpt2load import GPT, VOCAB_SIZE, CheckpointError, GPTConfig
 
 from .config import SCRATCH_SHAPE, TrainConfig
 from .errors import WeightsDownloadError
-from .vocab import weights_folder
 
 Log = Callable[[str], None]
 
@@ -53,12 +51,15 @@ def _init_target(init: str) -> Path | str:
 
 
 def init_folder(init: str) -> Path | None:
-    """Where the ``--init`` weights and their tokenizer files lie (None: scratch, or a name not
-    downloaded yet). A hub repo is fetched now, once, with its progress shown: its tokenizer
-    and its shape are only known from its files."""
+    """Where the ``--init`` weights and their tokenizer files lie (None: a name not downloaded
+    yet). A hub repo is fetched now, once: its tokenizer and shape are only known from its files."""
     if gpt2load.is_repo_id(init) and not Path(init).expanduser().exists():
         return _init_target(init)  # a one-line --init error when it cannot be had
-    return weights_folder(init)
+    try:
+        path = gpt2load.resolve(init, download=False, quiet=True)
+    except FileNotFoundError:  # --init's own check says why
+        return None
+    return path if path.is_dir() else path.parent
 
 
 def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPTConfig | None:
@@ -80,10 +81,8 @@ def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPT
         raise CheckpointError(f"cannot load --init {cfg.init}: {exc}") from exc
 
 
-def check_planned(cfg: TrainConfig, config: GPTConfig | None) -> None:
+def check_planned(cfg: TrainConfig, config: GPTConfig) -> None:
     """What the shape alone refuses: trained weights cannot change size or read past context."""
-    if config is None:
-        return
     wrong = [
         f"--{key.replace('_', '-')} {getattr(cfg, key)} (the checkpoint has {getattr(config, key)})"
         for key in SCRATCH_SHAPE

@@ -1,11 +1,8 @@
 """A run is planned once: its settings (or a resumed run's record plus the changes asked for)
-become one frozen :class:`Plan`, and nothing downstream derives a setting again.
-
-Planning touches nothing (the device checked, derived settings filled, the tokenizer chosen,
-the model's shape read from headers), so a wrong setting fails in seconds, before any
-download, data preparation or run folder. The one exception is a hub repo id for ``--init``:
-its tokenizer and shape are only known from its files, so it is fetched here (once).
-"""
+become one frozen :class:`Plan`, and nothing downstream derives a setting again. Planning
+touches nothing, so a wrong setting fails in seconds, before any download, data preparation or
+run folder; only a hub repo id for ``--init`` is fetched here (once), as its tokenizer and shape
+are known only from its files."""
 
 from __future__ import annotations
 
@@ -79,7 +76,8 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     # A character vocabulary built from the text (None) is known once the text is prepared.
     vocab_size = (vocab.char.n_vocab if vocab.char else None) if vocab.is_char else VOCAB_SIZE
     model = planned_config(run, vocab_size)
-    check_planned(run, model)  # sizes and context: before data, weights or the run folder
+    if model is not None:
+        check_planned(run, model)  # sizes and context: before data, weights or the run folder
     return Plan(run, strategy, device, dtype, model, vocab, derived, overwrite=cfg.overwrite)
 
 
@@ -105,7 +103,18 @@ def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -
     guess = ["min_lr"] if recorded.min_lr == (recorded.lr or 0) / 10 else []
     derived = tuple(k for k in state.get("derived", guess) if k in DERIVED and k not in changes)
     cfg = recorded.replace(**dict.fromkeys(derived), **changes, out=str(run_dir)).resolved()
-    _check_steps_left(cfg, int(state["step"]), "max_iters" in overrides, run_dir)
+    step = int(state["step"])
+    if cfg.max_iters <= step and "max_iters" in overrides:
+        raise ConfigError(
+            f"--max-iters {cfg.max_iters} is not beyond the run's current step {step}: "
+            f"--max-iters is the step to train up to, not a number of extra steps; pass more "
+            f"than {step} (e.g. --max-iters {step + max(cfg.eval_interval, 1)})"
+        )
+    if cfg.max_iters <= step:
+        raise ConfigError(
+            f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer give a "
+            f"larger --max-iters (e.g. finetune resume {run_dir} --max-iters {2 * step})"
+        )
     strategy = Strategy.from_env(cfg.fsdp)
     device, dtype = _device_for(cfg, strategy, log)
     model = GPTConfig.from_dict(state["model_config"])
@@ -173,19 +182,4 @@ def check_fixed(recorded: TrainConfig, overrides: Mapping[str, Any], run_dir: Pa
         f"{flags} cannot change when resuming: {'; '.join(reasons)}. Resume without "
         f"{'it' if len(changed) == 1 else 'them'}, or start a new run from this one's weights "
         f"with --init {run_dir / LAST}"
-    )
-
-
-def _check_steps_left(cfg: TrainConfig, step: int, given: bool, run_dir: Path) -> None:
-    if cfg.max_iters > step:
-        return
-    if given:
-        raise ConfigError(
-            f"--max-iters {cfg.max_iters} is not beyond the run's current step {step}: "
-            f"--max-iters is the step to train up to, not a number of extra steps; pass more "
-            f"than {step} (e.g. --max-iters {step + max(cfg.eval_interval, 1)})"
-        )
-    raise ConfigError(
-        f"{run_dir} has already trained its {cfg.max_iters} steps; to train longer give a "
-        f"larger --max-iters (e.g. finetune resume {run_dir} --max-iters {2 * step})"
     )

@@ -5,6 +5,7 @@ source is noticed. Also Tiny Shakespeare, fetched and checked, and what ``--data
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -18,10 +19,9 @@ import gpt2load
 from gpt2load import atomic_path, atomic_write_text
 
 from .data import (
+    BINS,
     GPT2_TOKENIZER_ID,
     META_FILE,
-    TRAIN_BIN,
-    VAL_BIN,
     PreparedData,
     cached_prepared,
     encode_splits,
@@ -45,38 +45,6 @@ Log = Callable[[str], None]
 PathLike = str | os.PathLike[str]
 
 
-def collect_sources(paths: Sequence[PathLike]) -> list[Path]:
-    """The text files behind ``paths`` in a stable order (folders: their own, sorted)."""
-    if not paths:
-        raise DataError("no data given: pass one or more text files or folders")
-    files: list[Path] = []
-    for path in (Path(p).expanduser() for p in paths):
-        if path.is_file():
-            files.append(path)
-        elif not path.is_dir():
-            raise DataError(f"data path {path} does not exist")
-        elif found := sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-            if not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ):
-            files += found
-        else:
-            raise DataError(
-                f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
-                f"point --data at the files themselves or at a folder of them"
-            )
-    return files
-
-
-def source_key(hashes: Sequence[str], val_fraction: float, tokenizer_id: str) -> str:
-    """What a prepared folder was built from; any change means preparing again."""
-    recipe = {"version": PREP_VERSION, "sources": list(hashes), "val_fraction": val_fraction}
-    recipe["tokenizer"] = tokenizer_id
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-
-
 def check_data_dir(data_dir: PathLike) -> None:
     """Said before any tokenizing, not as a traceback from the ``mkdir`` after it."""
     path = Path(data_dir).expanduser()
@@ -87,16 +55,6 @@ def check_data_dir(data_dir: PathLike) -> None:
             f"--data-dir {data_dir} is not a folder{where}; give a folder where prepared data "
             f"can be written"
         )
-
-
-def dataset_name(paths: Sequence[PathLike], files: Sequence[Path], *, char: bool = False) -> str:
-    """``NAME-HASH``: the paths' hash keeps ``a/notes.txt`` and ``b/notes.txt`` from
-    overwriting each other's tokens (and a folder one folder as its files change)."""
-    stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
-    resolved = "\n".join(str(Path(p).expanduser().resolve()) for p in paths)
-    suffix = "_char" if char else ""
-    return f"{name}{suffix}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
 
 
 def _is_char(encoding: Any, char_vocab: bool) -> bool:
@@ -123,7 +81,26 @@ def prepare_text(
     check_data_dir(data_dir)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    files = collect_sources(paths)
+    if not paths:
+        raise DataError("no data given: pass one or more text files or folders")
+    files: list[Path] = []  # in a stable order (folders: their own, sorted)
+    for path in (Path(p).expanduser() for p in paths):
+        if path.is_file():
+            files.append(path)
+        elif not path.is_dir():
+            raise DataError(f"data path {path} does not exist")
+        elif found := sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+            if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ):
+            files += found
+        else:
+            raise DataError(
+                f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+                f"point --data at the files themselves or at a folder of them"
+            )
     hashes = [gpt2load.sha256_file(f) for f in files]
     docs: list[str] | None = None
     if encoding is None and char_vocab:
@@ -134,9 +111,19 @@ def prepare_text(
     # GPT-2's tokenizer files are checked against their published hashes, so its id is known
     # without them: a cached preparation is found even where no tokenizer is at hand.
     ident = tokenizer_id(encoding) if encoding is not None else GPT2_TOKENIZER_ID
-    key = source_key(hashes, val_fraction, ident)
+    # What the folder is built from; any change means preparing again.
+    recipe = dict(version=PREP_VERSION, sources=hashes, val_fraction=val_fraction, tokenizer=ident)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     char = _is_char(encoding, char_vocab)
-    folder = Path(data_dir).expanduser() / (name or dataset_name(paths, files, char=char))
+    if name is None:
+        # NAME-HASH: the paths' hash keeps a/notes.txt and b/notes.txt from overwriting each
+        # other's tokens (and a folder one folder as its files change).
+        stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data"
+        resolved = "\n".join(str(Path(p).expanduser().resolve()) for p in paths)
+        digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
+        name = f"{stem}{'_char' if char else ''}-{digest}"
+    folder = Path(data_dir).expanduser() / name
     if not force and (hit := cached_prepared(folder, key)) is not None:
         return _reused(hit, log, "; sources unchanged")
 
@@ -148,7 +135,7 @@ def prepare_text(
     train, val = encode_splits(encoding, [train_docs, val_docs], threads)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)  # the folder is incomplete until meta is back
-    for arr, filename in ((train, TRAIN_BIN), (val, VAL_BIN)):
+    for arr, filename in zip((train, val), BINS.values(), strict=True):
         with atomic_path(folder / filename) as tmp:
             arr.tofile(tmp)
     if char:
@@ -189,8 +176,7 @@ def _reused(data: PreparedData, log: Log, note: str = "") -> PreparedData:
 
 
 def _read_documents(files: Sequence[Path], encoding: Any, log: Log) -> list[str]:
-    """The text of each file that holds any; a character outside a character vocabulary
-    is an error naming the file and the characters."""
+    """The text of each file that holds any; a character a character vocabulary lacks fails."""
     docs: list[str] = []
     for path in files:
         try:
@@ -228,7 +214,17 @@ def fetch_shakespeare(
     dest = Path(data_dir).expanduser() / SHAKESPEARE / "input.txt"
     if dest.is_file() and gpt2load.sha256_file(dest) == SHAKESPEARE_SHA256:
         return dest
-    aside = move_aside(dest, log) if dest.is_file() else None
+    aside = None
+    if dest.is_file():
+        # Renamed to NAME.bad (NAME.bad.1 ... when taken) instead of deleted: it may be
+        # someone's edit, and offline the only copy.
+        suffixes = itertools.chain([".bad"], (f".bad.{n}" for n in itertools.count(1)))
+        aside = next(a for a in (dest.with_name(dest.name + s) for s in suffixes) if not a.exists())
+        os.replace(dest, aside)
+        log(
+            f"data: {dest} is not the published Tiny Shakespeare (its sha256 differs); "
+            f"moved it to {aside} to make room for the original"
+        )
     if given is not None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
@@ -246,21 +242,6 @@ def fetch_shakespeare(
             f"yourself or pass its path with `finetune prepare shakespeare --input FILE`"
         ) from exc
     return Path(file)
-
-
-def move_aside(path: Path, log: Log = print) -> Path:
-    """Rename a file that is not what its name promises to ``NAME.bad`` (``NAME.bad.1`` ...
-    when taken) instead of deleting it: it may be someone's edit, and offline the only copy."""
-    aside, n = path.with_name(path.name + ".bad"), 0
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}.bad.{n}")
-    os.replace(path, aside)
-    log(
-        f"data: {path} is not the published Tiny Shakespeare (its sha256 differs); "
-        f"moved it to {aside} to make room for the original"
-    )
-    return aside
 
 
 def prepare_shakespeare(

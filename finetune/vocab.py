@@ -28,15 +28,6 @@ class RunVocab:
     gpt2_place: Path | None = None
 
 
-def weights_folder(init: str) -> Path | None:
-    """Where the ``--init`` weights' tokenizer files lie (None: scratch, or not downloaded)."""
-    try:
-        path = gpt2load.resolve(init, download=False, quiet=True)
-    except FileNotFoundError:  # --init's own check says why
-        return None
-    return path if path.is_dir() else path.parent
-
-
 def _char_vocab(folder: Path | None) -> CharTokenizer | None:
     meta = folder / META_PKL if folder is not None else None
     return CharTokenizer.from_meta_pkl(meta) if meta is not None and meta.is_file() else None
@@ -81,14 +72,13 @@ def run_tokenizer(vocab: RunVocab, data_folder: Path) -> Any:
     """Once data is prepared (where a vocabulary built from the text lies)."""
     if not vocab.is_char:
         return gpt2load.get_tokenizer(vocab.gpt2_place)
-    if vocab.char is not None:
-        return vocab.char
-    if not (data_folder / META_PKL).is_file():
+    chars = vocab.char if vocab.char is not None else _char_vocab(data_folder)
+    if chars is None:
         raise DataError(
             f"{data_folder} holds no {META_PKL}, so its ids are not characters; with "
             f"--tokenizer char give the text itself (it is prepared with its characters)"
         )
-    return CharTokenizer.from_meta_pkl(data_folder / META_PKL)
+    return chars
 
 
 def checkpoint_files(vocab: RunVocab, tokenizer: Any) -> dict[str, Path]:
