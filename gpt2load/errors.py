@@ -1,9 +1,7 @@
-"""The one error hierarchy of gpt2load (and of finetune, whose errors derive from it).
-
-Every error is the user's to fix and says how, so the command lines print it as one line
-and exit with its ``exit_code`` (2: what was asked; 1: work that started, then failed a
-check). Torch-free, so a command line can catch these before torch is loaded.
-"""
+"""The one error hierarchy of gpt2load (and of finetune, whose errors derive from it): each is
+the user's to fix and says how, so the command lines print it as one line and exit with its
+``exit_code`` (2: what was asked; 1: work that started, then failed a check). Torch-free, so a
+command line can catch these before torch is loaded."""
 
 from __future__ import annotations
 

@@ -35,9 +35,8 @@ def resolve(
     if path.exists() or path.with_name(path.name + ".index").is_file():
         if not path.is_dir() or any(p.is_file() for p in path.glob("*.safetensors")):
             return path  # weights themselves, not a training run's folder
-        run = next(
-            (path / r for r in RUN_CHECKPOINTS if (path / r / NATIVE_FILENAME).is_file()), None
-        )
+        runs = (path / r for r in RUN_CHECKPOINTS)
+        run = next((r for r in runs if (r / NATIVE_FILENAME).is_file()), None)
         if run is not None and run.name != "best" and not quiet:
             print(f"note: {path} has no best/ checkpoint; using {run}", file=sys.stderr)
         return run or path
@@ -57,16 +56,8 @@ def resolve(
 
     folders = [downloads.default_dir(model, s) for s in sources]
     # An empty folder is a failed download, and so is an hf one without its weights.
-    local = next(
-        (
-            f
-            for f in folders
-            if f.is_dir()
-            and any(f.iterdir())
-            and (f.name != "hf" or (f / NATIVE_FILENAME).is_file())
-        ),
-        None,
-    )
+    finished = (f for f in folders if f.is_dir() and any(f.iterdir()))
+    local = next((f for f in finished if f.name != "hf" or (f / NATIVE_FILENAME).is_file()), None)
     # With no weights/ folder, the copy transformers put in the HF cache, used offline.
     if local is None and "hf" in sources and (cached := hub.cached_snapshot(hub_repo(model))):
         return cached

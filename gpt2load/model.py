@@ -124,8 +124,7 @@ class TransformerBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """The GPT-2 language model; ``out_head`` shares its weight with ``tok_emb`` unless the
-    config unties them."""
+    """The GPT-2 language model: ``out_head`` is ``tok_emb``'s weight unless the config unties."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -175,7 +174,7 @@ class GPT(nn.Module):
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Logits ``[batch, time, vocab]``; with ``targets`` also the mean cross-entropy
+        """Logits ``[batch, time, vocab]``; with ``targets``, also the mean cross-entropy
         (targets of -1, padding, are ignored)."""
         if idx.dim() != 2:
             raise ValueError(f"expected token ids shaped [batch, time], got {tuple(idx.shape)}")

@@ -37,9 +37,8 @@ def save_native(
     meta = {"format": NATIVE_FORMAT, "config": json.dumps(model.config.to_dict())}
     meta |= {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     if generation:
-        meta[GENERATION_KEY] = json.dumps(
-            {k: generation[k] for k in GENERATION_FIELDS if k in generation}
-        )
+        kept = {k: generation[k] for k in GENERATION_FIELDS if k in generation}
+        meta[GENERATION_KEY] = json.dumps(kept)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_head:
         del state["out_head.weight"]  # stored once, as the embedding

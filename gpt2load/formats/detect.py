@@ -14,7 +14,7 @@ from ..errors import CheckpointError
 from .hints import read_json
 from .safetensors_reader import looks_like_safetensors
 from .sources import read_head, regular_size
-from .tf_bundle import FOOTER_SIZE, has_table_magic
+from .tf_bundle import FOOTER_SIZE, has_table_magic, index_of
 from .torch_reader import looks_like_torch
 
 SAFETENSORS, TORCH, TF = "safetensors", "torch", "tf"
@@ -49,10 +49,6 @@ def sniff(path: Path) -> str | None:
     return TF if size >= FOOTER_SIZE and has_table_magic(tail) else None
 
 
-def _index_of(prefix: Path) -> Path:
-    return prefix.with_name(prefix.name + ".index")
-
-
 def _prefix_of(index: Path) -> Path:
     return index.with_name(index.name.removesuffix(".index"))
 
@@ -79,9 +75,9 @@ def locate(path: str | Path) -> Located:
     if path.is_dir():
         return _locate_in_folder(path)
     if not path.exists():
-        if sniff(_index_of(path)) == TF:
+        if sniff(index_of(path)) == TF:
             return Located(TF, (path,), path.parent)
-        _refuse_damaged_index(_index_of(path))
+        _refuse_damaged_index(index_of(path))
         raise FileNotFoundError(f"no such checkpoint file or folder: {path}")
     regular_size(path)  # a device or a pipe is refused before anything reads it
     if (kind := sniff(path)) == TF:
@@ -94,12 +90,12 @@ def locate(path: str | Path) -> Located:
         return Located(kind, (path,), path.parent)
     # A TF data shard or the ``checkpoint`` state file stands for its whole checkpoint.
     shard_prefix = path.with_name(path.name.split(".data-")[0])
-    if ".data-" in path.name and sniff(_index_of(shard_prefix)) == TF:
+    if ".data-" in path.name and sniff(index_of(shard_prefix)) == TF:
         return Located(TF, (shard_prefix,), path.parent)
     if (prefix := _prefix_from_state_file(path)) is not None:
         return Located(TF, (prefix,), path.parent)
     _refuse_damaged_index(path)
-    _refuse_damaged_index(_index_of(shard_prefix))
+    _refuse_damaged_index(index_of(shard_prefix))
     try:
         head = read_head(path, 12)[0]
         seen = f"it starts with {head!r}" if head else "it is empty"
@@ -121,7 +117,7 @@ def _prefix_from_state_file(state: Path) -> Path | None:
     named = Path(match.group("path"))
     # Absolute paths go stale when a folder is moved; the file beside the state file wins.
     for prefix in (state.parent / named.name, state.parent / named):
-        if sniff(_index_of(prefix)) == TF:
+        if sniff(index_of(prefix)) == TF:
             return prefix
     return None
 

@@ -57,9 +57,8 @@ def stored_state_dict(
     model: GPT, layout: Layout, *, head: bool = False, zeros: bool = True, qkv_zeros: bool = True
 ) -> dict[str, torch.Tensor]:
     """The tensors (contiguous, on the CPU) a ``layout`` file of ``model`` holds: a tied head only
-    if ``head`` (nanoGPT's and the book's strict loads want one; GPT-2's files leave it out);
-    absent biases as zeros unless ``zeros=False`` (nanoGPT's ``bias=False``) or, for the QKV
-    bias, ``qkv_zeros=False`` (the book's ``qkv_bias=False``)."""
+    if ``head`` (nanoGPT's and the book's strict loads want one), absent biases as zeros unless
+    ``zeros=False`` (nanoGPT's ``bias=False``) or, for the QKV bias, ``qkv_zeros=False`` (book)."""
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     tied = model.config.tie_head
     out: dict[str, torch.Tensor] = {}

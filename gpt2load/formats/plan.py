@@ -120,8 +120,22 @@ def _infer_config(
         "qkv_bias": _PRESENCE["qkv_bias"] in by_target,
     }
     values = {**dict(layout.implies), **hints.values}
-    origin = hints.said_by
-    _check_block_count(layout, matched, values.get("n_layer"), len(blocks), label, origin)
+    origin, n_blocks = hints.said_by, len(blocks)
+    # A stated layer count is checked before a model that big is built; the message names the
+    # first tensor missing or too many.
+    stated = values.get("n_layer")
+    if stated is not None and stated != n_blocks:
+        if not isinstance(stated, int) or isinstance(stated, bool) or stated < 0:
+            raise CheckpointError(f"{label}: {origin} says n_layer={stated!r}, not a layer count")
+        if stated > n_blocks:
+            rule, _ = layout.rule_for(f"trf_blocks.{n_blocks}.norm1.scale")
+            detail = f"missing tensor {expand(rule.stored, n_blocks)!r} and every block after it"
+        else:
+            name, (rule, index) = min((n, hit) for n, hit in matched.items() if hit[1] == stated)
+            detail = f"unexpected tensor {name!r}: the model has no {expand(rule.ours[0], index)}"
+        raise CheckpointError(
+            f"{label}: {origin} says n_layer={stated}, but it stores {n_blocks} blocks: {detail}"
+        )
     for key, shown in seen.items():
         stated = values.get(key)
         if stated is None or shown is None:
@@ -137,7 +151,7 @@ def _infer_config(
             raise CheckpointError(
                 f"{label}: {origin} says {key}={stated!r}, but its tensors show {key}={shown}"
             )
-    values = {"n_layer": len(blocks), **{k: v for k, v in seen.items() if v is not None}, **values}
+    values = {"n_layer": n_blocks, **{k: v for k, v in seen.items() if v is not None}, **values}
     if "n_head" not in values:
         values["n_head"] = published_heads(values["n_embd"])
         if values["n_head"] is None:
@@ -153,26 +167,6 @@ def _infer_config(
         raise CheckpointError(
             f"{label}: the hyper-parameters in {origin} do not make a valid model: {exc}"
         ) from None
-
-
-def _check_block_count(
-    layout: Layout, matched: Matched, stated: object, shown: int, label: str, origin: str
-) -> None:
-    """A stated layer count must be the number of blocks stored (checked before a model that
-    big is built); the message names the first tensor missing or too many."""
-    if stated is None or stated == shown:
-        return
-    if not isinstance(stated, int) or isinstance(stated, bool) or stated < 0:
-        raise CheckpointError(f"{label}: {origin} says n_layer={stated!r}, not a layer count")
-    if stated > shown:
-        rule, _ = layout.rule_for(f"trf_blocks.{shown}.norm1.scale")
-        detail = f"missing tensor {expand(rule.stored, shown)!r} and every block after it"
-    else:
-        name, (rule, index) = min((n, hit) for n, hit in matched.items() if hit[1] == stated)
-        detail = f"unexpected tensor {name!r}: the model has no {expand(rule.ours[0], index)}"
-    raise CheckpointError(
-        f"{label}: {origin} says n_layer={stated}, but it stores {shown} blocks: {detail}"
-    )
 
 
 def build_plan(layout: Layout, source: TensorSource, hints: Hints, label: str) -> Plan:

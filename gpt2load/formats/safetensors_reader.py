@@ -1,7 +1,6 @@
-"""Reading ``.safetensors`` files (a JSON header, then raw little-endian tensor bytes) here
-rather than with ``safe_open``, so tensors are memory-mapped views whose pages can be dropped
-after a copy, and a hostile file is refused by the library's own rules, naming the tensor and
-byte range at fault."""
+"""Reading ``.safetensors`` (a JSON header, then raw little-endian tensor bytes) here, not with
+``safe_open``, so tensors are memory-mapped views whose pages can be dropped after a copy, and a
+hostile file is refused by the library's own rules, naming the tensor and byte range at fault."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from ..errors import CheckpointError
 from .sources import MappedFile, StoredTensor, TensorSource, open_regular
 
 MAX_HEADER_BYTES = 100_000_000
+Parsed = tuple[StoredTensor, int, int]  # an entry and its data offsets
 # Every dtype of the format: its size in bits (what coverage is checked with) and the torch
 # dtype it reads as ("-": none torch has).
 _FORMAT_DTYPES = {
@@ -81,9 +81,7 @@ class SafetensorsSource(TensorSource):
                 self.add(entry, (mapped, data_start + begin, end - begin))
 
 
-def _check_coverage(
-    path: Path, parsed: list[tuple[StoredTensor, int, int]], data_bytes: int
-) -> None:
+def _check_coverage(path: Path, parsed: list[Parsed], data_bytes: int) -> None:
     """The format's rule: tensors tile the data exactly, in order. Overlapping tensors would
     share memory (training one would change the other); a gap or a tail is unaccounted bytes."""
     position = 0
@@ -107,7 +105,7 @@ def _count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _parse_entry(path: Path, name: str, spec: Any) -> tuple[StoredTensor, int, int]:
+def _parse_entry(path: Path, name: str, spec: Any) -> Parsed:
     """One header entry, held to the library's rules (its own error names no tensor): a known
     dtype, a shape of counts, two offsets in order exactly numel * itemsize bytes apart."""
 

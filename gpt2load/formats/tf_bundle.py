@@ -34,6 +34,10 @@ class TableError(Exception):
     """The bytes are not a well-formed table (the caller adds which file)."""
 
 
+def index_of(prefix: Path) -> Path:
+    return prefix.with_name(prefix.name + ".index")
+
+
 def has_table_magic(tail: bytes) -> bool:
     return len(tail) >= 8 and struct.unpack("<Q", tail[-8:])[0] == TABLE_MAGIC
 
@@ -202,7 +206,7 @@ class TFBundleSource(TensorSource):
     """One TF checkpoint prefix, its data shards memory-mapped (``check_crc``: see above)."""
 
     def __init__(self, prefix: Path, *, check_crc: bool | None = None) -> None:
-        index_path = prefix.with_name(prefix.name + ".index")
+        index_path = index_of(prefix)
         num_shards, raw_entries = read_index(index_path)
         super().__init__(())
         by_env = os.environ.get(CHECK_CRC_ENV, "1").strip().lower() not in _CHECKS_OFF
