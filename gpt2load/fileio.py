@@ -10,7 +10,6 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 # No link followed, no wait for a FIFO's reader, no fd leaked to children (0 where the
 # platform lacks a flag: the lstat checks still refuse links there).
@@ -34,8 +33,7 @@ def _refuse(path: Path, st: os.stat_result) -> None:
 
 
 def regular_size(path: str | os.PathLike[str]) -> int | None:
-    """The size of the regular file at ``path`` without following a link; None if nothing is
-    there. A link or a non-regular file raises ``UnsafePathError``."""
+    """Size of the regular file at ``path`` (None if absent); a link or non-regular file raises."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -45,8 +43,7 @@ def regular_size(path: str | os.PathLike[str]) -> int | None:
 
 
 def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int:
-    """``os.open`` that refuses a symbolic link or a non-regular file at ``path`` with
-    ``UnsafePathError``, so nothing is written outside the folder meant."""
+    """``os.open`` refusing a link or non-regular file at ``path`` (``UnsafePathError``)."""
     path = Path(path)
     regular_size(path)  # a clear error for a link or a FIFO before opening anything
     try:
@@ -61,13 +58,6 @@ def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666
         os.close(fd)
         raise
     return fd
-
-
-def open_nofollow_for_writing(path: str | os.PathLike[str], *, append: bool) -> BinaryIO:
-    """A binary file writing to ``path`` (created if missing; appended to, or emptied first),
-    refusing a link or non-regular file there (see ``open_fd_nofollow``)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    return os.fdopen(open_fd_nofollow(path, flags), "ab" if append else "wb")
 
 
 @contextlib.contextmanager

@@ -60,12 +60,10 @@ def settings() -> HubSettings:
     token_file = Path(env.get("HF_TOKEN_PATH") or home / "token").expanduser()
     if not token and token_file.is_file():  # where `hf auth login` saves it
         token = token_file.read_text(encoding="utf-8")
-    return HubSettings(
-        (env.get("HF_ENDPOINT") or HF_HOST).rstrip("/"),
-        Path(cache).expanduser(),
-        offline in ("1", "ON", "YES", "TRUE"),
-        (token or "").strip() or None,
-    )
+    endpoint = (env.get("HF_ENDPOINT") or HF_HOST).rstrip("/")
+    is_offline = offline in ("1", "ON", "YES", "TRUE")
+    token = (token or "").strip() or None
+    return HubSettings(endpoint, Path(cache).expanduser(), is_offline, token)
 
 
 def _read_json(path: Path, repo_id: str) -> dict:
@@ -101,8 +99,7 @@ def _weights(names: set[str], index_file: Callable[[str], Path], repo_id: str) -
 
 
 def _pinned(repo_id: str) -> tuple[str, int | None] | None:
-    """The published (sha256, size) of ``model.safetensors`` when ``repo_id`` is a published
-    GPT-2's."""
+    """The published (sha256, size) of ``model.safetensors`` if ``repo_id`` is a published GPT-2."""
     _, _, name = repo_id.partition("/")
     if not is_model_name(name) or hub_repo(name).lower() != repo_id.lower():
         return None
@@ -111,10 +108,9 @@ def _pinned(repo_id: str) -> tuple[str, int | None] | None:
 
 
 def check_pinned(repo_id: str, folder: Path) -> None:
-    """A published GPT-2's weights must be the published file. In the HF cache an LFS file's
-    blob is named by the sha256 the hub announced for it, so a blob named by the pinned hash
-    and of the published size is the published file, at the cost of a stat (``gpt2load
-    verify`` still hashes the bytes)."""
+    """A published GPT-2's weights must be the published file. The HF cache names an LFS blob
+    by the sha256 the hub announced, so a blob named by the pinned hash and of the published
+    size is that file, at the cost of a stat (``gpt2load verify`` still hashes the bytes)."""
     pinned, weights = _pinned(repo_id), folder / "model.safetensors"
     if pinned and weights.exists():
         found = (weights.resolve().name, weights.stat().st_size)
@@ -164,25 +160,25 @@ def snapshot(
     cached = None if force else cached_snapshot(repo_id, revision)
     if cached is not None and (hub.offline or not refresh):
         return cached
+    absent = f"{repo_id} is not (or not completely) in the Hugging Face cache ({hub.cache})"
     if hub.offline:
         raise DownloadError(
-            f"{repo_id} is not (or not completely) in the Hugging Face cache ({hub.cache}) and "
-            f"HF_HUB_OFFLINE is set: unset it to download, or copy the cache of a machine that "
-            f"has it"
+            f"{absent} and HF_HUB_OFFLINE is set: unset it to download, or copy the cache of a "
+            f"machine that has it"
         )
     if not download:
-        raise FileNotFoundError(
-            f"{repo_id} is not (or not completely) in the Hugging Face cache ({hub.cache}); "
-            f"run `gpt2load download {repo_id}` first"
-        )
+        raise FileNotFoundError(f"{absent}; run `gpt2load download {repo_id}` first")
     if cached is None and (why := _unreachable(hub.endpoint)):  # absent: fail now, no retries
         raise DownloadError(
             f"{repo_id}: {hub.endpoint} cannot be reached ({why}) and the Hugging Face cache "
             f"({hub.cache}) lacks it. {NO_NETWORK_ADVICE}"
         )
-    with _hub_errors(repo_id, revision, hub), _progress(quiet):
-        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    with _hub_errors(repo_id, revision, hub), contextlib.ExitStack() as restore:
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download, utils
 
+        if quiet and not utils.are_progress_bars_disabled():
+            utils.disable_progress_bars()
+            restore.callback(utils.enable_progress_bars)
         token = hub.token or False  # False: not even a token saved where huggingface_hub looks
         common = dict(cache_dir=hub.cache, endpoint=hub.endpoint, token=token, force_download=force)
 
@@ -252,20 +248,6 @@ def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterato
             f"{repo_id}: {hub.endpoint} {said} and the Hugging Face cache ({hub.cache}) lacks "
             f"it. {todo}"
         ) from None
-
-
-@contextlib.contextmanager
-def _progress(quiet: bool) -> Iterator[None]:
-    from huggingface_hub import utils
-
-    turn_off = quiet and not utils.are_progress_bars_disabled()
-    if turn_off:
-        utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if turn_off:
-            utils.enable_progress_bars()
 
 
 def cached_gpt2_repos() -> list[tuple[str, int, str]]:

@@ -79,24 +79,19 @@ class VerifyReport:
         for c in self.checks:
             label = "FAIL" if c.status == "fail" else c.status
             lines.append(f"  {label:<5} {c.name}" + (f": {c.detail}" if c.detail else ""))
-        if self.failures:
-            lines.append(f"{len(self.failures)} check(s) failed:")
-            lines += [f"  - {c.name}: {c.detail}" for c in self.failures]
-            lines += self._repair_lines()
-        else:
-            lines.append("all checks passed")
-        return "\n".join(lines)
-
-    def _repair_lines(self) -> list[str]:
-        """How to mend what a download can mend: files that differ from their sha256 (a re-run
-        fetches those alone), or bytes that were already bad when downloaded (--force)."""
+        if not self.failures:
+            return "\n".join([*lines, "all checks passed"])
+        lines.append(f"{len(self.failures)} check(s) failed:")
+        lines += [f"  - {c.name}: {c.detail}" for c in self.failures]
+        # What a download can mend: files that differ from their sha256 (a re-run fetches those
+        # alone), or bytes that were already bad when downloaded (--force).
         failed = [c.name for c in self.failures]
         files = [name.removeprefix("sha256 ") for name in failed if name.startswith("sha256 ")]
-        if self.repair is None or not (files or "crc32c" in failed):
-            return []
-        what = ", ".join(files) if files else "every file (damaged before they were recorded)"
-        command = self.repair + ("" if files else " --force")
-        return [f"to repair, download {what} again: {command}"]
+        if self.repair is not None and (files or "crc32c" in failed):
+            what = ", ".join(files) if files else "every file (damaged before they were recorded)"
+            command = self.repair + ("" if files else " --force")
+            lines.append(f"to repair, download {what} again: {command}")
+        return "\n".join(lines)
 
 
 def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
@@ -114,8 +109,7 @@ def sha256_with_bar(file: Path) -> str:
     from .downloads.digests import sha256_file
 
     options = dict(unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
-    size = file.stat().st_size
-    with tqdm(total=size, desc=f"hashing {file.name}", **options) as bar:
+    with tqdm(total=file.stat().st_size, desc=f"hashing {file.name}", **options) as bar:
         return sha256_file(file, bar.update)
 
 
@@ -149,11 +143,8 @@ def _check_recorded_file(
             problems.append(f"size {size} bytes, expected {want_size} ({label})")
         elif want_sha is not None and actual != want_sha:
             problems.append(f"expected {want_sha} ({label}), got {actual}")
-    if problems:
-        report.add(name, False, "; ".join(dict.fromkeys(problems)))
-    else:
-        matched = [label for label, _, sha in expectations if sha is not None]
-        report.add(name, True, "matches " + " and ".join(dict.fromkeys(matched)))
+    matched = " and ".join(label for label, _, sha in expectations if sha is not None)
+    report.add(name, not problems, "; ".join(dict.fromkeys(problems)) or f"matches {matched}")
     return actual
 
 
@@ -166,16 +157,16 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
         report.add("record", False, str(exc))
         record = None
     evidence = None
-    if record is None and _is_hub_snapshot(folder):
-        return _check_hub_blobs(report, folder, [path] if only else sorted(folder.iterdir()))
     if record is None:
+        files = [path] if only else sorted(folder.iterdir())
+        weights = [f for f in files if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
+        if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+            return _check_hub_blobs(report, folder, weights)
         report.add("checksums", None, f"no {RECORD_NAME} here (not downloaded by gpt2load)")
-        for file in [path] if only else sorted(folder.iterdir()):
-            if file.is_file() and file.suffix in WEIGHT_SUFFIXES:
-                known = OFFICIAL_124M_SHA256.get(sha256_with_bar(file))
-                if known:
-                    report.add(f"sha256 {file.name}", True, f"matches published {known}")
-                    evidence = known
+        for file in weights:
+            if known := OFFICIAL_124M_SHA256.get(sha256_with_bar(file)):
+                report.add(f"sha256 {file.name}", True, f"matches published {known}")
+                evidence = known
         return evidence
     report.repair = repair_command(folder, record)
     published = None
@@ -184,11 +175,8 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
             published = release(record.model, record.source)
     if published is not None and only is None:
         recorded = {e.path for e in record.files}
-        for spec in published.files:
-            if spec.path not in recorded:
-                report.add(
-                    f"sha256 {spec.path}", False, f"part of the release, not in {RECORD_NAME}"
-                )
+        for missing in [spec.path for spec in published.files if spec.path not in recorded]:
+            report.add(f"sha256 {missing}", False, f"part of the release, not in {RECORD_NAME}")
     for entry in record.files:
         if only is None or entry.path == only:
             digest = _check_recorded_file(report, folder, entry, published)
@@ -198,23 +186,17 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
     return evidence
 
 
-def _is_hub_snapshot(folder: Path) -> bool:
-    return folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
-
-
-def _check_hub_blobs(report: VerifyReport, folder: Path, files: list[Path]) -> None:
+def _check_hub_blobs(report: VerifyReport, folder: Path, weights: list[Path]) -> None:
     """A Hugging Face cache names a weight file's blob by the sha256 the hub announced for it:
     the bytes are hashed against that name (loading trusts the name, this does not)."""
     repo_id = folder.parent.parent.name.removeprefix("models--").replace("--", "/", 1)
     report.repair = f"gpt2load download {repo_id} --force"
-    checked = 0
-    for file in files:
-        blob = file.resolve().name
-        if file.is_file() and file.suffix in WEIGHT_SUFFIXES and len(blob) == 64:
-            digest, checked = sha256_with_bar(file), checked + 1
-            said = "the hub's, as its blob is named" if digest == blob else f"{digest}, not {blob}"
-            report.add(f"sha256 {file.name}", digest == blob, said)
-    if not checked:
+    blobs = [file for file in weights if len(file.resolve().name) == 64]
+    for file in blobs:
+        digest, blob = sha256_with_bar(file), file.resolve().name
+        said = "the hub's, as its blob is named" if digest == blob else f"{digest}, not {blob}"
+        report.add(f"sha256 {file.name}", digest == blob, said)
+    if not blobs:
         report.add("checksums", None, "a Hugging Face cache snapshot without LFS weight blobs")
 
 

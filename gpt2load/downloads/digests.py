@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+Progress = Callable[[int], object] | None  # told the bytes of each chunk read
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,7 @@ def normalise_sha256(value: str | None, what: str = "sha256") -> str | None:
 
 
 def hash_file(
-    path: str | os.PathLike[str],
-    algorithms: Iterable[str],
-    progress: Callable[[int], object] | None = None,
+    path: str | os.PathLike[str], algorithms: Iterable[str], progress: Progress = None
 ) -> dict[str, str]:
     """Hex digests of a file, every algorithm computed in one read; ``progress`` is told the
     bytes of each chunk (a bar: hashing gpt2-xl's 6 GB takes a minute)."""
@@ -50,9 +49,7 @@ def hash_file(
     return {name: h.hexdigest() for name, h in hashers.items()}
 
 
-def sha256_file(
-    path: str | os.PathLike[str], progress: Callable[[int], object] | None = None
-) -> str:
+def sha256_file(path: str | os.PathLike[str], progress: Progress = None) -> str:
     return hash_file(path, ["sha256"], progress)["sha256"]
 
 

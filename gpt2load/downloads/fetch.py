@@ -36,7 +36,6 @@ def weights_root() -> Path:
 
 
 def default_dir(model: str, source: str) -> Path:
-    """``weights/<model>/<source>``, under ``$GPT2LOAD_WEIGHTS_DIR`` when that is set."""
     return weights_root() / model / source
 
 
@@ -126,8 +125,7 @@ def _check_room_for_names(folder: Path, files: tuple[FileSpec, ...]) -> None:
         where = "is" if existing == folder else f"is in the way at {existing}, which is"
         raise ValueError(f"the download folder {folder} {where} not a folder")
     try:
-        name_max = os.pathconf(existing, "PC_NAME_MAX")
-        path_max = os.pathconf(existing, "PC_PATH_MAX")
+        name_max, path_max = (os.pathconf(existing, k) for k in ("PC_NAME_MAX", "PC_PATH_MAX"))
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
         name_max, path_max = 255, 4096
     room = len(PART_INFO_SUFFIX)

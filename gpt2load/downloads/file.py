@@ -16,8 +16,7 @@ from .digests import Claim, hash_file, normalise_sha256, sha256_file
 from .hosts import effective_url
 from .lock import exclusive_lock
 from .manifest import PART_SUFFIX, RecordedFile
-from .resume import discard, part_info_path
-from .transfer import IDENTITY, Options, Timeout, Transfer, make_note, new_session, open_url
+from .transfer import IDENTITY, Options, Transfer, discard, make_note, new_session, open_url
 
 OFFLINE_ENVS = ("GPT2LOAD_OFFLINE", "HF_HUB_OFFLINE")
 
@@ -118,7 +117,7 @@ def fetch(spec: FileSpec, dest: Path, opts: Options, old: RecordedFile | None = 
         finally:
             transfer.close()
         os.replace(part, dest)  # onto a link at dest, the link is replaced, not followed
-        part_info_path(part).unlink(missing_ok=True)
+        discard(part)  # what is left of it: the record of its version
         return digest
 
 
@@ -134,7 +133,7 @@ def download_file(
     progress: bool = True,
     retries: int | None = None,
     backoff: float | None = None,
-    timeout: Timeout | None = None,
+    timeout: float | tuple[float, float] | None = None,
     session: requests.Session | None = None,
 ) -> Path:
     """Make ``dest`` hold the file at ``url``, checked, and return ``dest``.

@@ -126,8 +126,7 @@ class Record(Release):
 
 
 def write_record(folder: str | os.PathLike[str], record: Record) -> Path:
-    data = {"format": RECORD_FORMAT, "model": record.model, "source": record.source}
-    data["files"] = [asdict(f) for f in record.files]
+    data = {"format": RECORD_FORMAT, **asdict(record)}  # then model, source, files
     return atomic_write_text(Path(folder) / RECORD_NAME, json.dumps(data, indent=2) + "\n")
 
 

@@ -4,27 +4,28 @@ http and every hop's digests are heard."""
 
 from __future__ import annotations
 
-import email.utils
+import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from tqdm.auto import tqdm
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.exceptions import InvalidHeader, NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
 
 from .. import __version__
 from ..errors import ChecksumError, DownloadError, RetriesExhaustedError, redact
-from ..fileio import open_nofollow_for_writing, regular_size
+from ..fileio import atomic_write_text, open_fd_nofollow, regular_size
 from .digests import Claim, hash_file, header_claims
 from .hosts import scheme_allowed
-from .resume import Validator, discard, read_part_info, write_part_info
+from .manifest import PART_INFO_SUFFIX, PART_SUFFIX
 
 logger = logging.getLogger("gpt2load.download")
 
@@ -69,8 +70,6 @@ def new_session() -> requests.Session:
 
 @dataclass
 class Options:
-    """How one call fetches all its files; ``retries`` and ``timeout`` default here."""
-
     session: requests.Session
     mirror: str | None = None
     force: bool = False
@@ -107,11 +106,10 @@ def retry_delay(failures: int, backoff: float, retry_after: float | None = None)
 
 
 def _retry_after(value: str | None) -> float | None:
-    value = (value or "").strip()
-    if value.isdigit():
-        return float(value)
-    parsed = email.utils.parsedate_tz(value) if value else None
-    return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    try:  # seconds, or an HTTP date
+        return float(Retry().parse_retry_after(value or ""))
+    except InvalidHeader:
+        return None
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -171,6 +169,67 @@ def open_url(
     raise DownloadError(f"{label}: more than {MAX_REDIRECTS} redirects from {url}")
 
 
+@dataclass(frozen=True)
+class Validator:
+    """A strong ETag, else a Last-Modified: one version of the server's file. Kept for
+    ``FILE.part`` in ``FILE.part.json`` and sent back as ``If-Range`` when resuming, so a changed
+    file comes back whole (200), never as the rest of another version (206): no file is
+    stitched from two."""
+
+    url: str  # redacted: the record beside the part must hold no credentials
+    etag: str | None
+    last_modified: str | None
+
+    @classmethod
+    def of(cls, url: str, headers: Mapping[str, str]) -> Validator | None:
+        etag = headers.get("ETag", "").strip()
+        etag = etag if etag.startswith('"') else ""  # If-Range takes only a strong (not W/) tag
+        last_modified = headers.get("Last-Modified", "").strip()
+        if not (etag or last_modified):
+            return None
+        return cls(redact(url), etag or None, last_modified or None)
+
+    def contradicts(self, other: Validator | None) -> bool:
+        if other is None:
+            return False
+        if self.etag and other.etag:
+            return self.etag != other.etag
+        both = self.last_modified and other.last_modified
+        return bool(both) and self.last_modified != other.last_modified
+
+
+def part_info_path(part: Path) -> Path:
+    return part.with_name(part.name.removesuffix(PART_SUFFIX) + PART_INFO_SUFFIX)
+
+
+def read_part_info(part: Path, url: str) -> Validator | None:
+    """The validator recorded for ``part`` when it was started from ``url``; None if unknown."""
+    try:
+        if regular_size(info := part_info_path(part)) is None:
+            return None
+        data = json.loads(info.read_text(encoding="utf-8"))
+        found = Validator(data["url"], data.get("etag"), data.get("last_modified"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable, a link, another layout: as good as none
+    strings = all(isinstance(v, str | None) for v in (found.etag, found.last_modified))
+    usable = strings and found.url == redact(url) and (found.etag or found.last_modified)
+    return found if usable else None
+
+
+def write_part_info(part: Path, validator: Validator | None) -> None:
+    """Record (atomically, replacing any link) the version ``part`` holds; None removes it."""
+    if validator is None:
+        part_info_path(part).unlink(missing_ok=True)
+    else:
+        atomic_write_text(part_info_path(part), json.dumps(asdict(validator)) + "\n")
+
+
+def discard(part: Path) -> None:
+    """Remove a part and the record of its version (a link is removed, never followed)."""
+    part.unlink(missing_ok=True)
+    part_info_path(part).unlink(missing_ok=True)
+
+
 @dataclass
 class Transfer:
     """Fills ``part`` with the file at ``url``. A known ``sha256`` (it will check the finished
@@ -193,7 +252,6 @@ class Transfer:
         self.validator = read_part_info(self.part, self.url) if self.resumed_from_disk else None
 
     def have(self) -> int:
-        """Bytes in the part file; a link or non-regular file there raises UnsafePathError."""
         return regular_size(self.part) or 0
 
     def close(self) -> None:
@@ -284,8 +342,9 @@ class Transfer:
         elif self.bar.n != offset or self.bar.total != self.total:
             self.bar.reset(total=self.total)
             self.bar.update(offset)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
         try:
-            with open_nofollow_for_writing(self.part, append=bool(offset)) as fh:
+            with os.fdopen(open_fd_nofollow(self.part, flags), "ab" if offset else "wb") as fh:
                 received = offset
                 for chunk in response.iter_content(CHUNK_SIZE):
                     fh.write(chunk)
