@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+# Imported before any test makes the fake tokenizer's hashes the published ones
+# (fake_tokenizer_facts), so the real files are always checked against the real hashes.
+import gpt2load.tokenizer  # noqa: F401
 from gpt2load.config import GPTConfig
 from gpt2load.model import GPT
 from tests.http_server import fake_tokenizer_facts, isolate_downloads, serve_file_server
@@ -27,6 +30,17 @@ TINY_CONFIGS = {
     "odd": GPTConfig(n_layer=5, n_head=3, n_embd=96, context_length=40, vocab_size=50257),
     "small_vocab": GPTConfig(n_layer=3, n_head=2, n_embd=20, context_length=24, vocab_size=101),
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (README's command runs one worker per core) each worker's torch gets
+    its share of the cores: two workers of two threads each on two cores would spin on each
+    other's threads. Subprocesses the tests start inherit the share through OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
