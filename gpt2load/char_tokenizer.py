@@ -107,9 +107,8 @@ class CharTokenizer:
         self.stoi: dict[str, int] = {ch: i for i, ch in enumerate(chars)}
         self.source = Path(source) if source is not None else None
         self._bytes = [ch.encode("utf-8", errors="surrogatepass") for ch in chars]
-        digest = hashlib.sha256("".join(chars).encode("utf-8", errors="surrogatepass"))
         # Two vocabularies of the same size but other characters are other tokenizers.
-        self.name = f"char-{digest.hexdigest()[:12]}"
+        self.name = f"char-{hashlib.sha256(b''.join(self._bytes)).hexdigest()[:12]}"
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -178,10 +177,9 @@ class CharTokenizer:
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError:
-            unknown = self.unknown_characters(text)
             raise CharVocabularyError(
                 f"{what} has characters outside the model's {self.n_vocab}-character "
-                f"vocabulary: {_show(unknown)}"
+                f"vocabulary: {_show(self.unknown_characters(text))}"
             ) from None
 
     encode_ordinary = encode  # there are no special tokens to tell apart

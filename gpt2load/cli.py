@@ -102,9 +102,8 @@ def check_device(spec: str | None) -> None:
 def parse_command_line(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> argparse.Namespace:
-    """``parser.parse_args``, but kinder: no arguments print the help, and a mistyped
-    sub-command or flag gets one line naming the closest real one (argparse's own answer is
-    the whole usage and no suggestion), reported by the parser of the command it was given to."""
+    """``parser.parse_args``, kinder: no arguments print the help; a mistyped sub-command or flag
+    gets an error line naming the closest real one (argparse prints the usage, no suggestion)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         parser.print_help()
@@ -140,8 +139,7 @@ def _usage_error(
 
 @contextlib.contextmanager
 def warnings_as_lines(program: str) -> Iterator[None]:
-    """While a command runs, show each Python warning as one ``PROGRAM: warning: ...`` line,
-    without the source line that raised it."""
+    """While a command runs, each Python warning is one ``PROGRAM: warning: ...`` line."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         print(f"{program}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)

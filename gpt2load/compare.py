@@ -46,9 +46,8 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 
 
 def clean_text(text: str) -> str:
-    """``text`` safe to display: a model can emit any byte, terminal escape sequences
-    included. Carriage returns and line/paragraph separators become newlines; control
-    characters but newlines and tabs, and bidi overrides, are dropped."""
+    """``text`` safe to display (a model can emit any byte, escape sequences included): CR and
+    line/paragraph separators become newlines; bidi overrides and controls but tabs are dropped."""
     text = re.sub("\r\n?|[\u2028\u2029]", "\n", text)
     return "".join(
         ch for ch in text if ch in "\n\t" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI)
@@ -66,28 +65,9 @@ def display_width(text: str) -> int:
     return sum(char_width(ch) for ch in text)
 
 
-def pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - display_width(text))
-
-
-def _split_to_width(word: str, width: int) -> list[str]:
-    """A word longer than the line, cut into pieces of at most ``width`` cells."""
-    pieces, current, used = [], "", 0
-    for ch in word:
-        w = char_width(ch)
-        if current and used + w > width:
-            pieces.append(current)
-            current, used = "", 0
-        current += ch
-        used += w
-    pieces.append(current)
-    return pieces
-
-
 def wrap(text: str, width: int) -> list[str]:
-    """``textwrap.wrap`` measuring what a terminal shows (a CJK character takes two cells, a
-    combining accent none): lines of at most ``width`` cells, newlines kept, words broken
-    only when longer than a line."""
+    """``textwrap.wrap`` in terminal cells (a CJK character takes two, a combining accent none),
+    newlines kept, words broken only when longer than a line."""
     width = max(1, width)
     lines: list[str] = []
     for paragraph in clean_text(text).split("\n"):
@@ -95,20 +75,20 @@ def wrap(text: str, width: int) -> list[str]:
         current, used = "", 0
         for token in re.findall(r"\S+|\s+", paragraph.expandtabs(4)):
             w = display_width(token)
-            if token.isspace():
-                if used + w <= width and (current or not out):
-                    current, used = current + token, used + w  # kept: between words, or indent
-                elif current.strip():
-                    out.append(current.rstrip())
-                    current, used = "", 0
-            elif used + w <= width:
+            # A word that fits; a space between words, or as the first line's indent.
+            if used + w <= width and (current or not out or not token.isspace()):
                 current, used = current + token, used + w
-            else:
-                if current.strip():
-                    out.append(current.rstrip())
-                *full, current = _split_to_width(token, width)
-                out.extend(full)
-                used = display_width(current)
+                continue
+            if current.strip():
+                out.append(current.rstrip())
+            current, used = "", 0
+            if token.isspace():
+                continue
+            for ch in token:  # the word starts a new line, cut every ``width`` cells if longer
+                if current and used + char_width(ch) > width:
+                    out.append(current)
+                    current, used = "", 0
+                current, used = current + ch, used + char_width(ch)
         if current.strip() or not out:
             out.append(current.rstrip())
         lines.extend(out)
@@ -142,9 +122,8 @@ def _mixed_tokenizers(comparison: Comparison) -> bool:
 
 
 def _notes(comparison: Comparison) -> list[tuple[str, str]]:
-    """In words, for every report: which text the scores are on, with which window ("Scores"),
-    and which rows compare on which figure ("Comparable": per-token loss only within one
-    tokenizer, bits per byte across all)."""
+    """For every report: which text and window the scores are on ("Scores"), and which rows
+    compare on which figure ("Comparable": loss only within one tokenizer, bits per byte all)."""
     results, mixed = comparison.results, _mixed_tokenizers(comparison)
     if not comparison.eval_text:
         return []
@@ -189,7 +168,7 @@ def render_columns(comparison: Comparison, width: int | None = None) -> str:
 
     def row(cells: list[list[str]]) -> list[str]:  # the lines of each model, side by side
         return [
-            GAP.join(pad(c, col) for c in line).rstrip()
+            GAP.join(c + " " * max(0, col - display_width(c)) for c in line).rstrip()
             for line in zip_longest(*cells, fillvalue="")
         ]
 
@@ -229,17 +208,9 @@ def _or_na(value: float | int | None, spec: str) -> str:
     return "n/a" if value is None else spec.format(value)
 
 
-def _best(values: list[float | None]) -> list[bool]:
-    """Which cells hold a row's lowest value (all of a tie); none when fewer than two compare."""
-    known = [v for v in values if v is not None]
-    low = min(known) if len(known) > 1 else None
-    return [low is not None and v == low for v in values]
-
-
 def _table(comparison: Comparison) -> list[tuple[str, list[str], list[bool]]]:
-    """Both reports' rows of figures: (label, cells, which cells are the row's best). The lowest
-    loss and perplexity count as best only when the models share a tokenizer (per token they
-    compare no other way); bits per byte always."""
+    """Both reports' rows of figures: (label, cells, which cells are the row's best); the lowest
+    loss and perplexity are best only when the models share a tokenizer, bits per byte always."""
     results, n = comparison.results, len(comparison.results)
     table = [("parameters", [f"{r.parameters:,}" for r in results], [False] * n)]
     if comparison.eval_text:
@@ -250,8 +221,10 @@ def _table(comparison: Comparison) -> list[tuple[str, list[str], list[bool]]]:
             ("bits per byte", "bits_per_byte", "{:.4f}"),
         ):
             values = [getattr(r, name) for r in results]
-            best = _best(values) if per_token or name == "bits_per_byte" else [False] * n
-            if any(v is not None for v in values):
+            known = [v for v in values if v is not None]  # the best: the lowest, all of a tie
+            compares = len(known) > 1 and (per_token or name == "bits_per_byte")
+            best = [compares and v == min(known) for v in values]
+            if known:
                 table.append((label, [_or_na(v, spec) for v in values], best))
         if any(r.eval_tokens is not None for r in results):
             sizes = [(_or_na(r.eval_tokens, "{:,}"), _or_na(r.eval_bytes, "{:,}")) for r in results]

@@ -1,6 +1,5 @@
-"""An interactive prompt loop: type a prompt (or pipe prompts in), watch the answer stream.
-Slash commands change the settings live: trying a temperature is one line, not a reload. In a
-terminal, lines are edited with readline and the history is kept across sessions."""
+"""An interactive prompt loop: type (or pipe) prompts, watch the answers stream. Slash commands
+change the settings live: trying a temperature is one line, not a reload."""
 
 from __future__ import annotations
 
@@ -49,7 +48,6 @@ class Rule:
         return value
 
     def read(self, text: str) -> object:
-        """``text`` parsed and checked; ``ValueError(rule)`` when unreadable or out of range."""
         text = text.strip()
         if self.optional and text.lower() in ("none", "off"):
             return None
@@ -193,9 +191,8 @@ def history_path() -> Path | None:
 
 @contextlib.contextmanager
 def line_editing(history: Path | None) -> Iterator[None]:
-    """readline for ``input`` (where Python has it) with ``history`` read at the start and
-    this session's lines appended at the end: two consoles at once both keep theirs. A
-    history that cannot be read or written is a warning, never the end of the session."""
+    """readline for ``input`` (where Python has it), this session's lines appended to
+    ``history`` at the end (two consoles at once both keep theirs); a failure is a warning."""
     try:
         import readline
     except ImportError:  # Windows
@@ -236,9 +233,8 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 @contextlib.contextmanager
 def _ctrl_c_interrupts() -> Iterator[None]:
-    """Make Ctrl-C raise ``KeyboardInterrupt`` while the console runs, even in a process
-    started with SIGINT ignored (a background job, some supervisors), where Python leaves it
-    ignored and Ctrl-C would not stop a generation."""
+    """Ctrl-C raises ``KeyboardInterrupt`` while the console runs, even in a process started
+    with SIGINT ignored (a background job, some supervisors), where Python leaves it ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

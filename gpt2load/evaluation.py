@@ -8,7 +8,7 @@ import contextlib
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,8 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class EvalText:
-    """Plain text, or the ids of a ``.bin`` of the tokenizer its folder's ``meta.json`` names
-    (finetune), or its ``meta.pkl`` (nanoGPT's char data), else GPT-2's; models of another
-    tokenizer score its text, decoded and encoded again their way."""
+    """Plain text, or a ``.bin`` of ids of the tokenizer its folder's ``meta.json`` (finetune) or
+    ``meta.pkl`` (nanoGPT) names, else GPT-2's; other tokenizers score its text, re-encoded."""
 
     path: Path
     text: str | None = None
@@ -48,17 +47,22 @@ class EvalText:
 
     def tokens_for(self, tokenizer: Tokenizer) -> np.ndarray:
         """The text as ``tokenizer``'s ids (int64)."""
+        is_char = isinstance(tokenizer, CharTokenizer)
         if self.ids is not None:
-            chars = isinstance(tokenizer, CharTokenizer) or self.ids_tokenizer is not None
+            chars = is_char or self.ids_tokenizer is not None
             key = tokenizer_key(tokenizer)
             if key == (self.ids_key or GPT2_KEY) or (self.ids_key is None and not chars):
                 return self.ids
-        text = self.as_text()
-        if isinstance(tokenizer, CharTokenizer):
-            ids = tokenizer.encode_ordinary(text, what=f"the evaluation text {self.path}")
-        else:
-            ids = tokenizer.encode_ordinary(text)
-        return np.asarray(ids, dtype=np.int64)
+        text = self.text
+        if text is None:
+            if self.ids_tokenizer is None and self.ids_key not in (None, GPT2_KEY):
+                raise ValueError(
+                    f"{self.path} holds ids of the tokenizer {self.ids_key} and no {META_PKL} "
+                    f"beside it says what they mean; give a .txt as the evaluation text"
+                )
+            text = _decode(self.ids_tokenizer or get_tokenizer(self.path.parent), self.ids.tolist())
+        what = {"what": f"the evaluation text {self.path}"} if is_char else {}
+        return np.asarray(tokenizer.encode_ordinary(text, **what), dtype=np.int64)
 
     def tokens_to_score(self, tokenizer: Tokenizer, model: str | None = None) -> np.ndarray:
         """:meth:`tokens_for`, at least the 2 that one prediction needs."""
@@ -70,20 +74,8 @@ class EvalText:
             )
         return tokens
 
-    def as_text(self) -> str:
-        if self.text is not None:
-            return self.text
-        if self.ids_tokenizer is None and self.ids_key not in (None, GPT2_KEY):
-            raise ValueError(
-                f"{self.path} holds ids of the tokenizer {self.ids_key} and no {META_PKL} "
-                f"beside it says what they mean; give a .txt as the evaluation text"
-            )
-        tokenizer = self.ids_tokenizer or get_tokenizer(self.path.parent)
-        return _decode(tokenizer, self.ids.tolist())
-
     def prefix(self, tokenizer: Tokenizer, n_tokens: int) -> EvalText:
-        """The text of ``tokenizer``'s first ``n_tokens`` (no half character at the end), for
-        every tokenizer to score alike."""
+        """The text of ``tokenizer``'s first ``n_tokens`` (no half character at the end)."""
         ids = self.tokens_for(tokenizer)[:n_tokens].tolist()
         return EvalText(self.path, text=_decode(tokenizer, ids, errors="ignore"))
 
@@ -149,11 +141,10 @@ def evaluate_tokens(
     tokenizer: Tokenizer | None = None,
     progress: str | None = None,
 ) -> EvalResult:
-    """Mean next-token loss over consecutive windows of ``window`` tokens (default: the
-    model's context), plus bytes and bits per byte with ``tokenizer``. Windows do not overlap,
-    which is cheap; the loss depends on the window, so models compare only on the same one.
-    ``progress``: the label of a bar of the tokens scored, on stderr (minutes, on a CPU).
-    ``tokens`` holds at least 2 (see :meth:`EvalText.tokens_to_score`)."""
+    """Mean next-token loss over consecutive, non-overlapping (cheap) windows of ``window`` tokens
+    (default: the model's context): the loss depends on the window, so models compare on one only.
+    With ``tokenizer`` also bytes and bits per byte; ``progress`` labels a bar on stderr (minutes
+    on a CPU). ``tokens`` holds at least 2 (see :meth:`EvalText.tokens_to_score`)."""
     context = model.config.context_length
     window = context if window is None else window
     if not 1 <= window <= context:
@@ -170,12 +161,9 @@ def evaluate_tokens(
     data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
     n_full, tail = divmod(len(data) - 1, window)
     # Full windows go in batches; a shorter tail window goes alone at the end.
-    batches = [
-        [(s * window, window) for s in range(b, min(b + batch_size, n_full))]
-        for b in range(0, n_full, batch_size)
-    ]
-    if tail:
-        batches.append([(n_full * window, tail)])
+    windows = [(s * window, window) for s in range(n_full)]
+    batches = [windows[b : b + batch_size] for b in range(0, n_full, batch_size)]
+    batches += [[(n_full * window, tail)]] if tail else []
     total_loss, total_count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -191,17 +179,15 @@ def evaluate_tokens(
     finally:
         bar.close()
         model.train(was_training)
-    mean = total_loss / total_count
-    result = EvalResult(mean, math.exp(min(mean, 700.0)), total_count, window)
-    if tokenizer is None:
-        return result
-    # The targets are tokens[1 : total_count + 1]: the first token is only ever context.
-    lengths = token_byte_lengths(tokenizer)
-    targets = np.asarray(tokens[1 : total_count + 1], dtype=np.int64)
-    if int(targets.max()) >= lengths.size:
-        raise ValueError(
-            f"token id {int(targets.max())} is beyond the tokenizer's {lengths.size} ids"
-        )
-    n_bytes = int(lengths[targets].sum())
-    bpb = mean * total_count / math.log(2) / n_bytes if n_bytes else None
-    return replace(result, bytes=n_bytes, bits_per_byte=bpb)
+    mean, n_bytes, bpb = total_loss / total_count, None, None
+    if tokenizer is not None:
+        # The targets are tokens[1 : total_count + 1]: the first token is only ever context.
+        lengths = token_byte_lengths(tokenizer)
+        targets = np.asarray(tokens[1 : total_count + 1], dtype=np.int64)
+        if int(targets.max()) >= lengths.size:
+            raise ValueError(
+                f"token id {int(targets.max())} is beyond the tokenizer's {lengths.size} ids"
+            )
+        n_bytes = int(lengths[targets].sum())
+        bpb = mean * total_count / math.log(2) / n_bytes if n_bytes else None
+    return EvalResult(mean, math.exp(min(mean, 700.0)), total_count, window, n_bytes, bpb)

@@ -48,9 +48,8 @@ def sample_next_token(
     generator: torch.Generator | None = None,
     vocab_limit: int | None = None,
 ) -> torch.Tensor:
-    """One token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy.
-    Only ids below ``vocab_limit`` are picked: a vocabulary padded beyond the tokenizer's
-    (nanoGPT's 50304) must never yield an id the tokenizer cannot decode."""
+    """One token per row of ``logits`` [batch, vocab]; temperature 0 (or top-k 1) is greedy. Only
+    ids below ``vocab_limit``: a padded vocabulary (nanoGPT's 50304) has ids past the tokenizer."""
     if vocab_limit is not None and vocab_limit < logits.size(-1):
         logits = logits[..., :vocab_limit]
     if temperature == 0 or top_k == 1:
@@ -66,8 +65,7 @@ def sample_next_token(
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
 
 
 def stream(
@@ -82,9 +80,8 @@ def stream(
     use_cache: bool = True,
     vocab_limit: int | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row of ``idx`` ([batch] ids), one step at a time; a row
-    that has produced ``eos_id`` keeps yielding it, until every row has. A ``seed`` makes the
-    sampling reproducible without touching the global RNG."""
+    """The next token of every row of ``idx`` ([batch] ids), step by step; a row that produced
+    ``eos_id`` repeats it until all have. ``seed``: reproducible, leaving the global RNG alone."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, seed, vocab_limit)
     idx = idx[None] if idx.dim() == 1 else idx
     if idx.size(1) == 0:

@@ -1,8 +1,7 @@
-"""GPT-2's byte-level BPE through tiktoken, from OpenAI's ``encoder.json`` + ``vocab.bpe``
-(Hugging Face's ``vocab.json`` + ``merges.txt``), checked against the published sha256, or from
-a hub folder's only ``tokenizer.json``, checked against tiktoken's hash of GPT-2's ranks.
-``gpt2load download`` puts them in every folder it fills; else they are fetched once into
-``weights/tokenizer/``."""
+"""GPT-2's byte-level BPE through tiktoken, from OpenAI's ``encoder.json`` + ``vocab.bpe`` (or
+Hugging Face's ``vocab.json`` + ``merges.txt``) checked against the published sha256, or a hub
+folder's only ``tokenizer.json`` checked against tiktoken's hash of GPT-2's ranks. ``gpt2load
+download`` puts them in every folder it fills; else they are fetched once into weights/tokenizer."""
 
 from __future__ import annotations
 
@@ -66,9 +65,8 @@ def _candidates(path: str | os.PathLike[str] | None) -> list[Path]:
 
 
 def tokenizer_files(path: str | os.PathLike[str] | None) -> dict[str, Path]:
-    """The tokenizer files to copy beside the model at ``path`` so its folder tokenizes alone: its
-    ``meta.pkl``, else GPT-2's files (``tokenizer_in``, checked) from its folder,
-    ``$GPT2LOAD_TOKENIZER_DIR`` or the download cache, never downloaded; empty if none is there."""
+    """What to copy beside the model at ``path`` so its folder tokenizes alone: its ``meta.pkl``,
+    else GPT-2's checked files from the folders ``get_tokenizer`` reads (never downloaded)."""
     meta = meta_pkl_beside(path)
     if meta is not None:
         return {META_PKL: meta.resolve()}
@@ -81,8 +79,7 @@ def tokenizer_files(path: str | os.PathLike[str] | None) -> dict[str, Path]:
 
 
 def tokenizer_folder(path: str | os.PathLike[str] | None) -> Path | None:
-    """The folder of ``path`` (a file or folder) if ``tokenizer_in`` finds files there, else
-    ``$GPT2LOAD_TOKENIZER_DIR`` if it does there; None when neither has them."""
+    """The first of ``path``'s folder and ``$GPT2LOAD_TOKENIZER_DIR`` with tokenizer files."""
     return next((f.resolve() for f in _candidates(path) if tokenizer_in(f)), None)
 
 
@@ -128,9 +125,8 @@ def _encoding_from_tokenizer_json(path: Path) -> tiktoken.Encoding:
 
 
 def _bpe_encoding(vocab: Any, merges: Any, path: Path, proven: bool = False) -> tiktoken.Encoding:
-    """GPT-2's BPE from a vocabulary and merges (``"a b"`` strings, as ``vocab.bpe`` lines, or
-    ``[a, b]`` pairs: both are in the wild), ranked as tiktoken ranks ``encoder.json`` +
-    ``vocab.bpe``, refused unless they are GPT-2's ranks (``proven``: a published sha256 said)."""
+    """GPT-2's BPE from a vocabulary and merges (``"a b"`` strings or ``[a, b]`` pairs: both are
+    in the wild), refused unless they are GPT-2's ranks (``proven``: a published sha256 said)."""
     from tiktoken_ext.openai_public import r50k_pat_str
 
     # The byte each character of GPT-2's byte-to-unicode mapping stands for.
@@ -167,9 +163,8 @@ def get_tokenizer(
     folder: str | os.PathLike[str] | None = None, *, progress: bool = True
 ) -> Tokenizer:
     """The tokenizer of the model in ``folder`` (or beside the file it names): its ``meta.pkl``,
-    which wins over GPT-2's files (those are copied into folders as a convenience, a ``meta.pkl``
-    only for this model, and :func:`check_tokenizer_fits` refuses a wrong pick), else GPT-2's BPE
-    from the folder, ``$GPT2LOAD_TOKENIZER_DIR`` or ``cache_dir()``, downloaded there if need be."""
+    which wins (GPT-2's files are copied into folders as a convenience, a ``meta.pkl`` only for
+    this model), else GPT-2's BPE from ``tokenizer_folder``, else ``cache_dir()``, fetched there."""
     meta = meta_pkl_beside(folder)
     if meta is not None:
         return CharTokenizer.from_meta_pkl(meta)
@@ -206,8 +201,7 @@ def get_tokenizer(
 
 
 class StreamDecoder:
-    """Token ids to text one at a time, for printing as they arrive: a GPT-2 token can end
-    inside a multi-byte UTF-8 character, whose bytes are held back until it is complete."""
+    """Token ids to text as they arrive, holding back a UTF-8 character split across tokens."""
 
     def __init__(self, encoding: Tokenizer) -> None:
         self._encoding = encoding
@@ -253,9 +247,8 @@ def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, label: str) -> N
 
 
 def prompt_ids(tokenizer: Tokenizer, text: str) -> list[int]:
-    """Ids of a prompt; an empty one starts a new document: GPT-2's at ``<|endoftext|>`` (which
-    a prompt may also contain), a character vocabulary's at a newline, as nanoGPT's
-    ``sample.py`` does."""
+    """Ids of a prompt (``<|endoftext|>`` allowed in it); an empty one starts a new document: at
+    ``<|endoftext|>``, or a character vocabulary's newline, as nanoGPT's ``sample.py`` does."""
     if isinstance(tokenizer, CharTokenizer):
         if text:
             return tokenizer.encode(text, what="the prompt")

@@ -48,13 +48,8 @@ def _dtype_name(text: str) -> str:
 
 
 def add_dtype_argument(parser: argparse.ArgumentParser, what: str = "weights dtype") -> None:
-    spellings = ", ".join(sorted(DTYPE_ALIASES))
-    parser.add_argument(
-        "--dtype",
-        type=_dtype_name,
-        choices=DTYPES,
-        help=f"{what}; also spelled {spellings} (default: as stored)",
-    )
+    spelled = f"also spelled {', '.join(sorted(DTYPE_ALIASES))} (default: as stored)"
+    parser.add_argument("--dtype", type=_dtype_name, choices=DTYPES, help=f"{what}; {spelled}")
 
 
 def add_model_arguments(
@@ -62,11 +57,8 @@ def add_model_arguments(
 ) -> None:
     """The model (``nargs="+"``: several) and where and how it runs, alike in every command."""
     parser.add_argument("model", nargs=nargs, metavar="MODEL_OR_PATH", help=MODEL_HELP)
-    parser.add_argument(
-        "--source",
-        choices=SOURCES,
-        help=f"where a model given by name is downloaded from (default: {DEFAULT_SOURCE})",
-    )
+    where = f"where a model given by name is downloaded from (default: {DEFAULT_SOURCE})"
+    parser.add_argument("--source", choices=SOURCES, help=where)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     add_dtype_argument(parser)
     if n_head:
@@ -74,31 +66,31 @@ def add_model_arguments(
 
 
 def add_n_head_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--n-head",
-        type=int,
-        metavar="N",
-        help="attention heads of a checkpoint that does not record them, such as a bare .pth "
-        "of a width GPT-2 never had (default: from its files; never guessed)",
-    )
+    what = "attention heads of a checkpoint that does not record them, such as a bare .pth of a "
+    what += "width GPT-2 never had (default: from its files; never guessed)"
+    parser.add_argument("--n-head", type=int, metavar="N", help=what)
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser, seed: int | None = None) -> None:
+def add_sampling_arguments(
+    parser: argparse.ArgumentParser, seed: int | None = None, samples: bool = False
+) -> None:
     seeded = "random" if seed is None else seed
-    for flag, kind, default, metavar, what in (
+    rows = [
         ("--max-new-tokens", int, 100, "N", "tokens to generate (default: 100)"),
         ("--temperature", float, 1.0, "T", "sampling temperature; 0 is greedy (default: 1.0)"),
         ("--top-k", int, None, "K", "sample from the k likeliest tokens (default: all)"),
         ("--top-p", float, None, "P", "nucleus sampling threshold, in (0, 1] (default: none)"),
         ("--seed", int, seed, "N", f"makes sampling reproducible (default: {seeded})"),
-    ):
+    ]
+    if samples:
+        rows.append(("--num-samples", int, 1, "N", "independent continuations (default: 1)"))
+    for flag, kind, default, metavar, what in rows:
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=what)
 
 
 def sampling_options(args: argparse.Namespace, samples: int = 1) -> dict[str, Any]:
-    """The sampling flags as keyword arguments of :func:`gpt2load.generation.stream`, checked
-    before anything loads or prints; sample ``i`` of ``samples`` will use seed + i. A bad one
-    is named as the user typed it (``--top-p``), not as the function calls it."""
+    """The sampling flags as keyword arguments of :func:`gpt2load.generation.stream`, checked up
+    front (sample ``i`` of ``samples`` uses seed + i); a bad one is named as typed (``--top-p``)."""
     from ..generation import check_sampling_args
 
     names = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
@@ -119,10 +111,9 @@ def load_model(
     name: str | None = None,
     announce: str | None = None,
 ) -> tuple[GPT, Tokenizer, Path]:
-    """Model ``name`` (default: ``args.model``) from ``path`` (default: where the name resolves,
-    downloaded on first use) with the tokenizer of its files, refused when the two do not fit.
-    With ``announce`` (a prefix), a line on stderr says what loads and another what loaded: a
-    large model takes seconds to minutes, which must not look like a hang."""
+    """Model ``name`` (default: ``args.model``) from ``path`` (default: where the name resolves)
+    with the tokenizer of its files, refused when the two do not fit. With ``announce`` (a
+    prefix), stderr says what loads and what loaded: minutes, for a large model, are no hang."""
     import torch
 
     from ..formats import load_checkpoint

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from ..compare import render_columns, render_html, render_markdown
 
     # Every argument is checked before any model loads.
+    renderers = {".md": render_markdown, ".html": render_html, ".htm": render_html}
     out = Path(args.out) if args.out else None
-    if out is not None and out.suffix.lower() not in (".md", ".html", ".htm"):
+    if out is not None and out.suffix.lower() not in renderers:
         raise ValueError(f"--out {out}: use a .md or .html file name")
     sampling = sampling_options(args)
     for flag, value in (("--eval-tokens", args.eval_tokens), ("--eval-context", args.eval_context)):
@@ -105,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         from ..fileio import atomic_write_text
 
-        render = render_markdown if out.suffix.lower() == ".md" else render_html
-        atomic_write_text(out, render(comparison))
+        atomic_write_text(out, renderers[out.suffix.lower()](comparison))
         print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -114,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
 def compare(
     args: argparse.Namespace, prompts: list[str], sampling: dict[str, Any], eval_text: Path | None
 ) -> Comparison:
-    """Generate and score with each model in turn, one in memory at a time; every model scores
-    the same text (with ``--eval-tokens`` and different tokenizers: the text of the first model's
-    N tokens) in windows of one size, so that each prediction sees the same history in each."""
+    """Generate and score with each model in turn, one in memory at a time; all score the same
+    text (see ``--eval-tokens``) in windows of one size: each prediction sees the same history."""
     import gc
 
     import torch
@@ -179,8 +178,7 @@ def compare(
 def _generate(
     model: GPT, tokenizer: Tokenizer, prompts: list[str], sampling: dict[str, Any], label: str
 ) -> list[str]:
-    """Each prompt with its continuation, a bar on stderr counting the tokens: a large model on
-    a CPU takes minutes over all the prompts."""
+    """Each prompt with its continuation; a bar counts the tokens (minutes, on a CPU)."""
     from tqdm.auto import tqdm
 
     from ..compare import clean_text

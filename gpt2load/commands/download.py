@@ -44,16 +44,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "$GPT2LOAD_MIRROR; $HF_ENDPOINT for Hugging Face files); plain http only this way "
         "(default: $GPT2LOAD_MIRROR, else none)",
     )
-    add(
-        "--force",
-        action="store_true",
-        help="download everything again (default: reuse what is in place)",
-    )
-    add(
-        "--fast",
-        action="store_true",
-        help="trust files already in place by their size alone (default: re-hash them)",
-    )
+    for flag, what in (
+        ("--force", "download everything again (default: reuse what is in place)"),
+        ("--fast", "trust files already in place by their size alone (default: re-hash them)"),
+    ):
+        add(flag, action="store_true", help=what)
     add(
         "--manifest",
         metavar="FILE",

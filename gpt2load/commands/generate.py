@@ -14,14 +14,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompt", default="", metavar="TEXT", help="text to continue (default: a new document)"
     )
-    add_sampling_arguments(parser)
-    parser.add_argument(
-        "--num-samples",
-        type=int,
-        default=1,
-        metavar="N",
-        help="independent continuations (default: 1)",
-    )
+    add_sampling_arguments(parser, samples=True)
     parser.add_argument(
         "--stop-at-eos",
         action="store_true",
