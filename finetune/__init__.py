@@ -1,12 +1,10 @@
-"""finetune: continued pretraining and fine-tuning of GPT-2 on your text.
-
-``finetune shakespeare`` / ``finetune pretrain`` on the command line, or from Python::
+"""finetune: continued pretraining and fine-tuning of GPT-2 on your text, with
+``finetune shakespeare`` / ``finetune pretrain`` or from Python::
 
     from finetune import TrainConfig, train
     result = train(TrainConfig(data=["notes.txt"], init="gpt2", out="runs/notes"))
 
-Names are imported lazily so ``finetune --help`` does not wait for torch.
-"""
+Names are imported lazily so ``finetune --help`` does not wait for torch."""
 
 from __future__ import annotations
 

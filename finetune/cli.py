@@ -1,9 +1,6 @@
-"""The ``finetune`` command line (also ``python -m finetune``).
-
-Training flags are generated from :class:`finetune.config.TrainConfig`, so every setting is
-listed with the help text written next to its field. User errors print one line and exit
-with code 2 (1 for a run that started and then failed, see :mod:`finetune.errors`).
-"""
+"""The ``finetune`` command line (also ``python -m finetune``). Training flags are generated
+from :class:`finetune.config.TrainConfig`'s fields and their help text. User errors print one
+line and exit with code 2 (1 for a run that started and then failed, see finetune.errors)."""
 
 from __future__ import annotations
 
@@ -51,6 +48,16 @@ RAW = argparse.RawDescriptionHelpFormatter
 PREPARE = "only tokenize data into train.bin/val.bin (cached)"
 # The settings `finetune prepare` shares with training (flags generated from their fields).
 PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
+# fmt: off
+PREPARE_FLAGS: dict[str, dict[str, Any]] = {
+    "--name": {"help": "dataset folder name (default: the first source's name plus a short hash "
+        "of the source paths, so different sources never share a folder)"},
+    "--input": {"metavar": "FILE", "help": "shakespeare only: a local input.txt (default: "
+        "download)"},
+    "--threads": {"type": int, "metavar": "N", "help": "tokenizer threads (default: all cores)"},
+    "--force": {"action": "store_true", "help": "prepare again even if cached (default: no)"},
+}
+# fmt: on
 
 
 def _parser(make: Callable, name: str, description: str, **kw: Any) -> argparse.ArgumentParser:
@@ -73,20 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sources = "'shakespeare', or text files / folders of .txt and .md files"
     prepare.add_argument("sources", nargs="+", metavar="SOURCE", help=sources)
     add_config_flags(prepare, include=PREPARE_FIELDS)
-    prepare.add_argument(
-        "--name",
-        help="dataset folder name (default: the first source's name plus a short hash of the "
-        "source paths, so different sources never share a folder)",
-    )
-    prepare.add_argument(
-        "--input", metavar="FILE", help="shakespeare only: a local input.txt (default: download)"
-    )
-    prepare.add_argument(
-        "--threads", type=int, metavar="N", help="tokenizer threads (default: all cores)"
-    )
-    prepare.add_argument(
-        "--force", action="store_true", help="prepare again even if cached (default: no)"
-    )
+    for flag, kw in PREPARE_FLAGS.items():
+        prepare.add_argument(flag, **kw)
 
     about = "continue a stopped run from RUN_DIR/last (--max-iters: the step to reach)"
     resume = _parser(sub.add_parser, "resume", RESUME, help=about)
@@ -128,16 +123,15 @@ def _run(args: argparse.Namespace) -> int:
         changes = load_toml(args.config) if args.config is not None else {}
         changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
         changes |= flag_values(flags)
-        from . import launch  # torch: only once the command line is known to be good
+    else:
+        from .prepare import check_shakespeare_data
 
-        return launch.resume(args.run_dir, changes).exit_code
-    from .prepare import check_shakespeare_data
+        cfg = build_config(args.command, flags, args.config)
+        check_shakespeare_data(args.command, cfg.data)  # from the flags or the --config file
+    from . import launch  # torch: only once the command line is known to be good
 
-    cfg = build_config(args.command, flags, args.config)
-    check_shakespeare_data(args.command, cfg.data)  # from the flags or the --config file
-    from . import launch
-
-    return launch.start(cfg).exit_code
+    result = launch.resume(args.run_dir, changes) if args.command == "resume" else launch.start(cfg)
+    return result.exit_code
 
 
 def _prepare(args: argparse.Namespace) -> int:

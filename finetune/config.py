@@ -1,9 +1,7 @@
 """The one description of a training run: ``TrainConfig``'s fields are the flags, the TOML keys
 and the run's record. Each field carries its help text and limits, so a setting is added in
-one place and checked the same way from every source.
-
-Precedence: field defaults < the sub-command's defaults < the ``--config`` file < flags.
-"""
+one place and checked the same way from every source (precedence: field defaults < the
+sub-command's defaults < the ``--config`` file < flags)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Which device to train on, whether the run fits on it, and how fast it can go at best.
-
 Checked before any data is downloaded or any model built: a missing GPU should cost the user
-one second, not a 500 MB download followed by a week-long CPU run.
-"""
+one second, not a 500 MB download followed by a week-long CPU run."""
 
 from __future__ import annotations
 

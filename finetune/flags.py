@@ -1,9 +1,6 @@
-"""Settings from a TOML file and from flags, both checked by :mod:`finetune.config`'s rules.
-
-A ``--config`` file sits between the defaults and the command line, so an absent flag stays
-out of the namespace rather than filling in its default. A run's settings are written back
-as ``config.toml``, which ``--config`` reads again.
-"""
+"""Settings from a TOML file and from flags, both checked by :mod:`finetune.config`'s rules. A
+``--config`` file sits between the defaults and the flags, so an absent flag stays out of the
+namespace rather than filling in its default. A run's ``config.toml`` is such a file."""
 
 from __future__ import annotations
 

@@ -1,18 +1,15 @@
-"""Carry out a plan, in the order that makes bad input cheap and loses nothing.
-
-The plan has checked the device and the settings; then the run folder is locked for this
-process (never clobber a run), the memory estimate is checked, the data prepared and the
-model built. ``--overwrite`` clears the old run only once data and starting weights are in
-memory: ``--init RUN/best --out RUN --overwrite`` reads the weights it is about to replace,
-and a run that fails before training leaves the old one whole.
-"""
+"""Carry out a plan, in the order that makes bad input cheap and loses nothing: the run
+folder locked (never clobber a run), the memory estimate checked, the data prepared, the model
+built. ``--overwrite`` clears the old run only once data and starting weights are in memory:
+``--init RUN/best --out RUN --overwrite`` reads the weights it is about to replace, and a run
+that fails before training leaves the old one whole."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +47,9 @@ def resume(
     log: Log = print,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Continue ``run_dir`` from its ``last`` checkpoint, with changed settings if asked.
-
-    A checkpoint holds the whole model whoever wrote it, so a run started under torchrun
-    resumes in one process and the other way round (on several machines ``run_dir`` must be
-    on a filesystem every one of them reads)."""
+    """Continue ``run_dir`` from its ``last`` checkpoint, with changed settings if asked. A
+    checkpoint holds the whole model whoever wrote it, so a torchrun run resumes in one process
+    and the other way round (on several machines ``run_dir`` must be on a shared filesystem)."""
     plan = plan_resume(Path(run_dir).expanduser(), dict(overrides or {}), log)
     return _carry_out(plan, log, callbacks)
 
@@ -62,13 +57,26 @@ def resume(
 def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResult:
     log = log if plan.strategy.is_main else silent
     stamp = _stamp(plan.resume_from)
-    with process_group(plan.strategy, plan.device.device, plan.cfg.dist_backend), _run_folder(plan):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process_group(plan.strategy, plan.device.device, plan.cfg.dist_backend))
+        # The main rank holds the run folder (see finetune.runlock); when it cannot, every
+        # rank stops with the error instead of waiting for it at a collective.
+        refused: RunFolderError | None = None
+        if plan.strategy.is_main:
+            try:
+                stack.enter_context(run_folder_lock(plan.run_dir))
+            except RunFolderError as exc:
+                refused = exc
+        if plan.strategy.any_true([refused is not None], plan.device.device)[0]:
+            raise refused or RunFolderError(
+                f"the main process could not take the run folder {plan.run_dir} (see its message)"
+            )
         if _stamp(plan.resume_from) != stamp:
             raise RunFolderError(
                 f"{plan.resume_from} changed while this resume started (another run saved to "
                 f"{plan.run_dir}); run the command again"
             )
-        plan, model, data = (_new if plan.resume is None else _resumed)(plan, log)
+        plan, model, data = _model_and_data(plan, log)
         tokenizer, files = _tokenizer(plan, data, log)
         # No name holds the trainer: its DDP wrapper must be freed before the group is
         # destroyed (see strategy.process_group), or gloo may abort the process at exit.
@@ -77,22 +85,31 @@ def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResu
         ).fit()
 
 
-def _new(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
-    cfg, strategy, run_dir = plan.cfg, plan.strategy, plan.run_dir
-    existing = [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
+def _model_and_data(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
+    cfg, strategy, run_dir, resumed = plan.cfg, plan.strategy, plan.run_dir, plan.resume is not None
+    existing = [] if resumed else [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
     if existing and not plan.overwrite:
         raise ConfigError(
             f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
             f"`finetune resume {run_dir}`, pick another --out, or pass --overwrite to start afresh"
         )
+    if resumed:
+        check_run_files(run_dir)
     _check_memory(plan, plan.model, log)
     with strategy.main_first():
-        data = _run_data(plan, log)
+        data = _resume_data(plan, log) if resumed else _run_data(plan, log)
     check_fits_context(data, cfg.block_size)
     chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
-    with strategy.main_first():
-        model = init_model(cfg, log, chars.n_vocab if chars is not None else VOCAB_SIZE)
-    _check_fits(chars, data, model, f"--init {cfg.init}")
+    if resumed:
+        model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
+        model.set_dropout(cfg.dropout or 0.0)
+    else:
+        with strategy.main_first():
+            model = init_model(cfg, log, chars.n_vocab if chars is not None else VOCAB_SIZE)
+    _check_fits(chars, data, model, str(plan.resume_from) if resumed else f"--init {cfg.init}")
+    if resumed:
+        log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {cfg.max_iters}")
+        return plan, model.train(), data
     if existing:
         # Only now: the starting weights may be this very run's (--init RUN/best --out RUN),
         # and every rank must hold them in memory before the main one removes them.
@@ -110,20 +127,6 @@ def _new(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
     return plan.settle(model.config), model, data
 
 
-def _resumed(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
-    check_run_files(plan.run_dir)
-    _check_memory(plan, plan.model, log)
-    with plan.strategy.main_first():
-        data = _resume_data(plan, log)
-    check_fits_context(data, plan.cfg.block_size)
-    model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
-    model.set_dropout(plan.cfg.dropout or 0.0)
-    chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
-    _check_fits(chars, data, model, str(plan.resume_from))
-    log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {plan.cfg.max_iters}")
-    return plan, model.train(), data
-
-
 def _check_memory(plan: Plan, config: Any, log: Log) -> None:
     cfg, info = plan.cfg, plan.device
     if config is None or not cfg.memory_check:
@@ -133,24 +136,6 @@ def _check_memory(plan: Plan, config: Any, log: Log) -> None:
     check_memory(estimate, info, cfg.batch_size, cfg.block_size)
     if info.total_memory:
         log(f"memory: estimated {estimate.describe()} of {info.total_memory / 1024**3:.1f} GiB")
-
-
-@contextlib.contextmanager
-def _run_folder(plan: Plan) -> Iterator[None]:
-    """The main rank holds the run folder for the run (see :mod:`finetune.runlock`); when it
-    cannot, every rank stops with the error instead of waiting for it at a collective."""
-    with contextlib.ExitStack() as stack:
-        refused: RunFolderError | None = None
-        if plan.strategy.is_main:
-            try:
-                stack.enter_context(run_folder_lock(plan.run_dir))
-            except RunFolderError as exc:
-                refused = exc
-        if plan.strategy.any_true([refused is not None], plan.device.device)[0]:
-            raise refused or RunFolderError(
-                f"the main process could not take the run folder {plan.run_dir} (see its message)"
-            )
-        yield
 
 
 def check_run_files(run_dir: Path) -> None:
@@ -175,7 +160,6 @@ def _stamp(folder: Path | None) -> tuple[int, int, int] | None:
 
 
 def _run_data(plan: Plan, log: Log) -> PreparedData:
-    """The run's prepared data (prepared now unless cached), tokenized with its vocabulary."""
     cfg, vocab = plan.cfg, plan.vocab
     how = {"val_fraction": cfg.val_fraction, "encoding": vocab.char}
     how |= {"tokenizer_dir": vocab.gpt2_place, "char_vocab": vocab.is_char and vocab.char is None}

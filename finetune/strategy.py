@@ -1,10 +1,7 @@
-"""How the work is spread: one process, DDP or FSDP under torchrun, behind one interface.
-
-:class:`Strategy` is also the single process, where every collective is a no-op. FSDP shards
-weights, gradients and AdamW state so gpt2-xl trains on GPUs that could not hold it alone.
-Checkpoints are always whole, in the single-process layout, so a run resumes with any
-number of processes.
-"""
+"""How the work is spread: one process (:class:`Strategy`, every collective a no-op), or DDP or
+FSDP under torchrun. FSDP shards weights, gradients and AdamW state so gpt2-xl trains on GPUs
+that could not hold it alone. Checkpoints are always whole, in the single-process layout, so a
+run resumes with any number of processes."""
 
 from __future__ import annotations
 
@@ -40,8 +37,8 @@ class Strategy:
     sharded, name = False, "one process"
 
     def __init__(self, rank: int = 0, local_rank: int = 0, world: int = 1, local_world: int = 1):
-        self.rank, self.local_rank, self.world_size = rank, local_rank, world
-        self.local_world_size = local_world
+        self.rank, self.local_rank = rank, local_rank
+        self.world_size, self.local_world_size = world, local_world
 
     @classmethod
     def from_env(cls, fsdp: bool = False) -> Strategy:
@@ -304,12 +301,12 @@ def process_group(
         backend = "nccl" if device.type == "cuda" else "gloo"
     elif backend == "nccl" and device.type != "cuda":
         raise ConfigError("--dist-backend nccl needs CUDA GPUs; with --force-cpu use gloo")
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **kwargs)
+        ids = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **ids)
     try:
         yield
     finally:

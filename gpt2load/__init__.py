@@ -46,6 +46,9 @@ _EXPORTS = {
     "download_file": "gpt2load.downloads",
     "weights_root": "gpt2load.downloads",
     "sha256_file": "gpt2load.downloads.digests",
+    # one process at a time: a download folder, a finetune run folder
+    "exclusive_lock": "gpt2load.downloads.lock",
+    "LockHeld": "gpt2load.downloads.lock",
     # tokenizers
     "get_tokenizer": "gpt2load.tokenizer",
     "tokenizer_files": "gpt2load.tokenizer",

@@ -1,6 +1,7 @@
-"""An exclusive lock on a file, so two downloads into one folder take turns. The system drops
-it however its holder exits, so a crash leaves no stale lock; the holder removes the file before
-letting go (not on Windows), so a waiter checks its file is still the one at the path."""
+"""An exclusive lock on a file: two downloads into one folder take turns, two finetune runs in
+one folder do not both run. The system drops it however its holder exits, so a crash leaves no
+stale lock; the holder removes the file before letting go (not on Windows), so a newcomer
+checks that the file it locked is still the one at the path."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..errors import Gpt2loadError
 from ..fileio import open_fd_nofollow
 
 _REMOVABLE_WHILE_OPEN = sys.platform != "win32"
@@ -33,14 +35,26 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+class LockHeld(Gpt2loadError):
+    """Another process holds the lock (``wait=False``); ``details`` is what it wrote there."""
+
+    def __init__(self, path: Path, details: str) -> None:
+        super().__init__(f"{path} is locked by another process")
+        self.details = details
+
+
 @contextlib.contextmanager
 def exclusive_lock(
     path: str | os.PathLike[str],
     on_wait: Callable[[str], None] | None = None,
     poll_seconds: float = 0.1,
-) -> Iterator[Path]:
+    *,
+    wait: bool = True,
+) -> Iterator[int]:
     """Hold an exclusive lock on ``path`` (created if missing), telling ``on_wait`` once if
-    another holds it. A link there is refused (``UnsafePathError``), never followed."""
+    another holds it, or with ``wait=False`` raising :class:`LockHeld` at once. Yields the
+    file's descriptor, for the holder to write its details in. A link there is refused
+    (``UnsafePathError``), never followed."""
     path = Path(path)
     told = False
     while True:
@@ -53,6 +67,8 @@ def exclusive_lock(
                     _lock(fd)
                     break
                 except _BUSY:
+                    if not wait:
+                        raise LockHeld(path, _read(fd)) from None
                     if on_wait is not None and not told:
                         on_wait(f"waiting for another download holding {path} to finish")
                         told = True
@@ -62,7 +78,7 @@ def exclusive_lock(
                 _lock(fd, release=True)
                 continue
             try:
-                yield path
+                yield fd
             finally:
                 if _REMOVABLE_WHILE_OPEN:
                     with contextlib.suppress(OSError):
@@ -71,6 +87,13 @@ def exclusive_lock(
             return
         finally:
             os.close(fd)
+
+
+def _read(fd: int) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 4096).decode("utf-8")
+    return ""
 
 
 def _is_current(fd: int, path: Path) -> bool:
