@@ -48,6 +48,11 @@ RAW = argparse.RawDescriptionHelpFormatter
 PREPARE = "only tokenize data into train.bin/val.bin (cached)"
 # The settings `finetune prepare` shares with training (flags generated from their fields).
 PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
+PREPARE_HELPS = {  # prepare has no --init to take a tokenizer from
+    "tokenizer": "auto and gpt2: GPT-2's BPE; char: one token per character of the text",
+    "tokenizer_dir": "folder with GPT-2's encoder.json + vocab.bpe (default: "
+    "$GPT2LOAD_TOKENIZER_DIR, else downloaded once into weights/tokenizer)",
+}
 # fmt: off
 PREPARE_FLAGS: dict[str, dict[str, Any]] = {
     "--name": {"help": "dataset folder name (default: the first source's name plus a short hash "
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = _parser(sub.add_parser, "prepare", about, help=PREPARE)
     sources = "'shakespeare', or text files / folders of .txt and .md files"
     prepare.add_argument("sources", nargs="+", metavar="SOURCE", help=sources)
-    add_config_flags(prepare, include=PREPARE_FIELDS)
+    add_config_flags(prepare, include=PREPARE_FIELDS, helps=PREPARE_HELPS)
     for flag, kw in PREPARE_FLAGS.items():
         prepare.add_argument(flag, **kw)
 

@@ -109,16 +109,18 @@ def add_config_flags(
     include: Iterable[str] | None = None,
     hidden: Iterable[str] = (),
     show_defaults: bool = True,
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     """One flag per field (``include``: only those), under its section's title. ``defaults``
-    are the command's own, said instead of the field's; ``hidden`` flags are accepted but not
+    are the command's own, said instead of the field's, and ``helps`` its own words where the
+    field's speak of what the command has not (``prepare`` has no --init); ``hidden`` flags are accepted but not
     listed (so a command can refuse them with its own reason); ``show_defaults=False`` says
     no default where the real one is not the field's (resume: the run's own setting)."""
     given, hidden, groups, fields = dict(defaults or {}), set(hidden), {}, TrainConfig()
     for name in include if include is not None else FIELDS:
         meta, (base, optional, is_list) = FIELDS[name].metadata, field_type(name)
         default = given[name] if name in given else getattr(fields, name)
-        text = meta["help"]
+        text = (helps or {}).get(name, meta["help"])
         if name in given or not show_defaults:
             text = _OWN_DEFAULT.sub("", text)
         if show_defaults and default not in (None, [], ""):
