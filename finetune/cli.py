@@ -50,8 +50,6 @@ PREPARE = "only tokenize data into train.bin/val.bin (cached)"
 PREPARE_FIELDS = ("data_dir", "val_fraction", "tokenizer", "tokenizer_dir")
 PREPARE_HELPS = {  # prepare has no --init to take a tokenizer from
     "tokenizer": "auto and gpt2: GPT-2's BPE; char: one token per character of the text",
-    "tokenizer_dir": "folder with GPT-2's encoder.json + vocab.bpe (default: "
-    "$GPT2LOAD_TOKENIZER_DIR, else downloaded once into weights/tokenizer)",
 }
 # fmt: off
 PREPARE_FLAGS: dict[str, dict[str, Any]] = {

@@ -20,8 +20,9 @@ from gpt2load import VOCAB_SIZE, CheckpointError, GPTConfig
 from .checkpoint import LAST, TRAINER_FILE, find_checkpoint, read_trainer_state
 from .config import DERIVED, FIXED_MODEL_AND_DATA, FIXED_ON_RESUME, FIXED_STREAM, TrainConfig
 from .device import DeviceInfo, resolve_dtype, select_device
-from .errors import ConfigError, DistributedNotSupported
+from .errors import ConfigError, DataError, DistributedNotSupported
 from .modelinit import check_planned, describe_shape, init_folder, planned_config
+from .prepare import SHAKESPEARE
 from .strategy import Strategy
 from .vocab import RunVocab, choose_vocab
 
@@ -70,6 +71,9 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     strategy = Strategy.from_env(cfg.fsdp)
     derived = tuple(k for k in DERIVED if getattr(cfg, k) is None)
     run = cfg.resolved().replace(grad_accum=cfg.grad_accum or strategy.world_size, overwrite=False)
+    for source in run.data:  # a mistyped path costs no device check, download or model
+        if source.strip().lower() != SHAKESPEARE and not Path(source).expanduser().exists():
+            raise DataError(f"data path {Path(source).expanduser()} does not exist")
     device, dtype = _device_for(run, strategy, log)
     weights = None if run.is_scratch else init_folder(run.init)
     vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)

@@ -51,3 +51,16 @@ def test_other_text_from_a_config_file_is_refused_too(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use `finetune pretrain --data other.txt`" in err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_missing_data_path_is_the_first_and_only_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --data path is told before the device, memory or starting weights."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["pretrain", "--data", "missing.txt", "--init", "scratch", "--force-cpu"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "finetune pretrain: error: data path missing.txt does not exist\n"
+    assert captured.out == ""  # no "device: ..." or "memory: ..." line first
+    assert list(tmp_path.iterdir()) == []

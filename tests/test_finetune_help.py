@@ -105,13 +105,12 @@ def test_an_error_about_a_flags_value_names_the_flag(capsys: pytest.CaptureFixtu
 def test_prepare_help_speaks_only_of_prepares_own_flags(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """prepare has no --init, so its tokenizer flags say where prepare takes the BPE from."""
+    """prepare has no --init, so --tokenizer auto cannot mean the --init checkpoint's own."""
     monkeypatch.setenv("COLUMNS", "200")  # argparse breaks words longer than a narrow line
     out, _ = _exits(["prepare", "--help"], capsys, 0)
     out = " ".join(out.split())  # as argparse wrapped it for this terminal's width
-    assert "--init" not in out
-    assert "GPT-2's BPE" in out and "$GPT2LOAD_TOKENIZER_DIR" in out
-    assert "(default: 'auto')" in out
+    assert "the --init checkpoint's own" not in out
+    assert "auto and gpt2: GPT-2's BPE" in out and "(default: 'auto')" in out
     pretrain, _ = _exits(["pretrain", "--help"], capsys, 0)
     assert "the --init checkpoint's own" in " ".join(
         pretrain.split()
