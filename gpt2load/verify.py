@@ -10,16 +10,21 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
+
+import torch
+from tqdm.auto import tqdm
 
 from .config import PRESETS, canonical_name, is_model_name, preset
+from .downloads.digests import sha256_file
 from .downloads.manifest import RECORD_NAME, Record, RecordedFile, read_record
+from .formats import detect, load_checkpoint, tf_bundle
+from .formats.plan import parameter_shapes
+from .generation import generate
+from .loading import resolve
+from .model import GPT
 from .releases import OFFICIAL_124M_SHA256, SOURCES, Release, release
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from .model import GPT
+from .tokenizer import get_tokenizer
 
 # Files worth hashing to recognise published weights in a folder nobody recorded.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -96,18 +101,12 @@ class VerifyReport:
 
 def locate(target: str | os.PathLike[str], source: str | None = None) -> Path:
     """The path for ``target``: an existing path, or a model's download folder (no download)."""
-    from .loading import resolve
-
     return resolve(target, source, download=False).resolve()
 
 
 # -- files -----------------------------------------------------------------------------------
 def sha256_with_bar(file: Path) -> str:
     """The file's sha256, with a bar of bytes on stderr: hashing gpt2-xl's 6 GB takes a minute."""
-    from tqdm.auto import tqdm
-
-    from .downloads.digests import sha256_file
-
     options = dict(unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
     with tqdm(total=file.stat().st_size, desc=f"hashing {file.name}", **options) as bar:
         return sha256_file(file, bar.update)
@@ -203,8 +202,6 @@ def _check_hub_blobs(report: VerifyReport, folder: Path, weights: list[Path]) ->
 def check_crcs(report: VerifyReport, path: Path) -> bool:
     """Every tensor of a TF checkpoint against its index's CRC-32C: OpenAI publishes no hash
     for these files. Whether it ran; a checkpoint that cannot be opened is the load's to report."""
-    from .formats import detect, tf_bundle
-
     try:
         located = detect.locate(path)
         if located.container != detect.TF:
@@ -224,10 +221,6 @@ def check_crcs(report: VerifyReport, path: Path) -> bool:
 # -- tensors ---------------------------------------------------------------------------------
 def check_tensors(report: VerifyReport, model: GPT) -> bool:
     """Every tensor the architecture needs is there, shaped as the config says, and finite."""
-    import torch
-
-    from .formats.plan import parameter_shapes
-
     expected = parameter_shapes(model.config)
     state = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
@@ -256,10 +249,6 @@ def check_tensors(report: VerifyReport, model: GPT) -> bool:
 # -- known answer ----------------------------------------------------------------------------
 def run_known_answer(model: GPT, tokenizer: Tokenizer, answer: KnownAnswer) -> tuple[bool, str]:
     """Greedy-decode ``answer.prompt``; (matches, the text produced)."""
-    import torch
-
-    from .generation import generate
-
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(answer.prompt)], dtype=torch.long, device=device)
     out = generate(model, idx, answer.max_new_tokens, temperature=0.0)
@@ -290,10 +279,6 @@ def verify(
     """Check a checkpoint file or folder, a downloaded model (by name), or a model in memory.
     ``known_answer="auto"`` runs the PRODUCT.md check for weights identified as OpenAI's 124M
     (see ``choose_answer``); a ``KnownAnswer`` runs another, None none."""
-    import torch
-
-    from .formats import load_checkpoint
-
     if isinstance(target, torch.nn.Module):
         report = VerifyReport(f"<{type(target).__name__} in memory>")
         path, evidence, model = None, None, target
@@ -324,8 +309,6 @@ def verify(
         if answer is None:
             report.add("known answer", None, why_not)
     if isinstance(answer, KnownAnswer) and tokenizer is None:
-        from .tokenizer import get_tokenizer
-
         try:
             tokenizer = get_tokenizer(path)
         except (OSError, ValueError) as exc:
