@@ -126,15 +126,16 @@ def _run(args: argparse.Namespace) -> int:
         changes = load_toml(args.config) if args.config is not None else {}
         changes.pop("out", None)  # RUN_DIR says where the run is; a copied file may not
         changes |= flag_values(flags)
-    else:
-        from .prepare import check_shakespeare_data
+        from . import launch  # torch: only once the command line is known to be good
 
-        cfg = build_config(args.command, flags, args.config)
-        check_shakespeare_data(args.command, cfg.data)  # from the flags or the --config file
-    from . import launch  # torch: only once the command line is known to be good
+        return launch.resume(args.run_dir, changes).exit_code
+    from .prepare import check_shakespeare_data
 
-    result = launch.resume(args.run_dir, changes) if args.command == "resume" else launch.start(cfg)
-    return result.exit_code
+    cfg = build_config(args.command, flags, args.config)
+    check_shakespeare_data(args.command, cfg.data)  # from the flags or the --config file
+    from . import launch
+
+    return launch.start(cfg).exit_code
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -76,7 +76,7 @@ def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResu
                 f"{plan.resume_from} changed while this resume started (another run saved to "
                 f"{plan.run_dir}); run the command again"
             )
-        plan, model, data = _model_and_data(plan, log)
+        plan, model, data = (_new if plan.resume is None else _resumed)(plan, log)
         tokenizer, files = _tokenizer(plan, data, log)
         # No name holds the trainer: its DDP wrapper must be freed before the group is
         # destroyed (see strategy.process_group), or gloo may abort the process at exit.
@@ -85,31 +85,22 @@ def _carry_out(plan: Plan, log: Log, callbacks: Sequence[Callback]) -> TrainResu
         ).fit()
 
 
-def _model_and_data(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
-    cfg, strategy, run_dir, resumed = plan.cfg, plan.strategy, plan.run_dir, plan.resume is not None
-    existing = [] if resumed else [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
+def _new(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
+    cfg, strategy, run_dir = plan.cfg, plan.strategy, plan.run_dir
+    existing = [name for name in RUN_FILES if os.path.lexists(run_dir / name)]
     if existing and not plan.overwrite:
         raise ConfigError(
             f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
             f"`finetune resume {run_dir}`, pick another --out, or pass --overwrite to start afresh"
         )
-    if resumed:
-        check_run_files(run_dir)
     _check_memory(plan, plan.model, log)
     with strategy.main_first():
-        data = _resume_data(plan, log) if resumed else _run_data(plan, log)
+        data = _run_data(plan, log)
     check_fits_context(data, cfg.block_size)
     chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
-    if resumed:
-        model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
-        model.set_dropout(cfg.dropout or 0.0)
-    else:
-        with strategy.main_first():
-            model = init_model(cfg, log, chars.n_vocab if chars is not None else VOCAB_SIZE)
-    _check_fits(chars, data, model, str(plan.resume_from) if resumed else f"--init {cfg.init}")
-    if resumed:
-        log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {cfg.max_iters}")
-        return plan, model.train(), data
+    with strategy.main_first():
+        model = init_model(cfg, log, chars.n_vocab if chars is not None else VOCAB_SIZE)
+    _check_fits(chars, data, model, f"--init {cfg.init}")
     if existing:
         # Only now: the starting weights may be this very run's (--init RUN/best --out RUN),
         # and every rank must hold them in memory before the main one removes them.
@@ -125,6 +116,20 @@ def _model_and_data(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
     if plan.model is None:  # a checkpoint without headers: its size is known only now
         _check_memory(plan, model.config, log)
     return plan.settle(model.config), model, data
+
+
+def _resumed(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
+    check_run_files(plan.run_dir)
+    _check_memory(plan, plan.model, log)
+    with plan.strategy.main_first():
+        data = _resume_data(plan, log)
+    check_fits_context(data, plan.cfg.block_size)
+    model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
+    model.set_dropout(plan.cfg.dropout or 0.0)
+    chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
+    _check_fits(chars, data, model, str(plan.resume_from))
+    log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {plan.cfg.max_iters}")
+    return plan, model.train(), data
 
 
 def _check_memory(plan: Plan, config: Any, log: Log) -> None:

@@ -115,7 +115,7 @@ def prepare_text(
     recipe = dict(version=PREP_VERSION, sources=hashes, val_fraction=val_fraction, tokenizer=ident)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     char = _is_char(encoding, char_vocab)
-    if name is None:
+    if not name:
         # NAME-HASH: the paths' hash keeps a/notes.txt and b/notes.txt from overwriting each
         # other's tokens (and a folder one folder as its files change).
         stem = files[0].stem if len(files) == 1 else files[0].parent.name or files[0].stem

@@ -47,7 +47,8 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 
 def clean_text(text: str) -> str:
     """``text`` safe to display (a model can emit any byte, escape sequences included): CR and
-    line/paragraph separators become newlines; bidi overrides and controls but tabs are dropped."""
+    line/paragraph separators become newlines; bidi overrides and other controls (tabs and
+    newlines stay) are dropped."""
     text = re.sub("\r\n?|[\u2028\u2029]", "\n", text)
     return "".join(
         ch for ch in text if ch in "\n\t" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI)

@@ -105,6 +105,11 @@ def test_sources_with_the_same_name_get_folders_of_their_own(tmp_path: Path) -> 
         [tmp_path / "b" / ".." / "a" / "notes.txt"], tmp_path / "d", encoding=enc, log=_quiet
     )
     assert again.folder == a.folder
+    # An empty --name is no name: the folder of its own, never --data-dir itself.
+    unnamed = prepare_text(
+        [tmp_path / "a" / "notes.txt"], tmp_path / "d", name="", encoding=enc, log=_quiet
+    )
+    assert unnamed.folder == a.folder and not (tmp_path / "d" / "train.bin").exists()
 
 
 def test_a_wrong_shakespeare_file_is_kept_not_deleted(
