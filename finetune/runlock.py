@@ -22,6 +22,11 @@ from gpt2load import LockHeld, exclusive_lock
 from .errors import RunFolderError, os_reason
 
 LOCK_FILE = ".finetune.lock"
+# What gpt2load's lock refuses to write through, by the errno it says it with.
+_NOT_A_PLAIN_FILE = {
+    errno.EEXIST: "is not a regular file (a folder, FIFO or device)",
+    errno.EMLINK: "has other hard links (writing it would write another file too)",
+}
 
 
 def _holder(details: str) -> str:
@@ -71,6 +76,11 @@ def run_folder_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
                 raise RunFolderError(
                     f"{path} is a symbolic link; a run folder's lock file must be a plain file. "
                     f"Remove the link (rm {path}) and try again"
+                ) from None
+            if what := _NOT_A_PLAIN_FILE.get(exc.errno):
+                raise RunFolderError(
+                    f"{path} {what}; a run folder's lock file must be a plain file of its own. "
+                    f"Remove it and try again"
                 ) from None
             raise RunFolderError(
                 f"cannot write in the run folder {out}: {os_reason(exc)}. Make it writable or "

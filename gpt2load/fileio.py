@@ -43,7 +43,8 @@ def regular_size(path: str | os.PathLike[str]) -> int | None:
 
 
 def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int:
-    """``os.open`` refusing a link or non-regular file at ``path`` (``UnsafePathError``)."""
+    """``os.open`` refusing a link or non-regular file at ``path`` (``UnsafePathError``), and
+    a file with other hard links: writing it would write the file elsewhere too."""
     path = Path(path)
     regular_size(path)  # a clear error for a link or a FIFO before opening anything
     try:
@@ -53,7 +54,10 @@ def open_fd_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o666
             _refuse(path, os.lstat(path))
         raise
     try:
-        _refuse(path, os.fstat(fd))
+        _refuse(path, st := os.fstat(fd))
+        if st.st_nlink > 1:
+            why = "has other hard links, and gpt2load writes no file that is also another one"
+            raise UnsafePathError(errno.EMLINK, why + " (remove it and run again)", str(path))
     except BaseException:
         os.close(fd)
         raise

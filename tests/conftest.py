@@ -38,7 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     other's threads. Subprocesses the tests start inherit the share through OMP_NUM_THREADS."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        share = max(1, (os.cpu_count() or 1) // workers)
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores we may use
+        cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+        share = max(1, cores // workers)
         torch.set_num_threads(share)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))
 

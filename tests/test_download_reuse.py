@@ -382,3 +382,32 @@ def test_record_format_is_stable(server: FileServer, tmp_path: Path) -> None:
             "expected_sha256": None,
         }
     ]
+
+
+def test_the_lock_refuses_a_hard_link_and_its_refusal_travels_between_processes(
+    tmp_path: Path,
+) -> None:
+    """A lock file sharing its bytes with another file is never written (the holder writes
+    its details there); LockHeld pickles as it was made (multiprocessing hands errors over)."""
+    import errno
+    import pickle
+
+    from gpt2load import LockHeld
+    from gpt2load.fileio import UnsafePathError
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    os.link(outside, tmp_path / "x.lock")
+    with pytest.raises(UnsafePathError) as refused, exclusive_lock(tmp_path / "x.lock"):
+        pass
+    assert refused.value.errno == errno.EMLINK and "hard links" in str(refused.value)
+    assert outside.read_text() == "keep me\n"
+
+    path = tmp_path / "y.lock"
+    with exclusive_lock(path) as fd:
+        os.write(fd, b"holder details")
+        with pytest.raises(LockHeld) as held, exclusive_lock(path, wait=False):
+            pass
+    assert held.value.details == "holder details"
+    again = pickle.loads(pickle.dumps(held.value))
+    assert (again.path, again.details, str(again)) == (path, "holder details", str(held.value))

@@ -184,6 +184,33 @@ def test_a_link_at_the_lock_files_name_is_refused_not_followed(
     assert outside.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("kind", ["hard link", "folder", "fifo"])
+def test_a_hard_link_folder_or_fifo_at_the_lock_files_name_is_one_line(
+    kind: str, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused with the lock file's path and what is wrong there, never written through (a
+    hard link would truncate and overwrite the file it shares with), never waited on."""
+    run, _ = _copy(trained, tmp_path)
+    lock, outside = run / LOCK_FILE, tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    {
+        "hard link": lambda: os.link(outside, lock),
+        "folder": lock.mkdir,
+        "fifo": lambda: os.mkfifo(lock),
+    }[kind]()
+    line = _error_line(capsys, ["resume", str(run), "--max-iters", "3"])
+    said = {
+        "hard link": "has other hard links",
+        "folder": "is not a regular file",
+        "fifo": "is not a regular file",
+    }
+    assert line.startswith(f"finetune resume: error: {lock} {said[kind]}"), line
+    assert line.endswith(
+        "a run folder's lock file must be a plain file of its own. Remove it and try again"
+    )
+    assert outside.read_text() == "keep me\n" and os.path.lexists(lock)
+
+
 # ------------------------------------------------------- disks that refuse writes
 def _limit_file_size() -> None:  # runs in the child before exec
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, as on a full disk

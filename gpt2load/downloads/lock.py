@@ -40,7 +40,10 @@ class LockHeld(Gpt2loadError):
 
     def __init__(self, path: Path, details: str) -> None:
         super().__init__(f"{path} is locked by another process")
-        self.details = details
+        self.path, self.details = path, details
+
+    def __reduce__(self) -> tuple:  # pickled (multiprocessing) as it was made
+        return type(self), (self.path, self.details)
 
 
 @contextlib.contextmanager
@@ -53,8 +56,8 @@ def exclusive_lock(
 ) -> Iterator[int]:
     """Hold an exclusive lock on ``path`` (created if missing), telling ``on_wait`` once if
     another holds it, or with ``wait=False`` raising :class:`LockHeld` at once. Yields the
-    file's descriptor, for the holder to write its details in. A link there is refused
-    (``UnsafePathError``), never followed."""
+    file's descriptor, for the holder to write its details in. A link there (symbolic or
+    hard) is refused (``UnsafePathError``), never followed."""
     path = Path(path)
     told = False
     while True:
