@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -128,12 +130,20 @@ def test_dropout_only_in_training_mode() -> None:
 
 
 @pytest.fixture
-def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """The shapes of every product that went through the oneDNN kernel, for the test to inspect."""
+def onednn_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oneDNN path taken as on a non-Intel CPU (on Intel ones MKL's F.linear is faster)."""
     from gpt2load import cpu_matmul
 
     if cpu_matmul._kernel() is None:
         pytest.skip("this PyTorch has no oneDNN linear kernel: Linear is F.linear everywhere")
+    monkeypatch.setattr(cpu_matmul, "_intel_cpu", lambda: False)
+
+
+@pytest.fixture
+def onednn_calls(onednn_path: None, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shapes of every product that went through the oneDNN kernel, for the test to inspect."""
+    from gpt2load import cpu_matmul
+
     calls: list[tuple[int, ...]] = []
     real = cpu_matmul._matmul_t
 
@@ -190,17 +200,46 @@ def test_linear_equals_f_linear_with_gradients(
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_linear_refuses_a_second_derivative_rather_than_giving_a_wrong_one() -> None:
-    from gpt2load import cpu_matmul
+def test_linear_refuses_a_second_derivative_rather_than_giving_a_wrong_one(
+    onednn_path: None,
+) -> None:
     from gpt2load.model import Linear
 
-    if cpu_matmul._kernel() is None:
-        pytest.skip("this PyTorch has no oneDNN linear kernel: Linear is F.linear everywhere")
     layer = Linear(8, 6)
     x = torch.randn(3, 8, requires_grad=True)
     (grad,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         grad.sum().backward()
+
+
+def test_an_intel_cpu_keeps_mkls_f_linear(
+    onednn_calls: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MKL runs its AVX-512 kernels on Intel processors, where it beats oneDNN: no product goes
+    through oneDNN there, and the results are F.linear's own."""
+    from gpt2load import cpu_matmul
+    from gpt2load.model import Linear
+
+    monkeypatch.setattr(cpu_matmul, "_intel_cpu", lambda: True)
+    layer, x = Linear(48, 72), torch.randn(2, 5, 48, requires_grad=True)
+    got = layer(x)
+    got.sum().backward()
+    assert onednn_calls == [] and not cpu_matmul.use_onednn()
+    assert torch.equal(got, torch.nn.functional.linear(x, layer.weight, layer.bias))
+    monkeypatch.setattr(cpu_matmul, "_intel_cpu", lambda: False)
+    layer(x)
+    assert onednn_calls == [(10, 48)] and cpu_matmul.use_onednn()  # elsewhere, oneDNN
+
+
+def test_the_cpu_vendor_is_read_from_proc_cpuinfo() -> None:
+    from gpt2load import cpu_matmul
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    expected = b"GenuineIntel" in cpuinfo.read_bytes()[:4096]
+    cpu_matmul._intel_cpu.cache_clear()
+    assert cpu_matmul._intel_cpu() is expected
 
 
 @pytest.mark.slow
