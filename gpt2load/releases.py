@@ -52,7 +52,7 @@ _OPENAI_SIZES = {
     "124M": dict(zip(_TF_FILES, (77, 90, 497_759_232, 5_215, 471_155), strict=True)),
     "355M": dict(zip(_TF_FILES, (77, 91, 1_419_292_672, 10_399, 926_519), strict=True)),
 }
-OPENAI_FILES = tuple(sorted([*_TF_FILES, "encoder.json", "vocab.bpe"]))
+OPENAI_FILES = tuple(sorted([*_TF_FILES, *TOKENIZER_FACTS]))
 _HF_SAFETENSORS_124M = "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"
 _HF_SAFETENSORS_124M_SIZE = 548_105_171
 RASBT_STEMS = {  # gpt2-small-124M ... gpt2-xl-1558M

@@ -23,7 +23,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 DEFAULT_TOKENIZER_DIR = REPO_ROOT.parent / "shared" / "data" / "gpt2-tokenizer"
 SHAKESPEARE_TXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-TOKENIZER_FILES = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"}
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 64}
 
 
@@ -149,6 +148,7 @@ def fixture(args, kind: str) -> Path:
     from gpt2load.formats.export import stored_state_dict
     from gpt2load.formats.layouts import HF
     from gpt2load.model import GPT
+    from gpt2load.tokenizer import HF_NAMES
 
     print(f"building {folder} (once) ...", file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ def fixture(args, kind: str) -> Path:
     gpt = GPT(model_config(args.model)).eval()
     tok = tokenizer_dir()
     if kind == "openai":
-        write_openai(gpt, scratch, {name: tok / name for name in TOKENIZER_FILES} if tok else {})
+        write_openai(gpt, scratch, {name: tok / name for name in HF_NAMES} if tok else {})
     else:
         tensors = stored_state_dict(gpt, HF)
         n = gpt.config.context_length
@@ -165,7 +165,7 @@ def fixture(args, kind: str) -> Path:
         tensors.update({f"h.{i}.attn.bias": mask.clone() for i in range(gpt.config.n_layer)})
         save_file(tensors, str(scratch / "model.safetensors"), metadata={"format": "pt"})
         (scratch / "config.json").write_text(json.dumps(hf_config(gpt), indent=2))
-        for name, hf_name in TOKENIZER_FILES.items() if tok else ():
+        for name, hf_name in HF_NAMES.items() if tok else ():
             shutil.copyfile(tok / name, scratch / name)
             shutil.copyfile(tok / name, scratch / hf_name)
     scratch.rename(folder)

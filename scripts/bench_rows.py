@@ -51,16 +51,13 @@ _LOADERS = [  # ours, then the peer's
 def load_safetensors(args, n: int) -> tuple:
     """A warm load's wall time and the first load's peak RSS above the process's baseline, each
     side in its own process."""
-    import torch
-
-    from gpt2load.model import GPT
+    from gpt2load.formats.plan import empty_model
 
     folder = str(kit.fixture(args, "hub"))
     (ours, ours_peak), (peer, peer_peak) = (
         json.loads(kit.spawn(args, "-c", code, folder, str(n))) for code in _LOADERS
     )
-    with torch.device("meta"):
-        weight_bytes = 4 * GPT(kit.model_config(args.model)).num_parameters()
+    weight_bytes = 4 * empty_model(kit.model_config(args.model)).num_parameters()
     notes = {
         "ours_peak_rss_over_weights": round(ours_peak / weight_bytes, 3),
         "peer_peak_rss_over_weights": round(peer_peak / weight_bytes, 3),

@@ -4,8 +4,6 @@
 Example: ``python scripts/download_weights.py gpt2 --source openai`` (``--help`` for the rest).
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 

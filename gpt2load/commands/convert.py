@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "write a checkpoint as Hugging Face, OpenAI, nanoGPT, book or native files"
-TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")  # formats.convert.TARGETS, without torch
+TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")  # formats.convert.WRITERS, without torch
 
 
 def register(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,6 @@ from .export import stored_state_dict, unsupported
 from .hints import ALIASES
 from .layouts import HF, NANOGPT, OPENAI, OURS
 
-TARGETS = ("hf", "openai", "nanogpt", "rasbt", "native")
 OPENAI_PREFIX = "model.ckpt"
 # transformers' name for each of our activations (ACT2FN).
 HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
@@ -213,12 +212,12 @@ def convert(
     tokenizer_dir: str | os.PathLike[str] | None = None,
     n_head: int | None = None,
 ) -> list[Path]:
-    """Write the checkpoint at ``src`` as ``to`` (one of ``TARGETS``) into the folder ``dst`` (for
+    """Write the checkpoint at ``src`` as ``to`` (a key of ``WRITERS``) into the folder ``dst`` (for
     ``native`` also a ``.safetensors`` file); the files. Tokenizer files come from ``tokenizer_dir``
     or beside ``src``; ``openai`` (always float32) also looks in ``$GPT2LOAD_TOKENIZER_DIR`` and
     the download cache, and warns (``MissingTokenizerWarning``) without them."""
-    if to not in TARGETS:
-        raise ValueError(f"unknown target format {to!r}; choose one of: {', '.join(TARGETS)}")
+    if to not in WRITERS:
+        raise ValueError(f"unknown target format {to!r}; choose one of: {', '.join(WRITERS)}")
     dst = Path(dst).expanduser()
     if to != "native" and dst.is_file():
         raise ValueError(f"{dst} is a file; converting to {to} writes a folder")

@@ -10,13 +10,13 @@ from typing import Any
 
 from ..config import GPTConfig
 from ..native import NATIVE_FILENAME
+from ..tokenizer import HF_NAMES, TOKENIZER_JSON
 from .checkpoint import OpenCheckpoint, open_checkpoint
 from .detect import SAFETENSORS, TF, TORCH
 from .plan import empty_model, parameter_shapes
 
 # Any other format is described by its layout (the container is in its name).
 NATIVE_DESCRIPTION = "gpt2load native checkpoint (safetensors with config metadata)"
-_TOKENIZER_FILES = ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt", "tokenizer.json")
 # Files that travel with the weights, looked up beside them: name -> (role, the containers
 # it comes with; None: any).
 COMPANIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -24,7 +24,7 @@ COMPANIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "hparams.json": ("hyper-parameters", None),
     "config.json": ("config", (SAFETENSORS, TORCH)),
     "generation_config.json": ("generation config", (SAFETENSORS, TORCH)),
-    **dict.fromkeys(_TOKENIZER_FILES, ("tokenizer", None)),
+    **dict.fromkeys((*HF_NAMES, *HF_NAMES.values(), TOKENIZER_JSON), ("tokenizer", None)),
     **dict.fromkeys(("tokenizer_config.json", "special_tokens_map.json"), ("tokenizer", None)),
 }
 
