@@ -265,3 +265,11 @@ def test_info_lists_every_file_of_the_checkpoint(
     assert cli_main(["info", "--json", str(tmp_path / "hf")]) == 0
     listed = json.loads(capsys.readouterr().out)["files"]
     assert [(f["role"], Path(f["path"]).name) for f in listed][1] == ("config", "config.json")
+
+
+def test_the_command_offers_exactly_the_writers() -> None:
+    """`convert --to` lists its choices without importing torch, so it keeps its own copy."""
+    from gpt2load.commands.convert import TARGETS
+    from gpt2load.formats.convert import WRITERS
+
+    assert tuple(WRITERS) == TARGETS

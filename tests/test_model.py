@@ -231,19 +231,57 @@ def test_an_intel_cpu_keeps_mkls_f_linear(
     assert onednn_calls == [(10, 48)] and cpu_matmul.use_onednn()  # elsewhere, oneDNN
 
 
-def test_the_cpu_vendor_is_read_from_proc_cpuinfo() -> None:
+def test_the_cpu_vendor_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux's /proc/cpuinfo names the vendor; without it an x86 Mac is Intel, an ARM one is
+    not, and Windows names the vendor in its processor string."""
+    import platform
+
     from gpt2load import cpu_matmul
 
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        pytest.skip("no /proc/cpuinfo on this system")
-    expected = b"GenuineIntel" in cpuinfo.read_bytes()[:4096]
+    for vendor, intel in (("GenuineIntel", True), ("AuthenticAMD", False), ("", False)):
+        info = tmp_path / f"cpuinfo-{vendor or 'arm'}"
+        info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 6\n")
+        assert cpu_matmul._intel_cpu(str(info)) is intel, vendor
+    missing = str(tmp_path / "no-cpuinfo")
+    for system, machine, processor, intel in (
+        ("Darwin", "x86_64", "i386", True),
+        ("Darwin", "arm64", "arm", False),
+        ("Windows", "AMD64", "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel", True),
+        ("Windows", "AMD64", "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD", False),
+    ):
+        monkeypatch.setattr(platform, "system", lambda s=system: s)
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(platform, "processor", lambda p=processor: p)
+        cpu_matmul._intel_cpu.cache_clear()
+        assert cpu_matmul._intel_cpu(missing) is intel, (system, processor)
     cpu_matmul._intel_cpu.cache_clear()
-    assert cpu_matmul._intel_cpu() is expected
+
+
+def test_a_model_through_onednn_equals_it_through_f_linear(
+    onednn_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole model, forward and backward, on the oneDNN path (non-Intel CPUs) and on
+    F.linear (Intel CPUs, and what transformers' parity tests compare against elsewhere)."""
+    from gpt2load import cpu_matmul
+
+    config = TINY_CONFIGS["odd"]
+    idx = torch.randint(0, config.vocab_size, (2, config.context_length))
+    results = []
+    for intel in (False, True):
+        monkeypatch.setattr(cpu_matmul, "_intel_cpu", lambda intel=intel: intel)
+        model = random_model(config)
+        logits, loss = model(idx, idx)
+        loss.backward()
+        results.append((logits, [p.grad for p in model.parameters()]))
+    (onednn, onednn_grads), (mkl, mkl_grads) = results
+    torch.testing.assert_close(onednn, mkl, rtol=1e-5, atol=1e-5)
+    scale = max(g.abs().max().item() for g in mkl_grads)  # float32 rounding of sums over rows
+    for mine, theirs in zip(onednn_grads, mkl_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6 * scale)
 
 
 @pytest.mark.slow
-def test_compiled_model_trains_on_the_cpu() -> None:
+def test_compiled_model_trains_on_the_cpu(onednn_path: None) -> None:
     """torch.compile traces F.linear, not the oneDNN op (Inductor cannot lower it with gradients):
     the compiled model gives the eager loss and gradients."""
     config = TINY_CONFIGS["tiny"]
