@@ -274,6 +274,8 @@ def cached_gpt2_repos() -> list[tuple[str, int, str]]:
 
 def _said(repo_id: str, blobs: dict[str, int]) -> str:
     """How far a cached snapshot's weights are vouched for, from their blobs' names and sizes."""
+    if not blobs:  # a download stopped after config.json, or a repo fetched file by file
+        return f"no weights (`gpt2load download {repo_id}` fetches them)"
     pinned = _pinned(repo_id)
     if pinned and pinned[0] in blobs and pinned[1] in (None, blobs[pinned[0]]):
         return "verified (its blob is named by the published sha256, of the published size)"

@@ -330,6 +330,7 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
     cache = _as_if_imported_now(monkeypatch, hub, offline=False)
     transformers.GPT2LMHeadModel.from_pretrained("openai-community/gpt2", cache_dir=cache)
     assert _cli(capsys, "download", "org/single", "--quiet")[0] == 0
+    hf_hub_download("org/bin", "config.json", cache_dir=cache, endpoint=hub.url)  # no weights
     hub.stop()
     with pytest.raises(ChecksumError, match="not the published openai-community/gpt2"):
         gpt2load.resolve("gpt2", download=False)  # the tiny model is not the published 124M
@@ -362,3 +363,5 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
     single = next(v for k, v in lines.items() if k.startswith("org/single@"))
     size = sum(map(len, hub.repos["org/single"].files.values())) / 1e6
     assert f"{size:.1f} MB" in single and "sha256 by etag" in single, out
+    bare = next(v for k, v in lines.items() if k.startswith("org/bin@"))
+    assert "no weights (`gpt2load download org/bin` fetches them)" in bare, out
