@@ -32,9 +32,14 @@ def scratch_config(cfg: TrainConfig, vocab_size: int = VOCAB_SIZE) -> GPTConfig:
     )
 
 
+def _is_local(init: str) -> bool:
+    """A path here, or a TF checkpoint's prefix (``.../model.ckpt``), as gpt2load takes it."""
+    return Path(init).expanduser().exists() or Path(f"{init}.index").expanduser().is_file()
+
+
 def _init_target(init: str) -> Path | str:
     """The checkpoint ``--init`` names (a run folder: its best, else last), or its GPT-2 name."""
-    if Path(init).expanduser().exists():
+    if _is_local(init):
         return gpt2load.resolve(init, download=False)
     if gpt2load.is_model_name(init):
         return gpt2load.canonical_name(init)
@@ -53,7 +58,7 @@ def _init_target(init: str) -> Path | str:
 def init_folder(init: str) -> Path | None:
     """Where the ``--init`` weights and their tokenizer files lie (None: a name not downloaded
     yet). A hub repo is fetched now, once: its tokenizer and shape are only known from its files."""
-    if gpt2load.is_repo_id(init) and not Path(init).expanduser().exists():
+    if gpt2load.is_repo_id(init) and not _is_local(init):
         return _init_target(init)  # a one-line --init error when it cannot be had
     try:
         path = gpt2load.resolve(init, download=False, quiet=True)
@@ -71,7 +76,8 @@ def planned_config(cfg: TrainConfig, vocab_size: int | None = VOCAB_SIZE) -> GPT
     target = _init_target(cfg.init)
     if isinstance(target, str):
         return gpt2load.preset(target)
-    files = [target] if target.is_file() else [p for p in target.iterdir() if p.is_file()]
+    # (a TF prefix is neither file nor folder: no pickle among its files)
+    files = [target] if target.is_file() else [p for p in target.glob("*") if p.is_file()]
     legacy = [f for f in files if f.suffix in (".pth", ".pt", ".bin") and not zipfile.is_zipfile(f)]
     if legacy and all(f.suffix != ".safetensors" for f in files):
         return None

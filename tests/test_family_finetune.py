@@ -86,3 +86,20 @@ def test_book_trained_model_stays_untied_and_exports_to_the_book(tmp_path: Path)
     idx = torch.randint(0, VOCAB, (2, 16))
     with torch.no_grad():
         assert (again.eval()(idx) - trained(idx)).abs().max().item() <= 1e-5
+
+
+def test_a_tf_checkpoint_given_by_its_prefix_trains_as_its_folder_would(tmp_path: Path) -> None:
+    """`--init .../model.ckpt` names OpenAI's TF checkpoint as gpt2load takes it: no file has
+    that name (its files are model.ckpt.index, .data-...), yet it is the checkpoint."""
+    from finetune.modelinit import init_folder
+    from gpt2load.config import GPTConfig
+    from tests.checkpoint_factory import random_hf_state_dict, write_openai_tf
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, context_length=16, vocab_size=VOCAB)
+    folder = write_openai_tf(tmp_path / "openai", random_hf_state_dict(config), config)
+    before = load_checkpoint(folder / "model.ckpt")
+    assert init_folder(str(folder / "model.ckpt")) == folder  # where its tokenizer would lie
+    trained = load_checkpoint(_train(tmp_path, folder / "model.ckpt"))
+    assert trained.config.n_embd == before.config.n_embd == 32
+    moved = trained.state_dict()["tok_emb.weight"] - before.state_dict()["tok_emb.weight"]
+    assert moved.abs().max() > 0  # it trained from those weights
