@@ -113,9 +113,10 @@ def add_config_flags(
 ) -> None:
     """One flag per field (``include``: only those), under its section's title. ``defaults``
     are the command's own, said instead of the field's, and ``helps`` its own words where the
-    field's speak of what the command has not (``prepare`` has no --init); ``hidden`` flags are accepted but not
-    listed (so a command can refuse them with its own reason); ``show_defaults=False`` says
-    no default where the real one is not the field's (resume: the run's own setting)."""
+    field's speak of what the command has not (``prepare`` has no --init); ``hidden`` flags
+    are accepted but not listed (so a command can refuse them with its own reason);
+    ``show_defaults=False`` says no default where the real one is not the field's (resume:
+    the run's own setting)."""
     given, hidden, groups, fields = dict(defaults or {}), set(hidden), {}, TrainConfig()
     for name in include if include is not None else FIELDS:
         meta, (base, optional, is_list) = FIELDS[name].metadata, field_type(name)

@@ -72,8 +72,9 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     derived = tuple(k for k in DERIVED if getattr(cfg, k) is None)
     run = cfg.resolved().replace(grad_accum=cfg.grad_accum or strategy.world_size, overwrite=False)
     for source in run.data:  # a mistyped path costs no device check, download or model
-        if source.strip().lower() != SHAKESPEARE and not Path(source).expanduser().exists():
-            raise DataError(f"data path {Path(source).expanduser()} does not exist")
+        path = Path(source).expanduser()
+        if source.strip().lower() != SHAKESPEARE and not path.exists():
+            raise DataError(f"data path {path} does not exist")
     device, dtype = _device_for(run, strategy, log)
     weights = None if run.is_scratch else init_folder(run.init)
     vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)
