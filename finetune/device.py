@@ -146,9 +146,7 @@ def estimate_memory(
     return MemoryEstimate(state, activations, logits)
 
 
-def check_memory(
-    estimate: MemoryEstimate, info: DeviceInfo, batch_size: int, block_size: int
-) -> None:
+def check_memory(estimate: MemoryEstimate, info: DeviceInfo, batch_size: int) -> None:
     """Refuse a run whose estimate exceeds the device memory, naming the flag to lower."""
     if info.total_memory is None or estimate.total <= info.total_memory:
         return

@@ -125,7 +125,7 @@ def _resumed(plan: Plan, log: Log) -> tuple[Plan, GPT, PreparedData]:
         data = _resume_data(plan, log)
     check_fits_context(data, plan.cfg.block_size)
     model = gpt2load.load(plan.resume_from, device="cpu", dtype="float32", contiguous=True)
-    model.set_dropout(plan.cfg.dropout or 0.0)
+    model.set_dropout(plan.cfg.dropout)
     chars = run_tokenizer(plan.vocab, data.folder) if plan.vocab.is_char else None
     _check_fits(chars, data, model, str(plan.resume_from))
     log(f"resume: {plan.resume_from} at step {plan.resume['step']} of {plan.cfg.max_iters}")
@@ -138,7 +138,7 @@ def _check_memory(plan: Plan, config: Any, log: Log) -> None:
         return
     shards = plan.strategy.world_size if plan.strategy.sharded else 1
     estimate = estimate_memory(config, cfg.batch_size, cfg.block_size, plan.dtype, shards)
-    check_memory(estimate, info, cfg.batch_size, cfg.block_size)
+    check_memory(estimate, info, cfg.batch_size)
     if info.total_memory:
         log(f"memory: estimated {estimate.describe()} of {info.total_memory / 1024**3:.1f} GiB")
 

@@ -26,9 +26,11 @@ def describe_shape(config: GPTConfig) -> str:
 
 
 def scratch_config(cfg: TrainConfig, vocab_size: int = VOCAB_SIZE) -> GPTConfig:
-    shape = {k: getattr(cfg, k) or v for k, v in SCRATCH_SHAPE.items()}
+    """A new model's config; its defaults (shape, dropout) are those :meth:`resolved` fills."""
+    cfg = cfg.resolved()
+    shape = {k: getattr(cfg, k) for k in SCRATCH_SHAPE}
     return GPTConfig(
-        **shape, context_length=cfg.block_size, vocab_size=vocab_size, dropout=cfg.dropout or 0.0
+        **shape, context_length=cfg.block_size, vocab_size=vocab_size, dropout=cfg.dropout
     )
 
 

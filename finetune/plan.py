@@ -55,9 +55,17 @@ class Plan:
     def settle(self, model: GPTConfig) -> Plan:
         """The plan once the model is built: the run records its shape and dropout."""
         shape = {k: getattr(model, k) for k in ("n_layer", "n_head", "n_embd")}
-        dropout = self.cfg.dropout if self.cfg.dropout is not None else model.dropout
-        cfg = dataclasses.replace(self.cfg, **shape, dropout=dropout)
+        cfg = dataclasses.replace(own_dropout(self.cfg, model), **shape)
         return dataclasses.replace(self, cfg=cfg, model=model)
+
+
+def own_dropout(cfg: TrainConfig, model: GPTConfig | None) -> TrainConfig:
+    """``--dropout``, else the starting checkpoint's own: the one place a run's dropout is
+    decided (a new model's is filled by :meth:`TrainConfig.resolved`); the model then only
+    applies it. ``model`` None: not known yet, decided when :meth:`Plan.settle` is."""
+    if cfg.dropout is not None or model is None:
+        return cfg
+    return dataclasses.replace(cfg, dropout=model.dropout)
 
 
 def single_process_plan(cfg: TrainConfig, device: DeviceInfo | None = None) -> Plan:
@@ -83,6 +91,7 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
     model = planned_config(run, vocab_size)
     if model is not None:
         check_planned(run, model)  # sizes and context: before data, weights or the run folder
+    run = own_dropout(run, model)
     return Plan(run, strategy, device, dtype, model, vocab, derived, overwrite=cfg.overwrite)
 
 
@@ -130,6 +139,7 @@ def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -
             f"but its trainer state belongs to {describe_shape(model)}"
         )
     vocab = choose_vocab(cfg.tokenizer, folder, cfg.data, cfg.tokenizer_dir, label="the checkpoint")
+    cfg = own_dropout(cfg, model)  # a record from before dropout was: the weights' own
     return Plan(cfg, strategy, device, dtype, model, vocab, derived, state, folder)
 
 

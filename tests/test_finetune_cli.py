@@ -252,12 +252,12 @@ def test_memory_estimate_refuses_what_cannot_fit() -> None:
     est = estimate_memory(config, 32, 1024, torch.bfloat16)
     assert est.weights_and_optimizer == 16 * 124_439_808  # tied head counted once
     with pytest.raises(DeviceError, match=r"lower --batch-size \(about \d+ fits\)"):
-        check_memory(est, small_gpu, 32, 1024)
-    check_memory(estimate_memory(config, 2, 1024, torch.bfloat16), small_gpu, 2, 1024)
+        check_memory(est, small_gpu, 32)
+    check_memory(estimate_memory(config, 2, 1024, torch.bfloat16), small_gpu, 2)
     with pytest.raises(DeviceError, match="--block-size"):
-        check_memory(estimate_memory(config, 1, 1024 * 64, torch.bfloat16), small_gpu, 1, 65536)
+        check_memory(estimate_memory(config, 1, 1024 * 64, torch.bfloat16), small_gpu, 1)
     with pytest.raises(DeviceError, match="smaller --init"):
-        check_memory(estimate_memory(preset("gpt2-xl"), 1, 128, torch.bfloat16), small_gpu, 1, 128)
+        check_memory(estimate_memory(preset("gpt2-xl"), 1, 128, torch.bfloat16), small_gpu, 1)
 
 
 def test_script_is_the_shakespeare_command() -> None:

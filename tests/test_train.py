@@ -16,12 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import gpt2load
 from finetune import cli
 from finetune.checkpoint import find_checkpoint, read_trainer_state
 from finetune.config import TrainConfig
 from finetune.data import open_prepared
 from finetune.launch import resume, start
-from finetune.plan import single_process_plan
+from finetune.plan import plan_resume, plan_run, single_process_plan
 from finetune.trainer import DIVERGED, EARLY_STOPPED, INTERRUPTED, Trainer
 from gpt2load.model import GPT
 
@@ -246,6 +247,30 @@ def test_the_same_command_twice_gives_the_same_losses(tmp_path: Path) -> None:
     first, second = losses("one", 7), losses("two", 7)
     assert first == second
     assert losses("other", 8) != first
+
+
+def test_dropout_is_decided_once_by_the_plan(tmp_path: Path) -> None:
+    """--dropout, else the starting checkpoint's own, is in the plan before any model is
+    built; a new model's default is 0; a resume keeps the run's (even a record that predates
+    dropout being written there); the model only applies it."""
+    base = char_config(tmp_path / "base", max_iters=1, dropout=0.15)
+    start(base, log=_quiet)
+    last = Path(base.out) / "last"
+    assert gpt2load.inspect(last).config.dropout == 0.15
+    init = {"data": base.data, "init": str(last), "n_layer": None, "n_head": None, "n_embd": None}
+    own = plan_run(tiny_config(tmp_path / "own", **init), _quiet)
+    assert own.model is not None and own.cfg.dropout == 0.15
+    assert plan_run(tiny_config(tmp_path / "given", **init, dropout=0.3), _quiet).cfg.dropout == 0.3
+    assert plan_run(char_config(tmp_path / "new"), _quiet).cfg.dropout == 0.0
+    more = {"max_iters": 2}
+    assert plan_resume(Path(base.out), more, _quiet).cfg.dropout == 0.15
+    assert plan_resume(Path(base.out), more | {"dropout": 0.05}, _quiet).cfg.dropout == 0.05
+    start(own.cfg, log=_quiet)  # a run from the checkpoint, its record made to predate dropout
+    record = Path(own.cfg.out) / "last" / "trainer.pt"
+    state = torch.load(record, weights_only=True)
+    state["config"]["dropout"] = None
+    torch.save(state, record)
+    assert plan_resume(Path(own.cfg.out), {"max_iters": 13}, _quiet).cfg.dropout == 0.15
 
 
 def test_config_file_through_the_command_line(tmp_path: Path) -> None:
