@@ -112,7 +112,12 @@ def check_pinned(repo_id: str, folder: Path) -> None:
     by the sha256 the hub announced, so a blob named by the pinned hash and of the published
     size is that file, at the cost of a stat (``gpt2load verify`` still hashes the bytes)."""
     pinned, weights = _pinned(repo_id), folder / "model.safetensors"
-    if pinned and weights.exists():
+    if pinned and not weights.is_file():  # other weights under the published name: not its own
+        raise ChecksumError(
+            f"{folder} holds no model.safetensors, yet the published {repo_id} does; its other "
+            f"weights are not the published ones. Delete {folder.parent.parent} and download again"
+        )
+    if pinned:
         found = (weights.resolve().name, weights.stat().st_size)
         if found[0] != pinned[0] or pinned[1] not in (None, found[1]):
             raise ChecksumError(
@@ -168,6 +173,12 @@ def snapshot(
         )
     if not download:
         raise FileNotFoundError(f"{absent}; run `gpt2load download {repo_id}` first")
+    from .downloads.hosts import check_base  # here: the cache alone needs no requests
+
+    try:
+        check_base(hub.endpoint, "HF_ENDPOINT")
+    except ValueError as exc:
+        raise DownloadError(str(exc)) from None
     if cached is None and (why := _unreachable(hub.endpoint)):  # absent: fail now, no retries
         raise DownloadError(
             f"{repo_id}: {hub.endpoint} cannot be reached ({why}) and the Hugging Face cache "
@@ -247,6 +258,14 @@ def _hub_errors(repo_id: str, revision: str | None, hub: HubSettings) -> Iterato
         raise DownloadError(
             f"{repo_id}: {hub.endpoint} {said} and the Hugging Face cache ({hub.cache}) lacks "
             f"it. {todo}"
+        ) from None
+    except OSError as exc:
+        if exc.errno is not None:  # the disk's: said by the caller with its path
+            raise
+        # huggingface_hub's own check of a file's size against the hub's (a cut transfer)
+        raise DownloadError(
+            f"{repo_id}: a file from {hub.endpoint} arrived incomplete "
+            f"({' '.join(str(exc).split())}); run the command again"
         ) from None
 
 

@@ -127,7 +127,8 @@ def _check_recorded_file(
     """The file's bytes against the record and the publisher, in one line; its sha256."""
     file, name = folder / entry.path, f"sha256 {entry.path}"
     if not file.is_file():
-        report.add(name, False, f"missing (recorded in {RECORD_NAME})")
+        what = "not a regular file" if os.path.lexists(file) else "missing"
+        report.add(name, False, f"{what} (recorded in {RECORD_NAME})")
         return None
     size, actual = file.stat().st_size, sha256_with_bar(file)
     spec = published.file(entry.path) if published is not None else None

@@ -5,7 +5,10 @@ Tiny Shakespeare download through the mirror, retry backoff that really waits, r
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -187,3 +190,71 @@ def test_a_release_passes_its_timeout_to_every_file(server: FileServer, tmp_path
 def test_default_timeouts_cover_connect_and_read() -> None:
     connect, read = transfer.DEFAULT_TIMEOUT
     assert 0 < connect <= 30 and 0 < read <= 300
+
+
+# -- addresses that are no URLs ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("where", "value", "reason"),
+    [
+        ("GPT2LOAD_MIRROR", "http://user:pw@127.0.0.1:abc", "Port could not be cast"),
+        ("--mirror", "http://127.0.0.1:99999", "Port out of range"),
+        ("manifest", "https://user:pw@example.invalid:99999/a.bin", "Port out of range"),
+        ("HF_ENDPOINT", "http://[::1", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_bad_address_is_one_line_naming_it_before_any_folder(
+    where: str,
+    value: str,
+    reason: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A port that is no number or past 65535, or a broken IPv6 bracket, in a mirror, a
+    manifest or HF_ENDPOINT: one line naming where it came from, credentials hidden, exit 2,
+    and no folder made (requests would only find it mid-download, in a traceback)."""
+    argv = ["download", "gpt2", "--quiet"]
+    if where in ("GPT2LOAD_MIRROR", "HF_ENDPOINT"):
+        monkeypatch.setenv(where, value)
+        argv[1] = "org/tiny" if where == "HF_ENDPOINT" else "gpt2"
+    elif where == "--mirror":
+        argv += ["--mirror", value]
+    else:
+        manifest = tmp_path / "m.json"
+        manifest.write_text(json.dumps({"files": [{"url": value}]}))
+        argv = ["download", "mine", "--manifest", str(manifest), "--quiet"]
+    before = set(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert reason in err and "is not a valid URL" in err, err
+    assert (where if where != "manifest" else "the download URL") in err
+    assert "pw" not in err and ("***@" in err or "@" not in value)
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_redirect_to_a_bad_address_is_one_line(tmp_path: Path) -> None:
+    """A server redirecting to a URL with a broken port: the download fails in one line that
+    names the redirect, rather than in requests' InvalidURL."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:abc/d.bin")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        mirror = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            with pytest.raises(DownloadError, match=r"redirect target of .* is not a valid URL"):
+                download_file(f"{ORIGIN}/d.bin", tmp_path / "d.bin", mirror=mirror, progress=False)
+        finally:
+            httpd.shutdown()
+    assert not (tmp_path / "d.bin").exists()

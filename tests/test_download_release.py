@@ -140,6 +140,28 @@ def test_unreadable_record_is_rebuilt(server: FileServer) -> None:
     assert record is not None and sorted(e.path for e in record.files) == sorted(contents)
 
 
+@pytest.mark.parametrize("size", [None, "548105171", -1, True])
+def test_a_record_whose_size_is_no_count_is_unreadable_and_listed_so(
+    size: object, server: FileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-edited record (a size of null, a string, a negative or a boolean) is an
+    unreadable record: `list` says so on its row instead of failing to add it up, and the
+    next download rebuilds it."""
+    serve_release(server, "gpt2-large", "openai")
+    folder = download("gpt2-large", source="openai", mirror=server.url, progress=False)
+    data = json.loads((folder / RECORD_NAME).read_text())
+    data["files"][0]["size"] = size
+    (folder / RECORD_NAME).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not a count"):
+        read_record(folder)
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "gpt2-large" in line)
+    assert f"unreadable {RECORD_NAME}" in row, row
+    download("gpt2-large", source="openai", mirror=server.url, progress=False)
+    assert read_record(folder) is not None
+
+
 def test_offline_rerun_needs_no_network(
     server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from gpt2load.cli import main
-from gpt2load.downloads import transfer
+from gpt2load.downloads import download_file, transfer
 from gpt2load.downloads.manifest import LOCK_NAME, RECORD_NAME
 from tests.conftest import REPO_ROOT
 from tests.http_server import EPOCH, Fault, FileServer, isolate_downloads
@@ -231,6 +231,40 @@ def test_fifo_at_the_part_is_refused_without_waiting(
     code, _, err = cli(download_args(tmp_path, server), capsys)
     assert code == 2 and "is not a regular file" in error_line(err)
     assert time.monotonic() - started < 5
+
+
+def test_a_fifo_where_the_file_should_be_is_replaced_unread(
+    server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What stands where a downloaded file goes is hashed only if it is a regular file: a
+    FIFO would wait for a writer for ever. It is replaced, not read, and ``verify`` says what
+    it is rather than "missing". (A link to a device is refused as a link out of the folder.)"""
+    server.add(PATH, NEW)
+    assert cli(download_args(tmp_path, server), capsys)[0] == 0
+    dest = tmp_path / "w" / "data.bin"
+    dest.unlink()
+    os.mkfifo(dest)
+    main(["verify", str(dest.parent), "--no-known-answer"])
+    out = capsys.readouterr().out
+    assert "data.bin: not a regular file" in out, out
+    started = time.monotonic()
+    assert cli(download_args(tmp_path, server), capsys)[0] == 0
+    assert time.monotonic() - started < 5
+    assert dest.read_bytes() == NEW
+
+
+def test_download_file_onto_a_link_to_a_device_replaces_the_link_unread(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """``download_file`` has no folder to keep links inside: a link to /dev/zero at ``dest`` is
+    never hashed (it never ends), it is replaced by the file."""
+    server.add(PATH, NEW)
+    dest = tmp_path / "data.bin"
+    dest.symlink_to("/dev/zero")
+    started = time.monotonic()
+    download_file(f"{ORIGIN}{PATH}", dest, sha256=sha256(NEW), mirror=server.url, progress=False)
+    assert time.monotonic() - started < 5
+    assert not dest.is_symlink() and dest.read_bytes() == NEW
 
 
 # -- credentials in URLs -----------------------------------------------------------------------

@@ -365,3 +365,36 @@ def test_published_name_uses_the_cache_checked_by_its_pin_and_list_shows_it(
     assert f"{size:.1f} MB" in single and "sha256 by etag" in single, out
     bare = next(v for k, v in lines.items() if k.startswith("org/bin@"))
     assert "no weights (`gpt2load download org/bin` fetches them)" in bare, out
+
+
+def test_a_published_name_with_other_weights_than_its_pinned_file_is_refused(
+    hub: StandInHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host serving openai-community/gpt2 without its model.safetensors (only a
+    pytorch_model.bin) cannot slip other weights under the pinned name: the download is
+    refused, and so is the copy it left in the cache."""
+    hub.add_repo("openai-community/gpt2", hub.repos["org/bin"].files)
+    _as_if_imported_now(monkeypatch, hub, offline=False)
+    code, _, err = _cli(capsys, "download", "openai-community/gpt2", "--quiet")
+    assert code == 2 and "holds no model.safetensors" in _one_line(err, "download"), err
+    assert "download again" in err
+    with pytest.raises(ChecksumError, match="holds no model.safetensors"):
+        gpt2load.resolve("openai-community/gpt2", download=False)
+    with pytest.raises(ChecksumError, match="holds no model.safetensors"):
+        gpt2load.resolve("gpt2", download=False)
+
+
+def test_a_weights_file_cut_short_by_the_hub_is_one_line(
+    hub: StandInHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub's own size check of a cut transfer becomes one line saying to retry, and
+    the cut file is no snapshot anything loads."""
+    data = hub.repos["org/single"].files["model.safetensors"]
+    hub.cdn[hashlib.sha256(data).hexdigest()] = data[: len(data) // 2]
+    _as_if_imported_now(monkeypatch, hub, offline=False)
+    code, _, err = _cli(capsys, "download", "org/single", "--quiet")
+    line = _one_line(err, "download")
+    assert code == 2 and "org/single" in line and "arrived incomplete" in line, err
+    assert "run the command again" in line
+    with pytest.raises(FileNotFoundError):
+        gpt2load.resolve("org/single", download=False)

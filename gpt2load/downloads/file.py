@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 import requests
@@ -34,7 +35,10 @@ def check_in_place(
     """(usable, sha256 if hashed, why not) for a file in place. With ``ask`` (url, opts), when no
     sha256 vouches for it, HEAD decides: its sizes must hold (enough if ``fast``), and only a
     digest it sends proves the bytes."""
-    actual = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device (or a link to one): never read
+        return False, None, "is not a regular file"
+    actual = st.st_size
     if size is not None and actual != size:
         return False, None, f"has {actual} bytes, expected {size}"
     if ask is None:

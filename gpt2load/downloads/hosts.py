@@ -5,7 +5,7 @@ nothing silently travels in clear."""
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ..errors import redact
 
@@ -14,16 +14,32 @@ HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_HOSTS = frozenset({"huggingface.co", "www.huggingface.co"})
 
 
-def rewrite_host(url: str, base: str, what: str = "mirror") -> str:
-    """``url`` with scheme and host taken from ``base``; a path in ``base`` becomes a prefix."""
-    mirror = urlsplit(base.strip())
+def split_url(url: str, what: str) -> SplitResult:
+    """``url``'s parts, its port read too: a bad one (``:abc``, ``:99999``) or bracket is found
+    here, in one line naming ``what``, not by requests mid-download."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (reading it is the check)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not a valid URL ({exc}): {redact(url)!r}") from None
+    return parts
+
+
+def check_base(base: str, what: str) -> SplitResult:
+    """A mirror or hub address (``what`` names its flag or variable): http(s), a host, no query."""
+    mirror = split_url(base, what)
     if mirror.scheme not in ("http", "https") or not mirror.netloc:
         raise ValueError(
             f"{what} must be an http(s) URL such as https://mirror.example, got {redact(base)!r}"
         )
     if mirror.query or mirror.fragment:
         raise ValueError(f"{what} must not carry a query or fragment, got {redact(base)!r}")
-    parts = urlsplit(url)
+    return mirror
+
+
+def rewrite_host(url: str, base: str, what: str = "mirror") -> str:
+    """``url`` with scheme and host taken from ``base``; a path in ``base`` becomes a prefix."""
+    mirror, parts = check_base(base, what), urlsplit(url)
     path = mirror.path.rstrip("/") + parts.path
     return urlunsplit((mirror.scheme, mirror.netloc, path, parts.query, ""))
 
@@ -31,7 +47,7 @@ def rewrite_host(url: str, base: str, what: str = "mirror") -> str:
 def effective_url(url: str, mirror: str | None = None) -> tuple[str, bool]:
     """The URL to request and whether http is allowed: through ``mirror``, else $GPT2LOAD_MIRROR,
     else $HF_ENDPOINT (Hugging Face URLs only); else the URL itself, which must be https."""
-    parts = urlsplit(url)
+    parts = split_url(url, "the download URL")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an http(s) URL: {redact(url)!r}")
     env_mirror = os.environ.get(MIRROR_ENV, "").strip()

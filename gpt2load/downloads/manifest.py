@@ -144,6 +144,8 @@ def read_record(folder: str | os.PathLike[str]) -> Record | None:
             files.append(entry := RecordedFile(**raw))
             safe_relative_path(entry.path)
             normalise_sha256(entry.sha256)
+            if type(entry.size) is not int or entry.size < 0:  # summed and compared later
+                raise ValueError(f"the size of {entry.path!r} is {entry.size!r}, not a count")
         return Record(str(data["model"]), str(data["source"]), tuple(files))
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a readable gpt2load download record: {exc}") from None

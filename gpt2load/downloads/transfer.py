@@ -24,7 +24,7 @@ from .. import __version__
 from ..errors import ChecksumError, DownloadError, RetriesExhaustedError, redact
 from ..fileio import atomic_write_text, open_fd_nofollow, regular_size
 from .digests import Claim, hash_file, header_claims
-from .hosts import scheme_allowed
+from .hosts import scheme_allowed, split_url
 from .manifest import PART_INFO_SUFFIX, PART_SUFFIX
 
 logger = logging.getLogger("gpt2load.download")
@@ -164,6 +164,10 @@ def open_url(
             return response, claims
         here, target = target, urljoin(target, response.headers["Location"])
         response.close()
+        try:
+            split_url(target, f"the redirect target of {here}")
+        except ValueError as exc:
+            raise DownloadError(f"{label}: {exc}") from None
         if not scheme_allowed(target, allow_http):
             raise DownloadError(f"{label}: {here} redirects to {target}; refusing to leave https")
     raise DownloadError(f"{label}: more than {MAX_REDIRECTS} redirects from {url}")
