@@ -137,6 +137,37 @@ def test_fast_keeps_a_same_size_edit_and_a_normal_run_replaces_it(server: FileSe
     assert edited.read_bytes() == contents["model.ckpt.meta"]
 
 
+def test_a_wrong_file_in_place_is_kept_until_its_replacement_is_checked(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file in place that fails its check stays until a checked download is renamed over
+    it: offline, or with the host gone, the folder is left no worse than it was."""
+    contents = serve_release(server, "gpt2-large", "openai")
+    folder = download("gpt2-large", source="openai", mirror=server.url, progress=False)
+    edited, mine = folder / "hparams.json", b'{"n_layer": 1}'
+    edited.write_bytes(mine)
+    monkeypatch.setenv("GPT2LOAD_OFFLINE", "1")
+    kept = r"hparams.json in .* has 14 bytes, expected \d+ \(kept as it is\) and downloads are"
+    with pytest.raises(DownloadError, match=kept):
+        download("gpt2-large", source="openai", mirror=server.url, progress=False)
+    assert edited.read_bytes() == mine
+    monkeypatch.delenv("GPT2LOAD_OFFLINE")
+    with pytest.raises(DownloadError, match="giving up"):
+        download("gpt2-large", source="openai", mirror="http://127.0.0.1:9", progress=False)
+    assert edited.read_bytes() == mine
+    download("gpt2-large", source="openai", mirror=server.url, progress=False)
+    assert edited.read_bytes() == contents["hparams.json"]
+
+
+def test_a_single_file_download_that_fails_leaves_no_folder(tmp_path: Path) -> None:
+    """``download_file`` into folders that do not exist yet: when it fails, they are gone
+    again (the lock file it made in them included), as after a failed ``download``."""
+    dest = tmp_path / "a" / "b" / "f.bin"
+    with pytest.raises(DownloadError, match="giving up"):
+        download_file(f"{ORIGIN}/f.bin", dest, mirror="http://127.0.0.1:9", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
 # -- 3: the record, file by file -------------------------------------------------------------
 def test_a_release_failing_midway_records_what_it_verified(
     server: FileServer, tmp_path: Path

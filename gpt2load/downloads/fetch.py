@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from ..config import canonical_name, is_model_name
 from ..errors import redact
 from ..releases import DEFAULT_SOURCE, FileSpec, release
-from .file import check_in_place, fetch
+from .file import check_in_place, fetch, removed_if_failed
 from .hosts import effective_url
 from .lock import exclusive_lock
 from .manifest import (
@@ -79,9 +78,8 @@ def download(
     _check_room_for_names(folder, files)
     if not force and _in_place(folder, files, fast):
         return folder
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
+    with removed_if_failed(folder):
+        folder.mkdir(parents=True, exist_ok=True)
         with (
             exclusive_lock(folder / LOCK_NAME, on_wait=make_note(progress, always=True)),
             new_session() as session,
@@ -108,13 +106,6 @@ def download(
                 if record != written:
                     write_record(folder, record)
                     written = record
-    except BaseException:
-        # A download that failed before writing anything leaves no empty folder for `verify
-        # gpt2` or `load("gpt2")` to take for a download (partial files stay, to resume).
-        for path in created:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise
     return folder
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -78,6 +79,7 @@ def fetch(spec: FileSpec, dest: Path, opts: Options, old: RecordedFile | None = 
     """Make ``dest`` hold ``spec``'s file; its sha256 if hashed (always with ``opts.record``).
     ``old``, the folder's record of the file, only decides whether what is in place is kept."""
     url, size, sha256, label = spec.url, spec.size, normalise_sha256(spec.sha256), spec.path
+    state = f"is not in {dest.parent}"
     if dest.exists() and not opts.force:
         keep_size = size if size is not None else old.size if old else None
         keep_sha = sha256 or (normalise_sha256(old.sha256) if old else None)
@@ -88,11 +90,14 @@ def fetch(spec: FileSpec, dest: Path, opts: Options, old: RecordedFile | None = 
             if digest is None and opts.record:
                 digest = keep_sha or sha256_file(dest)
             return digest
-        opts.note(f"{label}: the file in place {why}; replacing it")
-        dest.unlink()  # a link is removed, never followed
+        # Kept until the checked download is renamed over it: offline, or with the host
+        # gone, the folder is left no worse than it was.
+        state = f"in {dest.parent} {why} (kept as it is)"
+        if not offline():
+            opts.note(f"{label}: the file in place {why}; replacing it")
     if offline():
         raise DownloadError(
-            f"{label} is not in {dest.parent} and downloads are switched off "
+            f"{label} {state} and downloads are switched off "
             f"({' / '.join(OFFLINE_ENVS)} is set: unset it to download). {NO_NETWORK_ADVICE}"
         )
     request_url, allow_http = effective_url(url, opts.mirror)
@@ -154,9 +159,25 @@ def download_file(
     if in_place and check_in_place(dest, size, normalise_sha256(sha256), fast)[0]:
         return dest  # already right: no lock, no network, nothing written
     with (
+        removed_if_failed(dest.parent),
         exclusive_lock(dest.with_name(f".{dest.name}.lock"), on_wait=make_note(progress, True)),
         new_session() if session is None else contextlib.nullcontext(session) as connection,
     ):
         opts = Options(connection, mirror, force, fast, progress, retries, backoff, timeout)
         fetch(FileSpec(url, dest.name, size, sha256), dest, opts)
     return dest
+
+
+@contextlib.contextmanager
+def removed_if_failed(folder: Path) -> Iterator[None]:
+    """``folder`` and the folders above it that do not exist yet are removed again, once
+    empty, if the download inside fails: one that failed before writing a byte leaves no
+    folder for `verify` or `load` to take for a download (partial files stay, to resume)."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
