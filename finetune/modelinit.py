@@ -50,6 +50,8 @@ def _init_target(init: str) -> Path | str:
         try:
             return gpt2load.resolve(init)
         except (FileNotFoundError, gpt2load.DownloadError) as exc:
+            if Path(init).expanduser().parent.is_dir():  # a mistyped path: said so first
+                raise type(exc)(f"--init {exc}") from None
             why = f"and as a Hugging Face repo id: {exc}"
     raise FileNotFoundError(
         f"--init {init!r} is neither scratch, a GPT-2 name (gpt2, gpt2-medium, gpt2-large, "

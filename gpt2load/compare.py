@@ -129,8 +129,11 @@ def _notes(comparison: Comparison) -> list[tuple[str, str]]:
     if not comparison.eval_text:
         return []
     scores = f"loss and perplexity on {comparison.eval_text}"
+    counts = [r.eval_tokens for r in results]
     if comparison.eval_tokens is not None:
         scores += f", {comparison.eval_tokens:,} tokens"
+    elif any(c is not None for c in counts):  # each tokenizer cuts the text its own way
+        scores += f", {' / '.join(_or_na(c, '{:,}') for c in counts)} tokens (model by model)"
     if comparison.eval_window is not None:
         scores += f", every model scored in windows of {comparison.eval_window} tokens"
         scores += " of its own tokenizer" if mixed else ""

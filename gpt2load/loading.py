@@ -11,6 +11,7 @@ import torch
 
 from . import hub
 from .config import canonical_name, is_model_name
+from .errors import DownloadError
 from .model import GPT
 from .native import NATIVE_FILENAME
 from .releases import DEFAULT_SOURCE, SOURCES, check_source, hub_repo
@@ -43,7 +44,14 @@ def resolve(
     name = str(model_or_path)
     if not is_model_name(name):
         if hub.is_repo_id(name):
-            return hub.snapshot(name, download=download, quiet=quiet)
+            try:
+                return hub.snapshot(name, download=download, quiet=quiet)
+            except (FileNotFoundError, DownloadError) as exc:
+                if not path.parent.is_dir():
+                    raise
+                # "runs/ckpt.pt" mistyped reads as a repo id too: say what was meant first.
+                local = f"{name} is no local file ({path.parent}/ has no {path.name})"
+                raise type(exc)(f"{local}, and as a Hugging Face repo id: {exc}") from None
         raise FileNotFoundError(
             f"{name!r} is neither an existing file or folder nor a GPT-2 model name "
             f"(gpt2, gpt2-medium, gpt2-large, gpt2-xl, 124M, 355M, 774M, 1558M) nor a "

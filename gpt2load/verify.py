@@ -176,7 +176,10 @@ def check_files(report: VerifyReport, path: Path) -> str | None:
     if published is not None and only is None:
         recorded = {e.path for e in record.files}
         for missing in [spec.path for spec in published.files if spec.path not in recorded]:
-            report.add(f"sha256 {missing}", False, f"part of the release, not in {RECORD_NAME}")
+            absent = "missing: " if not os.path.lexists(folder / missing) else ""
+            report.add(
+                f"sha256 {missing}", False, f"{absent}part of the release, not in {RECORD_NAME}"
+            )
     for entry in record.files:
         if only is None or entry.path == only:
             digest = _check_recorded_file(report, folder, entry, published)

@@ -108,3 +108,17 @@ def test_eval_tokens_cut_one_text_for_every_tokenizer(
         f"40 tokens, {len(text[1:].encode())} bytes",
         f"{len(bpe_ids) - 1} tokens, {len(text.encode()) - first} bytes",
     ]
+
+
+def test_the_terminal_states_each_models_scored_tokens_when_tokenizers_differ(
+    two_tokenizers, tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With one tokenizer the count is one figure; with several each model scores its own
+    number of tokens, and the terminal states them, as the reports' "scored" row does."""
+    char_ckpt, bpe, eval_text = two_tokenizers
+    args = ["compare", str(char_ckpt), str(bpe), "--prompt", "JULIET:", "--max-new-tokens", "2",
+            "--eval-text", str(eval_text), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    counts = f"{len(EVAL) - 1:,} / {len(tokenizer.encode_ordinary(EVAL)) - 1:,} tokens"
+    assert f"{counts} (model by model)" in out, out

@@ -329,3 +329,23 @@ def test_history_is_kept_in_the_cache_capped_and_a_broken_one_is_a_warning(
     with warned, line_editing(tmp_path / "file" / "chat_history"):
         readline.add_history("JULIET:")
     readline.clear_history()
+
+
+def test_console_script_takes_flags_before_the_model(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """``scripts/console.py --temperature 0 MODEL`` is ``gpt2load chat`` with those words in any
+    order, as ``gpt2load chat --temperature 0 MODEL`` is; only no model at all means gpt2."""
+    folder = make_checkpoint(tmp_path / "ckpt", tokenizer_dir)
+    flags = ["--device=cpu", "--temperature", "0", "--max-new-tokens", "5"]
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "console.py"), *flags, str(folder)],
+        cwd=tmp_path, input="ROMEO:\n/settings\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:") and "max_new_tokens=5" in result.stdout
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from console import names_a_model
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    assert not names_a_model(["--temperature", "0.5", "--seed=1", "--help"])
+    assert names_a_model(["--help", "gpt2-medium"]) and names_a_model(["runs/x", "--seed", "1"])

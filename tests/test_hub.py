@@ -398,3 +398,28 @@ def test_a_weights_file_cut_short_by_the_hub_is_one_line(
     assert "run the command again" in line
     with pytest.raises(FileNotFoundError):
         gpt2load.resolve("org/single", download=False)
+
+
+def test_a_mistyped_local_path_is_said_to_be_one_before_the_hub_answer(
+    hub: StandInHub,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """``runs/ckpt.pt`` that does not exist reads as a repo id too: when its folder exists, the
+    line says first that there is no such local file, in gpt2load and in finetune's --init."""
+    _as_if_imported_now(monkeypatch, hub, offline=False)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(capsys, "info", "runs/ckpt.pt")
+    line = _one_line(err, "info")
+    assert code == 2 and "runs/ckpt.pt is no local file (runs/ has no ckpt.pt)" in line, err
+    assert "has no such repo" in line  # and what the hub said
+    from finetune.cli import main as finetune
+
+    (tmp_path / "t.txt").write_text("hello world " * 50)
+    argv = ["pretrain", "--init", "runs/ckpt.pt", "--data", "t.txt", "--force-cpu"]
+    assert finetune(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("finetune pretrain: error: --init runs/ckpt.pt is no local file"), err
+    assert err.count("as a Hugging Face repo id") == 1, err

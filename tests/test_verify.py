@@ -186,6 +186,22 @@ def test_published_values_are_checked_too(model: GPT, tmp_path: Path) -> None:
     assert "config is not gpt2's" in skipped[-1].detail  # recorded as gpt2, but it is tiny
 
 
+def test_a_release_file_neither_recorded_nor_on_disk_is_said_to_be_missing(
+    model: GPT, tmp_path: Path
+) -> None:
+    """A release's file the record lacks: "missing" when it is not on disk either, so the line
+    says what the folder lacks, not only what its record does."""
+    folder = tmp_path / "weights" / "gpt2" / "hf"
+    data = save_native(model, folder).read_bytes()
+    url = releases.release("gpt2", "hf").file("model.safetensors").url
+    entry = RecordedFile("model.safetensors", url, len(data), hashlib.sha256(data).hexdigest())
+    write_record(folder, Record("gpt2", "hf", (entry,)))
+    (folder / "config.json").write_text("{}")  # there, but not recorded
+    failed = {c.name: c.detail for c in verify(folder, known_answer="auto").failures}
+    assert failed["sha256 encoder.json"] == f"missing: part of the release, not in {RECORD_NAME}"
+    assert failed["sha256 config.json"] == f"part of the release, not in {RECORD_NAME}"
+
+
 def test_single_file_without_record(model: GPT, tmp_path: Path) -> None:
     file = save_native(model, tmp_path / "run" / "best")
     report = verify(file)
