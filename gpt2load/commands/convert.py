@@ -3,9 +3,10 @@ model.safetensors + config.json for transformers, 'openai' a TensorFlow checkpoi
 original release layout with hparams.json (needs TensorFlow), 'nanogpt' a ckpt.pt for nanoGPT's
 sample.py (init_from='resume'), 'rasbt' the book's model.pth (strict load_state_dict into
 GPTModel) with its cfg dict as config.json, 'native' gpt2load's own model.safetensors. A model
-the target cannot compute is refused with the reason. Tokenizer files beside it (or in
---tokenizer-dir) and a nanoGPT meta.pkl are copied along, under each format's names; 'openai'
-also looks in $GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."""
+the target cannot compute is refused with the reason, and so is a DST that is the model's own
+folder. Tokenizer files beside it (or in --tokenizer-dir), checked as generate checks them, or a
+character model's meta.pkl are copied along, under each format's names; 'openai' also looks in
+$GPT2LOAD_TOKENIZER_DIR and warns when it writes a folder without them."""
 
 from __future__ import annotations
 

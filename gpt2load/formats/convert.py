@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ..char_tokenizer import META_PKL
+from ..char_tokenizer import META_PKL, CharTokenizer
 from ..config import EOT_TOKEN_ID
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Gpt2loadError, TokenizerError
 from ..fileio import atomic_path, atomic_write_text
 from ..model import GPT
 from ..native import save_native
-from ..tokenizer import HF_NAMES, TOKENIZER_DIR_ENV, cache_dir, tokenizer_in
+from ..tokenizer import HF_NAMES, TOKENIZER_DIR_ENV, cache_dir, get_tokenizer, tokenizer_in
 from .checkpoint import load_checkpoint
 from .detect import locate
 from .export import stored_state_dict, unsupported
@@ -35,6 +35,11 @@ HF_KEYS = "vocab_size n_positions n_ctx n_embd n_layer n_head n_inner layer_norm
 OPENAI_HPARAMS = "n_vocab n_ctx n_embd n_head n_layer"
 NANOGPT_ARGS = "n_layer n_head n_embd block_size bias vocab_size dropout"
 BOOK_CFG = "vocab_size context_length emb_dim n_heads n_layers drop_rate qkv_bias"
+
+
+class DestinationError(Gpt2loadError, ValueError):
+    """A DST that ``convert`` refuses before it reads or writes anything: empty, a dangling link,
+    a file where a folder is written, or the checkpoint's own folder (which it would overwrite)."""
 
 
 class MissingTokenizerWarning(UserWarning):
@@ -183,24 +188,77 @@ WRITERS = {
 }
 
 
+def _checked(folder: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """``files`` (found in ``folder``), refused in one line naming the file unless
+    ``get_tokenizer(folder)`` accepts them: convert copies no tokenizer that generate refuses."""
+    if not files:
+        return files
+    try:
+        tokenizer = get_tokenizer(folder, progress=False)  # the files are there: no download
+    except (OSError, ValueError) as exc:
+        instead = "" if META_PKL in files else " (or give --tokenizer-dir a folder of GPT-2's)"
+        raise TokenizerError(f"{str(exc).rstrip('.')}; nothing was written{instead}") from None
+    if isinstance(tokenizer, CharTokenizer) != (META_PKL in files):  # a meta.pkl wins there
+        raise TokenizerError(
+            f"{folder} holds a {META_PKL} beside GPT-2's tokenizer files, and gpt2load reads the "
+            f"{META_PKL}: give --tokenizer-dir a folder holding GPT-2's files alone"
+        )
+    return files
+
+
 def _tokenizer_for_openai(source_folder: Path) -> dict[str, Path]:
     """The release layout includes the tokenizer: from ``$GPT2LOAD_TOKENIZER_DIR`` or the
-    download cache (no download here), else the weights alone, with a warning."""
+    download cache (no download here; checked), else the weights alone, with a warning."""
     env = os.environ.get(TOKENIZER_DIR_ENV, "").strip()
     folders = [*([Path(env).expanduser()] if env else []), cache_dir()]
-    tokenizer = next(filter(None, map(tokenizer_in, folders)), {})
-    if not tokenizer:
-        looked = f"{source_folder}" + (f", ${TOKENIZER_DIR_ENV} ({env})" if env else "")
-        warnings.warn(
-            f"no tokenizer files (encoder.json + vocab.bpe, or vocab.json + merges.txt) in "
-            f"{looked} or {cache_dir()}: the OpenAI folder is written WITHOUT them, so it "
-            f"is not the complete release layout and tokenizing needs them from elsewhere; "
-            f"pass --tokenizer-dir DIR or set {TOKENIZER_DIR_ENV} (`gpt2load download gpt2 "
-            f"--source openai` fetches them)",
-            MissingTokenizerWarning,
-            stacklevel=3,
+    for folder in folders:
+        if tokenizer := tokenizer_in(folder):
+            return _checked(folder, tokenizer)
+    looked = f"{source_folder}" + (f", ${TOKENIZER_DIR_ENV} ({env})" if env else "")
+    warnings.warn(
+        f"no tokenizer files (encoder.json + vocab.bpe, or vocab.json + merges.txt) in "
+        f"{looked} or {cache_dir()}: the OpenAI folder is written WITHOUT them, so it "
+        f"is not the complete release layout and tokenizing needs them from elsewhere; "
+        f"pass --tokenizer-dir DIR or set {TOKENIZER_DIR_ENV} (`gpt2load download gpt2 "
+        f"--source openai` fetches them)",
+        MissingTokenizerWarning,
+        stacklevel=3,
+    )
+    return {}
+
+
+def _destination(dst: str | os.PathLike[str], to: str) -> tuple[Path, Path]:
+    """``dst`` as a path and the folder written into, refused unless it can be: an empty name
+    (which would be the current folder), a dangling link (mkdir cannot pass it), a file."""
+    if not str(dst).strip():
+        raise DestinationError(
+            "DST is empty: give the folder to write (for --to native also a .safetensors file)"
         )
-    return tokenizer
+    path = Path(dst).expanduser()
+    # As save_native decides: a .safetensors name is the file, anything else its folder.
+    folder = path.parent if to == "native" and path.suffix == ".safetensors" else path
+    if folder.is_file():
+        also = " (or name a .safetensors file)" if to == "native" else ""
+        raise DestinationError(f"{folder} is a file; converting to {to} writes a folder{also}")
+    if folder.is_symlink() and not folder.exists():
+        raise DestinationError(
+            f"{folder} is a symbolic link to {os.readlink(folder)}, which does not exist: "
+            f"remove the link (or create the folder it names) and run again"
+        )
+    return path, folder
+
+
+def _refuse_own_folder(src: str | os.PathLike[str], folder: Path, source_folder: Path) -> None:
+    """Refuse a DST folder that is SRC's (links resolved, a SRC file counting by its folder) or
+    holds any file SRC's folder links to: writing there would replace the weights being read."""
+    target = folder.resolve()
+    theirs = {source_folder.resolve()}
+    theirs |= {p.resolve().parent for p in source_folder.iterdir() if p.is_file()}
+    if target in theirs:
+        raise DestinationError(
+            f"{folder} is where {src} lies ({target}): converting into it would overwrite the "
+            f"checkpoint being read; give DST a folder of its own"
+        )
 
 
 def convert(
@@ -215,14 +273,17 @@ def convert(
     """Write the checkpoint at ``src`` as ``to`` (a key of ``WRITERS``) into the folder ``dst`` (for
     ``native`` also a ``.safetensors`` file); the files. Tokenizer files come from ``tokenizer_dir``
     or beside ``src``; ``openai`` (always float32) also looks in ``$GPT2LOAD_TOKENIZER_DIR`` and
-    the download cache, and warns (``MissingTokenizerWarning``) without them."""
+    the download cache, and warns (``MissingTokenizerWarning``) without them. Refused before
+    anything is written: a DST that is SRC's own folder (``DestinationError``) and tokenizer
+    files ``get_tokenizer`` would refuse (``TokenizerError``)."""
     if to not in WRITERS:
         raise ValueError(f"unknown target format {to!r}; choose one of: {', '.join(WRITERS)}")
-    dst = Path(dst).expanduser()
-    if to != "native" and dst.is_file():
-        raise ValueError(f"{dst} is a file; converting to {to} writes a folder")
+    dst, folder = _destination(dst, to)
     source_folder = locate(Path(src).expanduser()).folder
-    # The tokenizer is settled before anything loads or is written.
+    _refuse_own_folder(src, folder, source_folder)
+    # The tokenizer is settled and checked before anything loads or is written. A character
+    # model's is its meta.pkl alone (as finetune saves it): no GPT-2 files are looked for.
+    meta = source_folder / META_PKL
     if tokenizer_dir is not None:
         tokenizer = tokenizer_in(Path(tokenizer_dir).expanduser())
         if not tokenizer:
@@ -230,12 +291,15 @@ def convert(
                 f"{tokenizer_dir} lacks the tokenizer files (encoder.json and vocab.bpe, "
                 f"or vocab.json and merges.txt)"
             )
+        tokenizer = _checked(Path(tokenizer_dir).expanduser(), tokenizer)
+    elif meta.is_file():
+        tokenizer = {}
     else:
-        tokenizer = tokenizer_in(source_folder)
+        tokenizer = _checked(source_folder, tokenizer_in(source_folder))
         if not tokenizer and to == "openai":
             tokenizer = _tokenizer_for_openai(source_folder)
-    if (source_folder / META_PKL).is_file():  # nanoGPT's character vocabulary travels too
-        tokenizer[META_PKL] = source_folder / META_PKL
+    if meta.is_file():  # nanoGPT's character vocabulary travels too
+        tokenizer |= _checked(source_folder, {META_PKL: meta})
     model = load_checkpoint(src, dtype=dtype, n_head=n_head)
     reasons = unsupported(model.config, to)
     if reasons:

@@ -22,11 +22,13 @@ EXPRESSIBLE: dict[str, frozenset[str]] = {
 }
 WHY_NOT = {
     "tie_head": "has no output head of its own (it is always the token embedding)",
-    "activation": "computes only GELU",
+    "activation": "computes only GELU's tanh approximation (GPT-2's gelu_tanh)",
     "n_inner": "has an MLP width of 4 * n_embd only",
     "layer_norm_eps": "has a LayerNorm epsilon of 1e-5 only",
     "scale_attn_by_inverse_layer_idx": "does not scale attention per layer",
 }
+# Where a target's reason differs: nanoGPT's one GELU is the exact one (see EXPRESSIBLE).
+WHY_NOT_IN = {"nanogpt": {"activation": "computes only the exact GELU"}}
 
 
 def unsupported(config: GPTConfig, target: str) -> list[str]:
@@ -40,7 +42,8 @@ def unsupported(config: GPTConfig, target: str) -> list[str]:
         if target == "nanogpt" and key == "qkv_bias":
             allowed = not config.bias  # nanoGPT's one `bias` covers the QKV projection too
         if not allowed:
-            reasons.append(f"{key}={value!r}: {target}'s model {WHY_NOT.get(key, 'lacks it')}")
+            why = WHY_NOT_IN.get(target, {}).get(key) or WHY_NOT.get(key, "lacks it")
+            reasons.append(f"{key}={value!r}: {target}'s model {why}")
     return reasons
 
 
