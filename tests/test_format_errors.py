@@ -327,6 +327,60 @@ def test_nanogpt_without_biases_is_refused(tmp_path: Path, state) -> None:
     assert "bias=False" in _error(path)
 
 
+NANO_ARGS = {
+    "n_layer": 2,
+    "n_head": 4,
+    "n_embd": 32,
+    "block_size": 64,
+    "bias": True,
+    "vocab_size": 50257,
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("bias", "False", "model_args says bias='False', but bias must be a boolean"),
+        ("vocab_size", "50257", "model_args says vocab_size='50257', but vocab_size must be an"),
+        ("block_size", "64", "model_args says block_size='64', but block_size must be an integer"),
+    ],
+)
+def test_nanogpt_model_args_of_the_wrong_type_say_so(
+    tmp_path: Path, state, key: str, value: object, words: str
+) -> None:
+    """A string is no boolean nor integer: "bias='False'" must not read as "bias=False, but
+    the file holds no such tensors", nor "'50257'" as a vocabulary the tensors contradict."""
+    from tests.checkpoint_factory import nanogpt_state_dict
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": nanogpt_state_dict(state), "model_args": NANO_ARGS | {key: value}}, path)
+    message = _error(path)
+    assert str(path) in message and words in message, message
+    assert "holds no such tensors" not in message and "tensors show" not in message
+
+
+def test_nanogpt_head_that_differs_from_its_embedding_is_refused(tmp_path: Path, state) -> None:
+    """nanoGPT always ties the two (its load makes both the head), so a file whose head has its
+    own values computes other logits there: refused, not read as the book's untied head."""
+    from tests.checkpoint_factory import nanogpt_state_dict
+
+    model = nanogpt_state_dict(state)
+    model["lm_head.weight"] = model["transformer.wte.weight"] + 0.5
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model, "model_args": NANO_ARGS}, path)
+    for call in (load_checkpoint, inspect_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            call(path)
+        message = str(info.value)
+        assert (
+            str(path) in message and "'lm_head.weight' differs from the token embedding" in message
+        )
+        assert "'transformer.wte.weight'" in message and "model_args ties the two" in message
+        assert "nanoGPT always ties the two" in message and "tie_word_embeddings" not in message
+    torch.save({"model": nanogpt_state_dict(state), "model_args": NANO_ARGS}, path)
+    assert load_checkpoint(path).config.tie_head  # the head it shares loads, tied
+
+
 def test_missing_path() -> None:
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_checkpoint("/nonexistent/model.safetensors")

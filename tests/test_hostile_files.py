@@ -37,6 +37,7 @@ from tests.checkpoint_factory import (
     openai_arrays,
     openai_hparams,
     random_hf_state_dict,
+    write_hf_bin,
     write_hf_safetensors,
     write_native,
     write_openai_tf,
@@ -462,6 +463,80 @@ def test_stride_zero_vocabulary_of_2_33_is_refused_quickly(tmp_path: Path, state
     assert "stride-0 or overlapping" in line
 
 
+NOT_PLAIN: dict[str, tuple[Callable[[Tensors], dict], str]] = {
+    "a key that is no name": (
+        lambda t: {**t, 5: torch.zeros(1)},
+        "its state dict has the key 5 (int), not a tensor name",
+    ),
+    "a sparse tensor": (
+        lambda t: {**t, "ln_f.weight": t["ln_f.weight"].to_sparse()},
+        "tensor 'ln_f.weight' is a sparse tensor; save it with .to_dense()",
+    ),
+    "a meta tensor": (
+        lambda t: {**t, "ln_f.weight": torch.empty(CONFIG.n_embd, device="meta")},
+        "tensor 'ln_f.weight' is a meta tensor, which holds no data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PLAIN))
+def test_a_pickle_of_what_is_no_plain_state_dict_is_one_line(
+    tmp_path: Path, state: Tensors, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pickle may key tensors by integers and hold sparse or meta tensors, whose storage
+    torch will not even show: each is named, not a traceback."""
+    edit, expected = NOT_PLAIN[case]
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(edit(hf_file_state_dict(state, CONFIG)), path)
+    code, _, err = run_cli(capsys, "info", str(path))
+    line = one_error_line(err, "info")
+    assert code == 2 and str(path) in line and expected in line, line
+
+
+def _aliased(files: Tensors) -> dict[str, Tensors]:
+    """State dicts in which a parameter shares memory with another, or with itself."""
+    wte = files["wte.weight"]
+    rows = torch.cat([wte, wte[:1]])  # an embedding and a head one row apart in one storage
+    return {
+        "one tensor twice": {**files, "h.1.ln_1.weight": files["h.0.ln_1.weight"]},
+        "a row of another": {**files, "h.0.ln_2.bias": files["wpe.weight"][3]},
+        "a head shifted along the embedding": {
+            **files,
+            "wte.weight": rows[:-1],
+            "lm_head.weight": rows[1:],
+        },
+        "elements overlapping themselves": {
+            **files,
+            "h.0.attn.c_attn.weight": torch.randn(4096).as_strided((32, 96), (1, 1)),
+        },
+    }
+
+
+def test_parameters_sharing_memory_are_refused_a_tied_head_is_not(
+    tmp_path: Path, state: Tensors, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torch.save keeps aliasing (safetensors cannot hold it): two LayerNorm gains that are one
+    tensor would take two updates a step. Only the tied head may be the embedding itself."""
+    path = write_hf_bin(tmp_path, state, CONFIG, lm_head=True)  # the head is the embedding
+    files = torch.load(path, weights_only=True)
+    model = load_checkpoint(path, contiguous=True)
+    assert torch.equal(model.out_head.weight, state["wte.weight"])
+    expected = {
+        "one tensor twice": ("'h.0.ln_1.weight'", "'h.1.ln_1.weight'", "share memory"),
+        "a row of another": ("'wpe.weight'", "'h.0.ln_2.bias'", "share memory"),
+        "a head shifted along the embedding": ("'wte.weight'", "'lm_head.weight'", "share"),
+        "elements overlapping themselves": ("'h.0.attn.c_attn.weight'", "[1, 1]", "overlap"),
+    }
+    for case, tensors in _aliased(files).items():
+        torch.save(tensors, path)
+        code, _, err = run_cli(capsys, "info", str(path))
+        line = one_error_line(err, "info")
+        assert code == 2 and str(path) in line, (case, line)
+        assert all(word in line for word in expected[case]), (case, line)
+        with pytest.raises(CheckpointError, match="share memory|overlap one another"):
+            load_checkpoint(path, contiguous=True)  # as finetune loads
+
+
 def test_corrupt_pickles_are_called_corrupt_not_code(
     tmp_path: Path, state: Tensors, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -517,6 +592,18 @@ def _hparams_layers(folder: Path, state: Tensors) -> Path:
     return folder
 
 
+def _hparams_edit(changes: dict) -> Callable[[Path, Tensors], Path]:
+    """OpenAI's folder (written without TensorFlow) with ``changes`` in its hparams.json."""
+
+    def write(folder: Path, state: Tensors) -> Path:
+        write_openai_tf_raw(folder, state, CONFIG)
+        hparams = json.loads((folder / "hparams.json").read_text())
+        (folder / "hparams.json").write_text(json.dumps({**hparams, **changes}))
+        return folder
+
+    return write
+
+
 def _native_metadata(config: str) -> Callable[[Path, Tensors], Path]:
     def write(folder: Path, state: Tensors) -> Path:
         path = write_native(folder / "model.safetensors", state, CONFIG)
@@ -554,6 +641,22 @@ CLAIMS = {
     ),
     "not an object": (_with_config(lambda c: "[1, 2]"), "config.json is not a JSON object"),
     "hparams.json: a million layers": (_hparams_layers, "hparams.json says n_layer=1000000"),
+    "hparams.json: a wrong n_ctx": (
+        _hparams_edit({"n_ctx": 1024}),
+        "hparams.json says n_ctx=1024, but its tensors show n_ctx=64",
+    ),
+    "n_positions a string": (
+        _with_config(lambda c: {**c, "n_positions": "64"}),
+        "config.json says n_positions='64', but n_positions must be an integer",
+    ),
+    "qkv_bias a string": (
+        _with_config(lambda c: {**c, "qkv_bias": "yes"}),
+        "config.json says qkv_bias='yes', but qkv_bias must be a boolean",
+    ),
+    "native metadata: bias a string": (
+        _native_metadata(NATIVE_CONFIG[:-1] + ', "bias": "false"}'),
+        "says bias='false', but bias must be a boolean",
+    ),
     "native metadata not an object": (_native_metadata("[1, 2]"), "not a JSON object"),
     "native metadata: a million layers": (
         _native_metadata(NATIVE_CONFIG.replace('"n_layer": 2', '"n_layer": 1000000')),

@@ -77,10 +77,16 @@ def open_checkpoint(
     if plan.head is not None and not _head_is_embedding(source, plan):
         if "tie_head" in hints.values:
             embedding = plan.stored_for(TIED["out_head.weight"])
+            advice = (  # nanoGPT has no switch: its load makes the head the embedding
+                "nanoGPT always ties the two, so its logits would differ from this file's; "
+                "re-save the checkpoint from the model nanoGPT trained"
+                if hints.said_by == "model_args"
+                else "if the head is its own weight, say so in the config "
+                "(tie_word_embeddings: false)"
+            )
             raise CheckpointError(
                 f"{label}: the output head {plan.head!r} differs from the token embedding "
-                f"{embedding!r}, but {hints.said_by} ties the two; if the head is its own "
-                f"weight, say so in the config (tie_word_embeddings: false)"
+                f"{embedding!r}, but {hints.said_by} ties the two; {advice}"
             )
         # No word on tying, and a head of its own: the book's GPTModel, trained untied.
         hints = hints.with_values(tie_head=False)

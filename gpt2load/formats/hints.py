@@ -45,6 +45,11 @@ class Hints:
     origin: str | None  # where they came from, for ``info``
     native: bool = False
     said_by: str = "its metadata"  # the same, for messages: a side file's whole path
+    spelled: dict[str, str] = dataclasses.field(default_factory=dict)  # field: the file's key
+
+    def key(self, field: str) -> str:
+        """A field as the file spells it (``n_ctx``, ``block_size``), so messages quote it."""
+        return self.spelled.get(field, field)
 
     def with_values(self, **values: Any) -> Hints:
         """The same hints with values a caller states (``n_head=`` of ``gpt2load.load``)."""
@@ -74,6 +79,11 @@ def _normalise(raw: dict[str, Any], origin: str) -> dict[str, Any]:
             )
         values[field] = value
     return values
+
+
+def _spellings(raw: dict[str, Any]) -> dict[str, str]:
+    """Each field's key as the file wrote it, so a message quotes what the user can find."""
+    return {ALIASES[key]: key for key in raw if key in ALIASES}
 
 
 def _hf_config(raw: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -125,17 +135,26 @@ def read_hints(container: str, folder: Path, metadata: dict[str, Any]) -> Hints:
         config = metadata["config"]
         if not isinstance(config, str):
             raise CheckpointError(f"{origin} has a config that is not JSON text")
-        values = _normalise(_json_object(config, origin), origin)
-        return Hints(values, "safetensors metadata", native=True, said_by=origin)
+        raw = _json_object(config, origin)
+        values, spelled = _normalise(raw, origin), _spellings(raw)
+        return Hints(values, "safetensors metadata", native=True, said_by=origin, spelled=spelled)
     model_args = metadata.get("model_args")
     if model_args is not None:
         if not isinstance(model_args, dict):
             raise CheckpointError(f"the nanoGPT model_args in {folder} are not a dict")
-        return Hints(_normalise(model_args, "model_args"), "model_args", said_by="model_args")
+        # nanoGPT ties its head to the embedding always (its GPTConfig has no switch), so a
+        # stored head that differs is refused rather than read as the book's untied one.
+        values = {"tie_head": True} | _normalise(model_args, "model_args")
+        spelled = _spellings(model_args)
+        return Hints(values, "model_args", said_by="model_args", spelled=spelled)
     side = folder / ("hparams.json" if container == "tf" else "config.json")  # beside the weights
     if side.is_file():
         raw = read_json(side, MAX_SIDE_FILE)
-        if any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd")):
+        # OpenAI's hparams.json (n_ctx, n_embd, ...) is no transformers config: its n_ctx is
+        # the context length, checked against the position embedding like any other size.
+        is_hf = any(k in raw for k in ("model_type", "architectures", "n_positions", "n_embd"))
+        if side.name == "config.json" and is_hf:
             raw = _hf_config(raw, str(side))
-        return Hints(_normalise(raw, str(side)), side.name, said_by=str(side))
+        values, spelled = _normalise(raw, str(side)), _spellings(raw)
+        return Hints(values, side.name, said_by=str(side), spelled=spelled)
     return Hints({}, None)

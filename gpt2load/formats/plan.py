@@ -123,10 +123,10 @@ def _infer_config(
     origin, n_blocks = hints.said_by, len(blocks)
     # A stated layer count is checked before a model that big is built; the message names the
     # first tensor missing or too many.
-    stated = values.get("n_layer")
+    stated, layers = values.get("n_layer"), hints.key("n_layer")
     if stated is not None and stated != n_blocks:
         if not isinstance(stated, int) or isinstance(stated, bool) or stated < 0:
-            raise CheckpointError(f"{label}: {origin} says n_layer={stated!r}, not a layer count")
+            raise CheckpointError(f"{label}: {origin} says {layers}={stated!r}, not a layer count")
         if stated > n_blocks:
             rule, _ = layout.rule_for(f"trf_blocks.{n_blocks}.norm1.scale")
             detail = f"missing tensor {expand(rule.stored, n_blocks)!r} and every block after it"
@@ -134,22 +134,27 @@ def _infer_config(
             name, (rule, index) = min((n, hit) for n, hit in matched.items() if hit[1] == stated)
             detail = f"unexpected tensor {name!r}: the model has no {expand(rule.ours[0], index)}"
         raise CheckpointError(
-            f"{label}: {origin} says n_layer={stated}, but it stores {n_blocks} blocks: {detail}"
+            f"{label}: {origin} says {layers}={stated}, but it stores {n_blocks} blocks: {detail}"
         )
     for key, shown in seen.items():
-        stated = values.get(key)
+        stated, said = values.get(key), hints.key(key)
         if stated is None or shown is None:
             continue
+        if type(stated) is not type(shown):  # "50304" is no 50304, nor "False" False
+            kind = "a boolean (true or false)" if isinstance(shown, bool) else "an integer"
+            raise CheckpointError(
+                f"{label}: {origin} says {said}={stated!r}, but {said} must be {kind}"
+            )
         if key in _PRESENCE:
             if stated is not shown:
                 what = "holds no such tensors" if stated else "holds them"
                 raise CheckpointError(
-                    f"{label}: {origin} says {key}={stated}, but the file {what} "
+                    f"{label}: {origin} says {said}={stated}, but the file {what} "
                     f"(e.g. {_PRESENCE[key]!r} in our names)"
                 )
         elif stated != shown:
             raise CheckpointError(
-                f"{label}: {origin} says {key}={stated!r}, but its tensors show {key}={shown}"
+                f"{label}: {origin} says {said}={stated!r}, but its tensors show {said}={shown}"
             )
     values = {"n_layer": n_blocks, **{k: v for k, v in seen.items() if v is not None}, **values}
     if "n_head" not in values:
