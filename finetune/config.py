@@ -54,16 +54,17 @@ class TrainConfig:
     # The settings are a table, laid out by hand: default, help, limits.
     # fmt: off
     out: str = _run("runs/pretrain", "run folder: checkpoints, metrics.jsonl, loss.png",
-        metavar="RUN_DIR")
+        metavar="RUN_DIR", path=True)
     init: str = _run("gpt2", "starting weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (downloaded "
         "on first use), a Hugging Face repo id ORG/NAME (into the HF cache), scratch (random init, "
         "see --n-layer/--n-head/--n-embd), a checkpoint file or folder, or a run folder (its "
-        "best/, else its last/)", metavar="MODEL")
+        "best/, else its last/)", metavar="MODEL", path=True)
     overwrite: bool = _run(False, "start afresh in an --out folder that already holds a run")
     data: list[str] = _data([], "training text: files, folders of .txt/.md files, a prepared "
         "folder with train.bin and val.bin, or 'shakespeare' (default: none; pretrain needs it)",
-        metavar="PATH")
-    data_dir: str = _data("data", "where prepared datasets are written and cached", metavar="DIR")
+        metavar="PATH", path=True)
+    data_dir: str = _data("data", "where prepared datasets are written and cached", metavar="DIR",
+        path=True)
     val_fraction: float = _data(0.1, "share of the characters held out for validation")
     tokenizer: str = _data("auto", "auto: the --init checkpoint's own (characters when a meta.pkl "
         "lies beside it, as for nanoGPT's shakespeare_char; else GPT-2's BPE); gpt2; char: one "
@@ -71,7 +72,7 @@ class TrainConfig:
         choices=("auto", "gpt2", "char"))
     tokenizer_dir: str | None = _data(None, "folder with GPT-2's encoder.json + vocab.bpe (default: "
         "beside --init, else $GPT2LOAD_TOKENIZER_DIR, else downloaded once into weights/tokenizer)",
-        metavar="DIR")
+        metavar="DIR", path=True)
     n_layer: int | None = _model(None, "layers for --init scratch (default: 6)", minimum=1)
     n_head: int | None = _model(None, "attention heads for --init scratch (default: 6)", minimum=1)
     n_embd: int | None = _model(None, "embedding width for --init scratch (default: 384)", minimum=1)
@@ -243,6 +244,8 @@ def _scalar(label: str, base: type, value: Any, meta: Mapping[str, Any]) -> Any:
     value = os.fspath(value) if isinstance(value, os.PathLike) else value
     if isinstance(value, bool) != (base is bool) or not isinstance(value, _KINDS[base]):
         raise ConfigError(f"{label} must be {_WHAT[base]}, got {value!r}")
+    if meta.get("path") and not value.strip():  # "" would be the current folder
+        raise ConfigError(f"{label} is empty (an unset shell variable?)")
     if base is int and not -MAX_INT <= value <= MAX_INT:
         raise ConfigError(f"{label} must be at most {MAX_INT} (2**63 - 1), got {value}")
     if base is float and not math.isfinite(value):

@@ -131,6 +131,33 @@ def test_cli_rejects_unknown_flags_and_bad_values(capsys: pytest.CaptureFixture[
     assert "batch_size must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pretrain", "--init", "scratch", "--data", "t.txt", "--out="],
+        ["pretrain", "--init", "scratch", "--data", "t.txt", "--data-dir", " "],
+        ["pretrain", "--init", "", "--data", "t.txt"],
+        ["pretrain", "--init", "scratch", "--data", "t.txt", ""],
+        ["prepare", "t.txt", "--data-dir="],
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``--out "$RUN"`` with RUN unset would put a whole run in the working folder: an empty
+    path (a flag or a TOML value) is one line naming it, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("some text to train on " * 40)
+    if argv[-1] == "":  # the same, from a --config file
+        (tmp_path / "run.toml").write_text('out = ""\n')
+        argv = [*argv[:-1], "--config", "run.toml"]
+    assert cli.main([*argv, "--force-cpu"] if argv[0] != "prepare" else argv) == 2
+    err = capsys.readouterr().err
+    assert "is empty (an unset shell variable?)" in err and len(err.splitlines()) == 1, err
+    written = {p.name for p in tmp_path.iterdir()} - {"t.txt", "run.toml"}
+    assert not written, written
+
+
 def test_config_toml_round_trips() -> None:
     cfg = TrainConfig(
         data=["a b.txt", 'q"uote'], top_k=None, sample_prompt="line\n\ttab \x01", lr=3e-4
