@@ -140,12 +140,22 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from .prepare import SHAKESPEARE, prepare_shakespeare, prepare_text
+    from .vocab import check_tokenizer_dir
 
     given = {k: v for k, v in vars(args).items() if k in PREPARE_FIELDS}
     cfg = TrainConfig(**flag_values(given))
+    shakespeare = [s.lower() for s in args.sources] == [SHAKESPEARE]
+    if shakespeare and args.name:
+        raise ConfigError(
+            f"--name is for text files; `finetune prepare shakespeare` always prepares "
+            f"{cfg.data_dir}/shakespeare (shakespeare_char with --tokenizer char), where "
+            f"training looks for it: drop --name"
+        )
+    if cfg.tokenizer_dir is not None:  # a mistyped folder is told, as a mistyped source is
+        check_tokenizer_dir(cfg.tokenizer_dir)
     how = {"val_fraction": cfg.val_fraction, "tokenizer_dir": cfg.tokenizer_dir}
     how |= {"char_vocab": cfg.tokenizer == "char", "force": args.force, "threads": args.threads}
-    if [s.lower() for s in args.sources] == [SHAKESPEARE]:
+    if shakespeare:
         prepare_shakespeare(cfg.data_dir, input_path=args.input, **how)
     elif args.input:
         raise ConfigError("--input is for `finetune prepare shakespeare`; give files directly")

@@ -24,7 +24,7 @@ from .errors import ConfigError, DataError, DistributedNotSupported
 from .modelinit import check_planned, describe_shape, init_folder, planned_config
 from .prepare import SHAKESPEARE
 from .strategy import Strategy
-from .vocab import RunVocab, choose_vocab
+from .vocab import RunVocab, check_tokenizer_dir, choose_vocab
 
 Log = Callable[[str], None]
 
@@ -83,6 +83,8 @@ def plan_run(cfg: TrainConfig, log: Log = print) -> Plan:
         path = Path(source).expanduser()
         if source.strip().lower() != SHAKESPEARE and not path.exists():
             raise DataError(f"data path {path} does not exist")
+    if run.tokenizer_dir is not None:  # a mistyped folder too, before the device line
+        check_tokenizer_dir(run.tokenizer_dir)
     device, dtype = _device_for(run, strategy, log)
     weights = None if run.is_scratch else init_folder(run.init)
     vocab = choose_vocab(run.tokenizer, weights, run.data, run.tokenizer_dir)
@@ -138,7 +140,9 @@ def plan_resume(run_dir: Path, overrides: Mapping[str, Any], log: Log = print) -
             f"{folder} is inconsistent: its weights are {describe_shape(stored)} "
             f"but its trainer state belongs to {describe_shape(model)}"
         )
-    vocab = choose_vocab(cfg.tokenizer, folder, cfg.data, cfg.tokenizer_dir, label="the checkpoint")
+    vocab = choose_vocab(
+        cfg.tokenizer, folder, cfg.data, cfg.tokenizer_dir, label="the checkpoint", resumed=True
+    )
     cfg = own_dropout(cfg, model)  # a record from before dropout was: the weights' own
     return Plan(cfg, strategy, device, dtype, model, vocab, derived, state, folder)
 

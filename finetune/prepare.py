@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,18 +84,15 @@ def prepare_text(
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if not paths:
         raise DataError("no data given: pass one or more text files or folders")
+    if name:
+        check_name(name, data_dir)
     files: list[Path] = []  # in a stable order (folders: their own, sorted)
     for path in (Path(p).expanduser() for p in paths):
         if path.is_file():
             files.append(path)
         elif not path.is_dir():
-            raise DataError(f"data path {path} does not exist")
-        elif found := sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-            if not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ):
+            raise DataError(f"data path {path} {_what_else(path)}")
+        elif found := _folder_texts(path):
             files += found
         else:
             raise DataError(
@@ -169,6 +167,59 @@ def prepare_text(
     return PreparedData(folder, meta)
 
 
+def check_name(name: str, data_dir: PathLike) -> None:
+    """``--name`` is one folder inside ``--data-dir``: ``../x`` or ``/x`` would write (and
+    first unlink a ``meta.json``) outside it, ``.`` into ``--data-dir`` itself."""
+    if name in (".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(
+            f"--name {name} is not a plain folder name; prepared data goes into "
+            f"{Path(data_dir) / 'NAME'}: give one folder name (no '/', not '.' or '..'), and "
+            f"pick where it goes with --data-dir"
+        )
+
+
+# What a path that is neither a regular file nor a folder is, told instead of "does not exist".
+_SPECIAL_FILES = {
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def _what_else(path: Path) -> str:
+    """Why ``path`` (not a regular file, not a folder) cannot be data; it is never opened, so
+    a FIFO or ``/dev/zero`` cannot hang or feed the tokenizer for ever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "does not exist"
+    kind = next((k for is_kind, k in _SPECIAL_FILES.items() if is_kind(mode)), "a special file")
+    return f"is not a regular file or folder ({kind}); give a text file or a folder of them"
+
+
+def _folder_texts(folder: Path) -> list[Path]:
+    """The folder's own text files, sorted, hidden ones left out. A symbolic link may point to
+    another file in the folder, never out of it: what a folder holds is what is trained on
+    (links to folders are not followed at all)."""
+    root = folder.resolve()
+    found = []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() not in TEXT_SUFFIXES:
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_symlink() and not (target := path.resolve()).is_relative_to(root):
+            raise DataError(
+                f"{path} is a symbolic link to {target}, outside the folder {folder}; only "
+                f"the folder's own files are read: copy the file into {folder}, or give it as "
+                f"a --data source of its own"
+            )
+        if path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
 def _reused(data: PreparedData, log: Log, note: str = "") -> PreparedData:
     tokens = f"{data.train_tokens:,} train / {data.val_tokens:,} val tokens"
     log(f"data: using prepared {data.folder} ({tokens}{note})")
@@ -205,7 +256,7 @@ def fetch_shakespeare(
     the published file; a copy must be that file too, since the name promises its text."""
     given = Path(input_path).expanduser() if input_path is not None else None
     if given is not None and not given.is_file():
-        raise DataError(f"{given} does not exist")
+        raise DataError(f"{given} {_what_else(given)}")
     if given is not None and gpt2load.sha256_file(given) != SHAKESPEARE_SHA256:
         raise DataError(
             f"{given} is not Tiny Shakespeare (sha256 differs from {SHAKESPEARE_SHA256}); "

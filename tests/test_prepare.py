@@ -166,6 +166,115 @@ def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
         open_prepared(tmp_path / "half")
 
 
+def test_a_link_out_of_a_data_folder_is_refused(tmp_path: Path) -> None:
+    """A folder source is its own files: a link in it to a file elsewhere was read (and
+    trained on) while links to folders were not followed; one inside the folder may be."""
+    enc = CharEncoding()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("not part of the corpus")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the corpus itself " * 20)
+    (corpus / "same.txt").symlink_to("a.txt")  # stays inside: read
+    out = prepare_text([corpus], tmp_path / "data", encoding=enc, log=_quiet)
+    assert out.meta["documents"] == 2
+    (corpus / "b.txt").symlink_to(tmp_path / "outside" / "secret.txt")
+    with pytest.raises(DataError) as exc:
+        prepare_text([corpus], tmp_path / "data", encoding=enc, log=_quiet)
+    message = str(exc.value)
+    assert f"{corpus / 'b.txt'} is a symbolic link to {tmp_path / 'outside' / 'secret.txt'}" in (
+        message
+    )
+    assert "copy the file into" in message and "--data source of its own" in message
+    (corpus / "b.txt").unlink()
+    (corpus / "c.md").symlink_to(tmp_path / "outside" / "gone.txt")  # dangling, outside too
+    with pytest.raises(DataError, match="c.md is a symbolic link to .*outside the folder"):
+        prepare_text([corpus], tmp_path / "data", encoding=enc, log=_quiet)
+    # The file given as a source of its own is read, link or not.
+    (tmp_path / "given.txt").symlink_to(tmp_path / "outside" / "secret.txt")
+    alone = prepare_text([tmp_path / "given.txt"], tmp_path / "data", encoding=enc, log=_quiet)
+    assert alone.meta["documents"] == 1
+
+
+def test_a_fifo_or_a_device_is_not_data_and_is_never_read(tmp_path: Path) -> None:
+    """Told for what it is, not as "does not exist", and never opened: a FIFO would hang."""
+    enc = CharEncoding()
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/null"), "a character device")):
+        with pytest.raises(DataError) as exc:
+            prepare_text([path], tmp_path / "data", encoding=enc, log=_quiet)
+        assert str(exc.value) == (
+            f"data path {path} is not a regular file or folder ({kind}); give a text file or "
+            f"a folder of them"
+        )
+        with pytest.raises(DataError, match=r"is not a regular file or folder \("):
+            prepare_shakespeare(tmp_path / "data", input_path=path, encoding=enc, log=_quiet)
+    folder = tmp_path / "corpus"  # one inside a folder is no text file of it
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "a.txt").write_text("real text " * 30)
+    assert (
+        prepare_text([folder], tmp_path / "data", encoding=enc, log=_quiet).meta["documents"] == 1
+    )
+
+
+def test_prepare_name_is_one_folder_inside_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--name ../x`` or ``/x`` wrote (after unlinking a meta.json there) outside --data-dir;
+    with shakespeare --name was silently ignored."""
+    text = tmp_path / "notes.txt"
+    text.write_text("Some notes about training.\n" * 40)
+    data_dir = tmp_path / "inner" / "d"
+    data_dir.mkdir(parents=True)
+    victim = tmp_path / "inner" / "escaped"
+    victim.mkdir()
+    (victim / "meta.json").write_text("{}")
+    for name in ("../escaped", str(victim), ".", "..", "a/b"):
+        argv = ["prepare", str(text), "--data-dir", str(data_dir), "--name", name]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"finetune prepare: error: --name {name} is not a plain folder name; prepared data "
+            f"goes into {data_dir}/NAME: give one folder name (no '/', not '.' or '..'), and "
+            f"pick where it goes with --data-dir\n"
+        )
+    assert (victim / "meta.json").read_text() == "{}" and list(data_dir.iterdir()) == []
+    argv = ["prepare", "shakespeare", "--data-dir", str(data_dir), "--name", "foo"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("finetune prepare: error: --name is for text files; ")
+    assert err.count("\n") == 1 and "drop --name" in err
+    assert list(data_dir.iterdir()) == []  # refused before any download
+
+
+def test_prepare_refuses_a_tokenizer_dir_without_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --tokenizer-dir fell back to $GPT2LOAD_TOKENIZER_DIR without a word."""
+    text = tmp_path / "notes.txt"
+    text.write_text("Some notes about training.\n" * 40)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "encoder.json").write_text("{}")
+    (tmp_path / "wrong" / "vocab.bpe").write_text("#version: 0.2\n")
+    expected = {
+        tmp_path / "missing": "does not exist; give the folder that holds GPT-2's encoder.json",
+        tmp_path / "empty": "holds no GPT-2 tokenizer files that match the published ones",
+        tmp_path / "wrong": "holds no GPT-2 tokenizer files that match the published ones",
+    }
+    for folder, words in expected.items():
+        for tokenizer in ("gpt2", "char"):  # a mistyped path is one whatever it is used for
+            argv = ["prepare", str(text), "--data-dir", str(tmp_path / "d")]
+            argv += ["--tokenizer", tokenizer, "--tokenizer-dir", str(folder)]
+            assert cli.main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"finetune prepare: error: --tokenizer-dir {folder} {words}")
+            assert err.count("\n") == 1 and "or drop --tokenizer-dir" in err
+    assert not (tmp_path / "d").exists()
+
+
 def test_chunked_parallel_encoding_matches_one_pass(tokenizer) -> None:
     text = VERDICT_TXT.read_text() if VERDICT_TXT.exists() else "Hello there.\n" * 500
     text += "  trailing   spaces\n\n\nand 'quotes' he's   \t tabs\n" * 20
