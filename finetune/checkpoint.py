@@ -5,7 +5,9 @@ files, and ``trainer.pt`` (what an exact resume needs beyond the weights, read b
 
 A folder is written whole under a temporary name, then swapped in by renames, so a crash or a
 second Ctrl-C mid-save leaves the previous checkpoint intact (between the renames it sits at
-``.NAME.old``, which :func:`find_checkpoint` also accepts)."""
+``.NAME.old``, which :func:`find_checkpoint` also accepts). ``.NAME.tmp`` and ``.NAME.old`` are
+the run's own names: whatever stands there (a crash's leftovers, a file, a link) is cleared
+before a save uses them, a link as a link, never what it points to."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFIG_FILE = "config.toml"  # the run's resolved settings, beside its checkpoints
 INFO_FILE, LAST, BEST = "info.json", "last", "best"
 TRAINER_FILE, TRAINER_FORMAT, TRAINER_VERSION = "trainer.pt", "finetune-trainer", 1
+# What makes a folder a checkpoint folder, which a save replaces whole.
+CHECKPOINT_FILES = (NATIVE_FILENAME, TRAINER_FILE)
 # Trainer attributes trainer.pt holds under their own names; older files lack some (see restore).
 _COPIED = ("val_loss", "evals_without_improvement", "tokens_seen", "elapsed_s")
 
@@ -60,9 +64,9 @@ def save_checkpoint(trainer: Trainer, name: str) -> Path | None:
     metadata["train_config"] = cfg.to_dict()
     generation = {"temperature": cfg.temperature, "top_k": cfg.top_k}
     generation["max_new_tokens"] = cfg.sample_tokens
-    final, tmp, old = run_dir / name, run_dir / f".{name}.tmp", run_dir / f".{name}.old"
+    final, tmp, old = (run_dir / own for own in own_names(name))
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
+        clear(tmp)
         tmp.mkdir(parents=True)
         save_native(model, tmp, metadata, generation=generation)
         with (tmp / TRAINER_FILE).open("wb") as fh:  # a full disk surfaces as an OSError
@@ -74,18 +78,34 @@ def save_checkpoint(trainer: Trainer, name: str) -> Path | None:
             except OSError:
                 (tmp / filename).unlink(missing_ok=True)
         _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        if os.path.lexists(final):
+            clear(old)
             os.replace(final, old)
         os.replace(tmp, final)
         _fsync_dir(run_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # saved: a leftover .old is cleared next time
+            clear(old)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            clear(tmp)
         if isinstance(exc, OSError) or (isinstance(exc, Exception) and is_disk_error(exc)):
             raise save_failed(run_dir, name, exc) from exc
         raise
     return final
+
+
+def own_names(name: str) -> tuple[str, str, str]:
+    """The names a save of ``RUN/name`` uses: the checkpoint, its temporary and its old copy."""
+    return name, f".{name}.tmp", f".{name}.old"
+
+
+def clear(path: Path) -> None:
+    """Remove whatever stands at one of the run's own names: a folder with what it holds, a
+    file or a link (the link only: nothing a link points to is followed or deleted)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
 
 
 def save_failed(run_dir: Path, name: str, exc: BaseException) -> SaveError:
@@ -124,9 +144,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 def find_checkpoint(run_dir: str | os.PathLike[str], name: str = LAST) -> Path | None:
-    """``run_dir/name``, or the copy a save interrupted between its two renames left."""
+    """``run_dir/name``, or the copy a save interrupted between its two renames left; never
+    through a link, which would read a checkpoint from outside the run folder."""
     for candidate in (Path(run_dir) / name, Path(run_dir) / f".{name}.old"):
-        if (candidate / NATIVE_FILENAME).is_file() and (candidate / TRAINER_FILE).is_file():
+        if candidate.is_symlink():
+            continue
+        if all((candidate / filename).is_file() for filename in CHECKPOINT_FILES):
             return candidate
     return None
 

@@ -16,7 +16,7 @@ from typing import Any
 import gpt2load
 from gpt2load import GPT, VOCAB_SIZE
 
-from .checkpoint import BEST, CONFIG_FILE, LAST, TRAINER_FILE
+from .checkpoint import BEST, CHECKPOINT_FILES, CONFIG_FILE, LAST, TRAINER_FILE, own_names
 from .config import TrainConfig
 from .data import PreparedData, check_fits_context, data_key, is_prepared_folder, open_prepared
 from .device import check_memory, estimate_memory
@@ -24,7 +24,7 @@ from .errors import ConfigError, DataError, RunFolderError
 from .modelinit import init_model
 from .plan import Log, Plan, plan_resume, plan_run, silent
 from .prepare import resolve_data
-from .runlock import run_folder_lock
+from .runlock import LOCK_FILE, run_folder_lock
 from .sinks import METRICS_FILE, PLOT_FILE, SAMPLES_FILE
 from .strategy import process_group
 from .trainer import Callback, Trainer, TrainResult
@@ -32,11 +32,14 @@ from .vocab import checkpoint_files, run_tokenizer
 
 WRITTEN_FILES = (METRICS_FILE, SAMPLES_FILE, CONFIG_FILE, PLOT_FILE)
 RUN_FILES = (LAST, BEST, f".{LAST}.old", f".{BEST}.old", *WRITTEN_FILES)
+# The names a run's saves replace whole (checkpoints and their temporary and old copies).
+SAVED_NAMES = frozenset(own for name in (LAST, BEST) for own in own_names(name))
 
 
 def start(cfg: TrainConfig, *, log: Log = print, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Run a new training from ``cfg``. Under torchrun every process calls this with the same
     settings; rank 0 prepares data and weights while the others wait, then all train."""
+    check_not_in_checkpoint(Path(cfg.out).expanduser())
     return _carry_out(plan_run(cfg, log), log, callbacks)
 
 
@@ -50,6 +53,7 @@ def resume(
     """Continue ``run_dir`` from its ``last`` checkpoint, with changed settings if asked. A
     checkpoint holds the whole model whoever wrote it, so a torchrun run resumes in one process
     and the other way round (on several machines ``run_dir`` must be on a shared filesystem)."""
+    check_run_files(Path(run_dir).expanduser())  # before its checkpoint is read (not via a link)
     plan = plan_resume(Path(run_dir).expanduser(), dict(overrides or {}), log)
     return _carry_out(plan, log, callbacks)
 
@@ -145,7 +149,10 @@ def _check_memory(plan: Plan, config: Any, log: Log) -> None:
 
 def check_run_files(run_dir: Path) -> None:
     """Each file a run appends to or replaces must be a plain file (or absent): a folder in
-    its place would fail mid-run, and a link would make the run write outside ``run_dir``."""
+    its place would fail mid-run, and a link would make the run write outside ``run_dir``.
+    Likewise ``last`` and ``best`` must be folders of the run's own, checked now, not when the
+    first save fails hours later: a link would be read from and saved over, and a save
+    replaces the folder whole, so another run kept in it would be deleted."""
     for path in (run_dir / name for name in WRITTEN_FILES):
         if path.is_symlink() or (path.exists() and not path.is_file()):
             kind = "a symbolic link" if path.is_symlink() else "not a plain file"
@@ -153,6 +160,53 @@ def check_run_files(run_dir: Path) -> None:
                 f"{path} is {kind}; the run writes its {path.name} there. Move it out of the "
                 f"way (e.g. mv {path} {path}.saved) and try again"
             )
+    for path in (run_dir / name for name in (LAST, BEST)):
+        if path.is_symlink():
+            raise RunFolderError(
+                f"{path} is a symbolic link; the run reads and saves its {path.name} checkpoint "
+                f"there, never through a link. Put the folder itself there (e.g. rm {path} && "
+                f"cp -r {os.path.realpath(path)} {path}) and try again"
+            )
+        if os.path.lexists(path) and not path.is_dir():
+            raise RunFolderError(
+                f"{path} is not a folder; the run saves its {path.name} checkpoint there, "
+                f"replacing what stands at that name. Move it out of the way (e.g. mv {path} "
+                f"{path}.saved) and try again"
+            )
+        if nested := [name for name in (*RUN_FILES, LOCK_FILE) if os.path.lexists(path / name)]:
+            raise RunFolderError(
+                f"{path} holds another run's files ({', '.join(nested)}); the run's next save "
+                f"replaces {path} whole and would delete them. Move them out of {path} (e.g. "
+                f"into a folder of their own beside {run_dir}) and try again"
+            )
+
+
+def check_not_in_checkpoint(run_dir: Path) -> None:
+    """A new run's folder must not be, or lie inside, a run's checkpoint folder: a save
+    replaces ``RUN/last`` (``best``, their temporary and old copies) whole, so a run kept there
+    would be deleted by another run's next save. Checked before the folder is created, on the
+    real path (a link to a checkpoint folder counts); a checkpoint name in a run's folder
+    counts before that run has saved there. Any other folder of weights (a Hugging Face
+    folder, a copied checkpoint) is replaced by no save, so a run may live in it."""
+    real = Path(os.path.realpath(run_dir))
+    for folder in (real, *real.parents):
+        if folder.name not in SAVED_NAMES:
+            continue
+        held = [name for name in CHECKPOINT_FILES if os.path.lexists(folder / name)]
+        if held or _holds_run(folder.parent):
+            why = (
+                f"it holds {', '.join(held)}" if held else f"the run in {folder.parent} saves there"
+            )
+            where = "is" if folder == real else "lies inside"
+            raise ConfigError(
+                f"--out {run_dir} {where} the checkpoint folder {folder} ({why}); a save "
+                f"replaces a checkpoint folder whole, so a run there would be deleted. Pick an "
+                f"--out outside {folder}"
+            )
+
+
+def _holds_run(folder: Path) -> bool:
+    return any(os.path.lexists(folder / name) for name in (*RUN_FILES, LOCK_FILE))
 
 
 def _stamp(folder: Path | None) -> tuple[int, int, int] | None:

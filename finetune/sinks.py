@@ -2,8 +2,9 @@
 ``loss.png`` in the run folder, a tqdm bar, and Weights & Biases (a convenience, see Wandb).
 
 ``metrics.jsonl`` (one JSON object per step) is the record a run is judged by: plain text,
-appendable, readable while training runs, and cut back to the checkpoint's step on resume so
-no step is listed twice."""
+appendable, readable while training runs. It and ``samples.jsonl`` are cut back to the
+checkpoint's step on resume: a run stopped between saves wrote records past it, and the resumed
+run writes those steps again, so without the cut they would be listed twice."""
 
 from __future__ import annotations
 
@@ -93,9 +94,10 @@ class RunFiles(Sink):
     def __init__(self, run_dir: Path, resume_step: int | None, log: Log) -> None:
         self.run_dir, self._log, self._drawn = run_dir, log, time.monotonic()
         self.metrics = run_dir / METRICS_FILE
-        if resume_step is not None and self.metrics.exists():
-            kept = [r for r in read_records(self.metrics) if int(r.get("step", 0)) <= resume_step]
-            atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        for path in (self.metrics, run_dir / SAMPLES_FILE) if resume_step is not None else ():
+            if path.exists():
+                kept = [r for r in read_records(path) if int(r.get("step", 0)) <= resume_step]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def step(self, record: dict[str, Any]) -> None:
         floats = {k: v for k, v in record.items() if isinstance(v, float)}

@@ -26,7 +26,7 @@ from finetune import cli
 from finetune.runlock import LOCK_FILE
 from gpt2load.native import NATIVE_FILENAME, save_native
 
-from .conftest import make_dataset
+from .conftest import make_char_text, make_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_FLAGS = (
@@ -127,6 +127,101 @@ def test_a_refused_overwrite_leaves_the_old_run_whole(
     assert "missing.txt" in line and "does not exist" in line
     assert _snapshot(run) == before
     assert not (run / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("inside", ["last", "best", "last/sub", ".last.old", "best/.x/y"])
+def test_a_new_run_inside_a_checkpoint_folder_is_refused_before_anything_is_written(
+    inside: str, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RUN/last is replaced whole at RUN's next save: a run placed in it (or under it) would be
+    deleted without a word, --overwrite or not, so it is refused before its folder exists."""
+    run, data = _copy(trained, tmp_path)
+    before = _snapshot(run)
+    out = run / inside
+    folder = run / inside.split("/")[0]
+    for extra in ([], ["--overwrite"]):
+        argv = ["pretrain", *TINY, "--init", str(run), "--data", str(data), "--out", str(out)]
+        line = _error_line(capsys, [*argv, *extra, "--max-iters", "3"])
+        assert f"--out {out}" in line and str(folder) in line, line
+        assert "checkpoint folder" in line and "Pick an --out outside" in line, line
+    assert _snapshot(run) == before  # nothing written, not even a lock file
+    assert os.path.lexists(out) == (inside in ("last", "best")) and not list(run.rglob(LOCK_FILE))
+
+
+def test_a_run_may_live_in_a_folder_of_weights_that_no_save_replaces(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Only a run's own checkpoint names are replaced whole: a folder that merely holds
+    weights (a Hugging Face folder, a copied checkpoint) may hold a run's folder."""
+    run, data = _copy(trained, tmp_path)
+    weights = tmp_path / "my-model"
+    shutil.copytree(run / "best", weights)  # model.safetensors, trainer.pt and all
+    out = weights / "runs" / "ft"
+    argv = ["pretrain", *TINY, "--init", str(weights), "--data", str(data), "--out", str(out)]
+    assert cli.main([*argv, "--max-iters", "1"]) == 0
+    assert (out / "last" / NATIVE_FILENAME).is_file() and (weights / NATIVE_FILENAME).is_file()
+
+
+def test_resume_refuses_to_replace_a_checkpoint_folder_holding_another_run(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that an older version let live in RUN/last: RUN's next save would delete it."""
+    run, _ = _copy(trained, tmp_path)
+    shutil.copytree(trained / "best", run / "last" / "best")
+    shutil.copyfile(trained / "metrics.jsonl", run / "last" / "metrics.jsonl")
+    before = _snapshot(run)
+    line = _error_line(capsys, ["resume", str(run), "--max-iters", "3"])
+    assert f"{run / 'last'} holds another run's files (best, metrics.jsonl)" in line, line
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("name", [".last.tmp", ".last.old", ".best.tmp", ".best.old"])
+@pytest.mark.parametrize("kind", ["file", "folder", "link to a folder", "dangling link"])
+def test_the_runs_own_temporary_names_are_cleared_whatever_stands_there(
+    name: str, kind: str, trained: Path, tmp_path: Path
+) -> None:
+    """Left by a crash or by hand: the save clears them (a link, never what it points to),
+    instead of training to the end and then failing every save with a wrong advice."""
+    run, _ = _copy(trained, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep me\n")
+    stray = run / name
+    {
+        "file": lambda: stray.write_text("stray\n"),
+        "folder": lambda: shutil.copytree(outside, stray),
+        "link to a folder": lambda: stray.symlink_to(outside, target_is_directory=True),
+        "dangling link": lambda: stray.symlink_to(tmp_path / "nowhere"),
+    }[kind]()
+    argv = ["resume", str(run), "--max-iters", "4", "--eval-interval", "2"]
+    assert cli.main(argv) == 0
+    for checkpoint in ("last", "best"):
+        info = json.loads((run / checkpoint / "info.json").read_text())
+        assert info["step"] == 4 and not (run / checkpoint).is_symlink()
+    assert not [p.name for p in run.iterdir() if p.name.endswith((".tmp", ".old"))]
+    assert (outside / "keep.txt").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("name", ["last", "best"])
+def test_a_link_or_a_file_at_a_checkpoints_name_is_refused_before_training(
+    name: str, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resume would read the checkpoint out of the folder through the link, train, and its
+    saves would replace the link (leaving links behind); refused at once, as for metrics."""
+    run, _ = _copy(trained, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (run / name).rename(elsewhere)
+    kept = _snapshot(elsewhere)
+    (run / name).symlink_to(elsewhere, target_is_directory=True)
+    line = _error_line(capsys, ["resume", str(run), "--max-iters", "3"])
+    assert f"{run / name} is a symbolic link" in line, line
+    assert f"rm {run / name} && cp -r {elsewhere} {run / name}" in line, line
+    (run / name).unlink()
+    (run / name).write_text("not a checkpoint\n")
+    line = _error_line(capsys, ["resume", str(run), "--max-iters", "3"])
+    assert f"{run / name} is not a folder" in line, line
+    assert _snapshot(elsewhere) == kept
+    assert not [p.name for p in run.iterdir() if p.name.endswith((".tmp", ".old"))]
 
 
 # ------------------------------------------------------- one process per run folder
@@ -377,6 +472,35 @@ def test_metrics_replaced_by_a_folder_or_a_link_is_one_line(
     assert "is a symbolic link" in line
     assert outside.read_text() == ""
     assert _snapshot(run / "last") == _snapshot(trained / "last")
+
+
+# ------------------------------------------------------- one record per step
+def test_resume_after_a_stop_between_saves_lists_each_sample_and_metric_once(
+    tmp_path: Path,
+) -> None:
+    """A run killed between saves wrote samples and metrics past its last checkpoint; resumed,
+    both files are cut back to the checkpoint's step, so no step is listed twice."""
+    text = make_char_text(tmp_path / "play.txt")
+    run = tmp_path / "run"
+    argv = ["pretrain", *TINY, "--tokenizer", "char", "--data", str(text), "--out", str(run)]
+    argv += [
+        "--sample-interval",
+        "1",
+        "--sample-tokens",
+        "3",
+        "--sample-prompt",
+        text.read_text()[:2],
+    ]
+    assert cli.main([*argv, "--max-iters", "2"]) == 0
+    at_step_2 = tmp_path / "last-at-2"
+    shutil.copytree(run / "last", at_step_2)
+    assert cli.main(["resume", str(run), "--max-iters", "4"]) == 0
+    shutil.rmtree(run / "last")  # as if killed after step 4's records, before its save
+    shutil.copytree(at_step_2, run / "last")
+    assert cli.main(["resume", str(run), "--max-iters", "5"]) == 0
+    for name in ("samples.jsonl", "metrics.jsonl"):
+        steps = [json.loads(line)["step"] for line in (run / name).read_text().splitlines()]
+        assert steps == [1, 2, 3, 4, 5], name
 
 
 # ------------------------------------------------------- advice that must hold
